@@ -1,0 +1,18 @@
+"""Where the shared datasets live: ``$SUBPIXEL_DATA``, else ``../shared/data``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BENCHMARK_SETS = ("Set5", "Set14", "BSD100")
+
+
+def data_root() -> Path:
+    """The data folder named by ``SUBPIXEL_DATA``, defaulting to ``../shared/data``."""
+    return Path(os.environ.get("SUBPIXEL_DATA", "../shared/data")).expanduser()
+
+
+def benchmark_hr_dir(name: str) -> Path:
+    """The HR folder of a standard benchmark set (Set5, Set14, BSD100)."""
+    return data_root() / "benchmark" / name / "HR"
