@@ -1,0 +1,128 @@
+"""The ``subpixel`` command: a thin layer that parses arguments, calls the library, prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from subpixel import models
+from subpixel.errors import ImageError, SubpixelError
+from subpixel.evaluation import EvaluationReport, evaluate
+from subpixel.images import output_format, read_image, write_image
+from subpixel.inference import upscale_image
+from subpixel.weights import DEFAULT_MODEL, bundled_weights, load_model
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _upscale(args: argparse.Namespace) -> int:
+    source, target = Path(args.input), Path(args.output)
+    output_format(target)  # an unknown extension fails before any work
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise ImageError(f"refusing to overwrite the input {source}")
+    image = read_image(source)
+    model = load_model(args.model, scale=args.scale, device=_device(args.device))
+    result = upscale_image(image, model)
+    options = {"quality": args.quality} if output_format(target) == "JPEG" else {}
+    write_image(result, target, **options)
+    card = model.card
+    print(f"{source} ({image.width}x{image.height}) -> {target} ({result.width}x{result.height}), "
+          f"{card.architecture} x{card.scale}")
+    return 0
+
+
+def _print_report(report: EvaluationReport, name: str) -> None:
+    print(f"{name} x{report.scale} on {report.dataset} (protocol {report.protocol})")
+    print(f"{'image':<16}{'PSNR':>8}{'SSIM':>8}{'bicubic':>10}{'SSIM':>8}{'ms':>9}")
+    for s in report.images:
+        print(f"{s.name:<16}{s.psnr:8.2f}{s.ssim:8.4f}{s.bicubic_psnr:10.2f}{s.bicubic_ssim:8.4f}"
+              f"{s.seconds * 1000:9.1f}")
+    print(f"{'mean':<16}{report.mean('psnr'):8.2f}{report.mean('ssim'):8.4f}"
+          f"{report.mean('bicubic_psnr'):10.2f}{report.mean('bicubic_ssim'):8.4f}"
+          f"{report.mean('seconds') * 1000:9.1f}")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    model = load_model(args.model, scale=args.scale, device=_device(args.device))
+    with tqdm(desc=f"evaluate {args.dataset}", unit="img", disable=args.json or None,
+              file=sys.stderr) as bar:
+        def progress(done: int, total: int, name: str) -> None:
+            bar.total = total
+            bar.set_postfix_str(name)
+            bar.update(1)
+
+        report = evaluate(model, args.dataset, protocol=args.protocol, progress=progress)
+    if args.json:
+        print(json.dumps({"model": str(args.model), **report.to_dict()}, indent=2))
+    else:
+        _print_report(report, str(args.model))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    bundled = bundled_weights()
+    print(f"{'name':<12}{'parameters':>11}{'MACs/px x2':>12}{'x3':>9}{'x4':>9}  bundled weights")
+    for name in models.BUILDERS:
+        costs = [models.measure_complexity(models.build(name, scale=s), 1) for s in (2, 3, 4)]
+        scales = sorted(s for (arch, s) in bundled if arch == name)
+        weights = " ".join(f"x{s}" for s in scales) or ("(no weights needed)" if name == "bicubic" else "-")
+        print(f"{name:<12}{costs[1].parameters:>11,}" + "".join(
+            f"{c.macs_per_pixel:>{12 if i == 0 else 9},.0f}" for i, c in enumerate(costs))
+              + f"  {weights}")
+    print(f"\ndefault model: {DEFAULT_MODEL}; parameters and MACs are for one (luminance) channel at x3")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="subpixel", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("upscale", help="upscale one image")
+    up.add_argument("input", help="image file to upscale (never overwritten)")
+    up.add_argument("-o", "--output", required=True, help="output file; format from extension")
+    up.add_argument("--model", default=DEFAULT_MODEL, help="bundled name or .safetensors file")
+    up.add_argument("--scale", type=int, default=None, help="upscaling factor (default: 3)")
+    up.add_argument("--quality", type=int, default=95, help="JPEG quality (default: 95)")
+    up.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    up.set_defaults(run=_upscale)
+
+    ev = commands.add_parser("evaluate", help="PSNR/SSIM on a benchmark or a folder of HR images")
+    ev.add_argument("--model", default=DEFAULT_MODEL, help="bundled name or .safetensors file")
+    ev.add_argument("--scale", type=int, default=None, help="upscaling factor (default: 3)")
+    ev.add_argument("--dataset", required=True, help="Set5, Set14, BSD100 or a folder of HR images")
+    ev.add_argument("--protocol", choices=("matlab", "float"), default="matlab",
+                    help="matlab: Y rounded to 8 bits (the papers'); float: Y unrounded (BasicSR's)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ev.set_defaults(run=_evaluate)
+
+    ls = commands.add_parser("models", help="list models with parameters and MACs per pixel")
+    ls.set_defaults(run=_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 success, 1 error, 2 usage, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except SubpixelError as error:
+        print(f"subpixel: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("subpixel: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Exceptions the library raises; the CLI turns each into one line on stderr."""
+
+from __future__ import annotations
+
+
+class SubpixelError(Exception):
+    """Base class of every error subpixel raises on purpose."""
+
+
+class ImageError(SubpixelError):
+    """An input image is missing, empty, corrupt, of an unsupported kind or too large."""
+
+
+class ModelError(SubpixelError):
+    """A model name is unknown, or a weights file is missing, corrupt or not subpixel's."""
+
+
+class ScaleError(SubpixelError):
+    """The requested scale is one the model does not support."""

@@ -1,0 +1,97 @@
+"""The networks, and a plain dict from name to builder.
+
+Example:
+    >>> from subpixel import models
+    >>> net = models.build("espcn", scale=3, channels=1)
+    >>> sorted(models.BUILDERS)[:3]
+    ['bicubic', 'espcn', 'espcn-7']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from subpixel.models.bicubic import Bicubic
+from subpixel.models.complexity import Complexity, measure_complexity
+from subpixel.models.espcn import ESPCN, ESPCN7, ESPCNConfig
+from subpixel.models.fsrcnn import FSRCNN, FSRCNNConfig, fsrcnn_to_subpixel
+from subpixel.models.srcnn import SRCNN, SRCNNConfig
+
+__all__ = [
+    "BUILDERS",
+    "ESPCN",
+    "FSRCNN",
+    "SRCNN",
+    "Bicubic",
+    "Complexity",
+    "ESPCNConfig",
+    "FSRCNNConfig",
+    "SRCNNConfig",
+    "build",
+    "fsrcnn_to_subpixel",
+    "measure_complexity",
+]
+
+
+def _espcn(**options: Any) -> nn.Module:
+    return ESPCN(ESPCNConfig(**options))
+
+
+def _espcn7(**options: Any) -> nn.Module:
+    return ESPCN(ESPCNConfig(**{**ESPCN7, **options}))
+
+
+def _fsrcnn(**options: Any) -> nn.Module:
+    return FSRCNN(FSRCNNConfig(**options))
+
+
+def _fsrcnn_s(**options: Any) -> nn.Module:
+    return FSRCNN(FSRCNNConfig(**{"d": 32, "s": 5, "m": 1, **options}))
+
+
+def _srcnn(**options: Any) -> nn.Module:
+    return SRCNN(SRCNNConfig(**options))
+
+
+def _srcnn_915(**options: Any) -> nn.Module:
+    return SRCNN(SRCNNConfig(**{"kernels": (9, 1, 5), **options}))
+
+
+def _bicubic(**options: Any) -> nn.Module:
+    return Bicubic(**options)
+
+
+# Name -> builder taking scale, channels and any config field as keywords.
+BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "espcn": _espcn,
+    "espcn-7": _espcn7,
+    "fsrcnn": _fsrcnn,
+    "fsrcnn-s": _fsrcnn_s,
+    "srcnn": _srcnn,
+    "srcnn-915": _srcnn_915,
+    "bicubic": _bicubic,
+}
+
+
+def build(name: str, scale: int = 3, channels: int = 1, **options: Any) -> nn.Module:
+    """Build a network by name with fresh weights.
+
+    Args:
+        name: a key of ``BUILDERS`` (espcn, espcn-7, fsrcnn, fsrcnn-s, srcnn, srcnn-915, bicubic).
+        scale: the upscaling factor r.
+        channels: 1 for luminance (Y), 3 for RGB.
+        **options: other fields of the network's config (for example ``features=(64, 32)``).
+
+    Raises:
+        KeyError: for an unknown name.
+        ValueError: for options the network does not have or cannot take.
+    """
+    if name not in BUILDERS:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(BUILDERS))}")
+    try:
+        return BUILDERS[name](scale=scale, channels=channels, **options)
+    except TypeError as error:  # an unknown keyword reaches the frozen dataclass
+        raise ValueError(f"bad options for {name}: {error}") from error

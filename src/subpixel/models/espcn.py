@@ -1,0 +1,99 @@
+"""ESPCN: features in LR space, then a sub-pixel convolution and periodic shuffling to HR.
+
+Shi et al. 2016, "Real-Time Single Image and Video Super-Resolution Using an Efficient
+Sub-Pixel Convolutional Neural Network".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "prelu": nn.PReLU, "sigmoid": nn.Sigmoid}
+
+
+@dataclass(frozen=True)
+class ESPCNConfig:
+    """Depth, widths, kernels and activations of an ESPCN.
+
+    ``features[i]`` channels come out of a ``kernels[i]`` x ``kernels[i]`` convolution followed
+    by ``activation``; the last kernel belongs to the sub-pixel layer (C * scale^2 outputs).
+    The paper's network is the default: 5x5 -> 64, tanh; 3x3 -> 32, tanh; 3x3 -> C r^2.
+    """
+
+    scale: int = 3
+    channels: int = 1
+    features: tuple[int, ...] = (64, 32)
+    kernels: tuple[int, ...] = (5, 3, 3)
+    activation: str = "tanh"
+    output_activation: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.scale < 1:
+            raise ValueError(f"scale must be >= 1, got {self.scale}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (luminance) or 3 (RGB), got {self.channels}")
+        if len(self.kernels) != len(self.features) + 1:
+            raise ValueError("need one kernel size per feature layer plus one for the output layer")
+        if any(k % 2 == 0 for k in self.kernels):
+            raise ValueError(f"kernel sizes must be odd for 'same' padding, got {self.kernels}")
+        for name in (self.activation, self.output_activation):
+            if name is not None and name not in _ACTIVATIONS:
+                raise ValueError(f"unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}")
+
+
+# The 7-layer variant: six tanh feature layers, a sigmoid on the output, depth_to_space.
+ESPCN7 = {
+    "features": (64, 64, 64, 32, 32, 32),
+    "kernels": (5, 3, 3, 3, 3, 3, 3),
+    "output_activation": "sigmoid",
+}
+
+
+def _activation(name: str, channels: int) -> nn.Module:
+    # PReLU learns one slope per channel; the others take no size.
+    return nn.PReLU(channels) if name == "prelu" else _ACTIVATIONS[name]()
+
+
+class ESPCN(nn.Module):
+    """Efficient sub-pixel convolutional network (Shi et al. 2016).
+
+    Input (B, C, H, W) float in [0, 1]; output (B, C, rH, rW), not clamped.
+    Deviations from the paper: "same" zero padding, so the output covers the whole input
+    (the paper trained on unpadded patches and cropped the targets).
+
+    Example:
+        >>> import torch
+        >>> ESPCN(ESPCNConfig(scale=3))(torch.rand(1, 1, 8, 8)).shape
+        torch.Size([1, 1, 24, 24])
+    """
+
+    def __init__(self, config: ESPCNConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or ESPCNConfig()
+        layers: list[nn.Module] = []
+        in_channels = config.channels
+        for width, kernel in zip(config.features, config.kernels, strict=False):
+            layers += [
+                nn.Conv2d(in_channels, width, kernel, padding=kernel // 2),
+                _activation(config.activation, width),
+            ]
+            in_channels = width
+        self.features = nn.Sequential(*layers)
+        last = config.kernels[-1]
+        # The sub-pixel convolution: C * r^2 LR-space outputs, one per HR phase.
+        self.subpixel = nn.Conv2d(
+            in_channels, config.channels * config.scale**2, last, padding=last // 2
+        )
+        self.shuffle = nn.PixelShuffle(config.scale)
+        self.output_activation = (
+            _activation(config.output_activation, config.channels)
+            if config.output_activation
+            else nn.Identity()
+        )
+
+    def forward(self, lr: Tensor) -> Tensor:
+        x = self.features(lr)  # (B, F, H, W)
+        x = self.subpixel(x)  # (B, C r^2, H, W)
+        return self.output_activation(self.shuffle(x))  # (B, C, rH, rW)

@@ -1,0 +1,199 @@
+"""Weights as safetensors files with a model card in the metadata; loading never unpickles.
+
+A file holds the network's state dict and one metadata entry, ``subpixel.card``: a JSON
+``ModelCard`` (architecture, config, scale, channels, colour space, degradation, training
+record, metrics). ``load_model`` builds the architecture from the card and loads the tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from subpixel import models
+from subpixel.errors import ModelError, ScaleError
+
+__all__ = ["ModelCard", "bundled_weights", "card_of", "load_model", "load_weights", "save_weights"]
+
+CARD_KEY = "subpixel.card"
+FORMAT_KEY = "format"
+FORMAT = "subpixel-weights/1"
+COLOUR_SPACES = ("y", "rgb")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a network is and how it was made; travels inside every weights file.
+
+    ``colour_space`` says what the network sees: ``"y"`` (BT.601 studio-swing luminance,
+    chroma upscaled by bicubic) or ``"rgb"``.
+    """
+
+    architecture: str
+    scale: int
+    channels: int
+    colour_space: str = "y"
+    config: dict[str, Any] = field(default_factory=dict)
+    degradation: str = "matlab-bicubic"
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.architecture not in models.BUILDERS:
+            raise ValueError(f"unknown architecture {self.architecture!r}")
+        if self.colour_space not in COLOUR_SPACES:
+            raise ValueError(f"colour_space must be one of {COLOUR_SPACES}")
+        expected = 1 if self.colour_space == "y" else 3
+        if self.channels != expected:
+            raise ValueError(f"{self.colour_space} networks take {expected} channel(s)")
+
+    def build(self) -> nn.Module:
+        """A fresh network of this card's architecture and configuration."""
+        options = {k: tuple(v) if isinstance(v, list) else v for k, v in self.config.items()}
+        return models.build(self.architecture, scale=self.scale, channels=self.channels, **options)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelCard:
+        raw = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown model-card keys: {sorted(unknown)}")
+        return cls(**raw)
+
+
+def card_of(model: nn.Module) -> ModelCard:
+    """The card attached to a loaded model, or one describing a freshly built one."""
+    card = getattr(model, "card", None)
+    if isinstance(card, ModelCard):
+        return card
+    raise ModelError("model has no card; build it with describe() or load it with load_model()")
+
+
+def describe(model: nn.Module, architecture: str, **card_fields: Any) -> ModelCard:
+    """Make a card for ``model`` (built by ``models.build(architecture, ...)``) and attach it."""
+    config = asdict(model.config) if is_dataclass(getattr(model, "config", None)) else {}  # type: ignore[arg-type]
+    scale = config.pop("scale", getattr(model, "scale", None))
+    channels = config.pop("channels", getattr(model, "channels", 1))
+    colour_space = card_fields.pop("colour_space", "y" if channels == 1 else "rgb")
+    card = ModelCard(
+        architecture=architecture,
+        scale=int(scale),
+        channels=int(channels),
+        colour_space=colour_space,
+        config=config,
+        **card_fields,
+    )
+    model.card = card
+    return card
+
+
+def save_weights(model: nn.Module, path: str | Path, card: ModelCard | None = None) -> Path:
+    """Write ``model``'s weights and card to a safetensors file."""
+    card = card or card_of(model)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {FORMAT_KEY: FORMAT, CARD_KEY: json.dumps(asdict(card), sort_keys=True)}
+    path = Path(path)
+    save_file(state, str(path), metadata=metadata)
+    return path
+
+
+def load_weights(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Build the network a weights file describes and load its tensors (no code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        state = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelError(f"not a safetensors weights file: {path} ({error})") from error
+    if metadata.get(FORMAT_KEY) != FORMAT or CARD_KEY not in metadata:
+        raise ModelError(f"not a subpixel weights file (no model card): {path}")
+    try:
+        card = ModelCard.from_json(metadata[CARD_KEY])
+        model = card.build()
+        model.load_state_dict(state, strict=True)
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        reason = str(error).splitlines()[0]
+        raise ModelError(f"weights file {path} does not match its model card: {reason}") from error
+    model.card = card
+    return model.to(device).eval()
+
+
+def bundled_weights() -> dict[tuple[str, int], Path]:
+    """The pretrained weights shipped in the package, by (architecture, scale)."""
+    found: dict[tuple[str, int], Path] = {}
+    folder = resources.files("subpixel") / "weights"
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".safetensors") and "_x" in name:
+            architecture, _, scale = name.removesuffix(".safetensors").rpartition("_x")
+            if scale.isdigit():
+                found[(architecture, int(scale))] = Path(str(entry))
+    return found
+
+
+DEFAULT_MODEL = "bicubic"
+DEFAULT_SCALE = 3
+
+
+def load_model(
+    name_or_path: str | Path = DEFAULT_MODEL,
+    scale: int | None = None,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """A ready network (eval mode, card attached as ``model.card``) by name or weights file.
+
+    Args:
+        name_or_path: a ``.safetensors`` file, a bundled model's name (``subpixel models``
+            lists them) or ``"bicubic"``.
+        scale: the upscaling factor; for a file it must match the file's, for a name it picks
+            the weights (default: 3, or the one scale bundled).
+        device: where the network runs.
+
+    Raises:
+        ModelError: unknown name, missing or invalid weights file.
+        ScaleError: a scale the model does not support.
+
+    Example:
+        >>> model = load_model("bicubic", scale=2)
+        >>> model.card.scale
+        2
+    """
+    text = str(name_or_path)
+    if text.endswith(".safetensors") or Path(text).is_file():
+        model = load_weights(text, device)
+        if scale is not None and scale != model.card.scale:
+            raise ScaleError(f"{text} is a x{model.card.scale} model; x{scale} was asked for")
+        return model
+    bundled = bundled_weights()
+    scales = sorted(s for (arch, s) in bundled if arch == text)
+    if scales:
+        chosen = scale or (DEFAULT_SCALE if DEFAULT_SCALE in scales else scales[0])
+        if chosen not in scales:
+            listed = ", ".join(f"x{s}" for s in scales)
+            raise ScaleError(f"model {text!r} has no x{chosen} weights (bundled: {listed})")
+        return load_weights(bundled[(text, chosen)], device)
+    if text == "bicubic":
+        chosen = scale or DEFAULT_SCALE
+        if chosen < 2:
+            raise ScaleError(f"scale must be an integer >= 2, got {chosen}")
+        model = models.build("bicubic", scale=chosen, channels=1)
+        describe(model, "bicubic", training={"note": "no learned weights"})
+        return model.to(device).eval()
+    if text in models.BUILDERS:
+        raise ModelError(
+            f"no pretrained weights are bundled for {text!r}; "
+            "train it (or pass a .safetensors file) — see `subpixel models`"
+        )
+    raise ModelError(f"unknown model {text!r} (not a file and not a bundled name; see `subpixel models`)")
