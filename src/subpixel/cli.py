@@ -36,8 +36,10 @@ def _upscale(args: argparse.Namespace) -> int:
     options = {"quality": args.quality} if output_format(target) == "JPEG" else {}
     write_image(result, target, **options)
     card = model.card
-    print(f"{source} ({image.width}x{image.height}) -> {target} ({result.width}x{result.height}), "
-          f"{card.architecture} x{card.scale}")
+    print(
+        f"{source} ({image.width}x{image.height}) -> {target} ({result.width}x{result.height}), "
+        f"{card.architecture} x{card.scale}"
+    )
     return 0
 
 
@@ -45,17 +47,23 @@ def _print_report(report: EvaluationReport, name: str) -> None:
     print(f"{name} x{report.scale} on {report.dataset} (protocol {report.protocol})")
     print(f"{'image':<16}{'PSNR':>8}{'SSIM':>8}{'bicubic':>10}{'SSIM':>8}{'ms':>9}")
     for s in report.images:
-        print(f"{s.name:<16}{s.psnr:8.2f}{s.ssim:8.4f}{s.bicubic_psnr:10.2f}{s.bicubic_ssim:8.4f}"
-              f"{s.seconds * 1000:9.1f}")
-    print(f"{'mean':<16}{report.mean('psnr'):8.2f}{report.mean('ssim'):8.4f}"
-          f"{report.mean('bicubic_psnr'):10.2f}{report.mean('bicubic_ssim'):8.4f}"
-          f"{report.mean('seconds') * 1000:9.1f}")
+        print(
+            f"{s.name:<16}{s.psnr:8.2f}{s.ssim:8.4f}{s.bicubic_psnr:10.2f}{s.bicubic_ssim:8.4f}"
+            f"{s.seconds * 1000:9.1f}"
+        )
+    print(
+        f"{'mean':<16}{report.mean('psnr'):8.2f}{report.mean('ssim'):8.4f}"
+        f"{report.mean('bicubic_psnr'):10.2f}{report.mean('bicubic_ssim'):8.4f}"
+        f"{report.mean('seconds') * 1000:9.1f}"
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model, scale=args.scale, device=_device(args.device))
-    with tqdm(desc=f"evaluate {args.dataset}", unit="img", disable=args.json or None,
-              file=sys.stderr) as bar:
+    with tqdm(
+        desc=f"evaluate {args.dataset}", unit="img", disable=args.json or None, file=sys.stderr
+    ) as bar:
+
         def progress(done: int, total: int, name: str) -> None:
             bar.total = total
             bar.set_postfix_str(name)
@@ -75,11 +83,15 @@ def _models(args: argparse.Namespace) -> int:
     for name in models.BUILDERS:
         costs = [models.measure_complexity(models.build(name, scale=s), 1) for s in (2, 3, 4)]
         scales = sorted(s for (arch, s) in bundled if arch == name)
-        weights = " ".join(f"x{s}" for s in scales) or ("(no weights needed)" if name == "bicubic" else "-")
-        print(f"{name:<12}{costs[1].parameters:>11,}" + "".join(
-            f"{c.macs_per_pixel:>{12 if i == 0 else 9},.0f}" for i, c in enumerate(costs))
-              + f"  {weights}")
-    print(f"\ndefault model: {DEFAULT_MODEL}; parameters and MACs are for one (luminance) channel at x3")
+        weights = " ".join(f"x{s}" for s in scales) or (
+            "(no weights needed)" if name == "bicubic" else "-"
+        )
+        print(
+            f"{name:<12}{costs[1].parameters:>11,}"
+            + "".join(f"{c.macs_per_pixel:>{12 if i == 0 else 9},.0f}" for i, c in enumerate(costs))
+            + f"  {weights}"
+        )
+    print(f"\ndefault model: {DEFAULT_MODEL}; parameters at x3, one (luminance) channel")
     return 0
 
 
@@ -100,8 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default=DEFAULT_MODEL, help="bundled name or .safetensors file")
     ev.add_argument("--scale", type=int, default=None, help="upscaling factor (default: 3)")
     ev.add_argument("--dataset", required=True, help="Set5, Set14, BSD100 or a folder of HR images")
-    ev.add_argument("--protocol", choices=("matlab", "float"), default="matlab",
-                    help="matlab: Y rounded to 8 bits (the papers'); float: Y unrounded (BasicSR's)")
+    ev.add_argument(
+        "--protocol",
+        choices=("matlab", "float"),
+        default="matlab",
+        help="matlab: Y rounded to 8 bits (the papers'); float: Y unrounded (BasicSR's)",
+    )
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ev.set_defaults(run=_evaluate)

@@ -85,9 +85,7 @@ def _upscale_colour(colour: np.ndarray, model: nn.Module, traits: ModelTraits) -
     return ycbcr_to_rgb(np.concatenate([y, cbcr], axis=-1)).astype(np.float32)
 
 
-def upscale_array(
-    planes: np.ndarray, model: nn.Module, *, has_alpha: bool = False
-) -> np.ndarray:
+def upscale_array(planes: np.ndarray, model: nn.Module, *, has_alpha: bool = False) -> np.ndarray:
     """Upscale a float (H, W, C) array in [0, 1], C in {1, 3} plus an optional last alpha plane.
 
     Returns float32 (rH, rW, C) clipped to [0, 1].
@@ -145,9 +143,13 @@ def _pil_to_array(image: Image.Image) -> tuple[np.ndarray, str]:
 
 
 @overload
-def upscale_image(image: Image.Image, model: nn.Module, *, scale: int | None = None) -> Image.Image: ...
+def upscale_image(
+    image: Image.Image, model: nn.Module, *, scale: int | None = None
+) -> Image.Image: ...
 @overload
-def upscale_image(image: np.ndarray, model: nn.Module, *, scale: int | None = None) -> np.ndarray: ...
+def upscale_image(
+    image: np.ndarray, model: nn.Module, *, scale: int | None = None
+) -> np.ndarray: ...
 def upscale_image(
     image: Image.Image | np.ndarray, model: nn.Module, *, scale: int | None = None
 ) -> Image.Image | np.ndarray:
@@ -169,7 +171,7 @@ def upscale_image(
     if scale is not None and scale != traits.scale:
         raise ScaleError(f"this is a x{traits.scale} model; x{scale} was asked for")
     if isinstance(image, Image.Image):
-        array, mode = _pil_to_array(image)
+        array, _mode = _pil_to_array(image)
         out = upscale_image(array, model)
         # Pillow infers the mode from the array: L, LA, RGB, RGBA or I;16.
         return Image.fromarray(out)

@@ -45,6 +45,8 @@ def load_yjn870_fsrcnn(path: str | Path, scale: int) -> nn.Module:
     try:
         model.load_state_dict(renamed, strict=True)
     except RuntimeError as error:
-        raise ModelError(f"{path} is not an FSRCNN x{scale}: {str(error).splitlines()[0]}") from error
+        raise ModelError(
+            f"{path} is not an FSRCNN x{scale}: {str(error).splitlines()[0]}"
+        ) from error
     describe(model, "fsrcnn", training={"source": "yjn870/FSRCNN-pytorch", "data": "T91"})
     return model.eval()

@@ -47,6 +47,9 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # Keep the JSON form (lists, not tuples), so a card equals itself after a round trip.
+        for name in ("config", "training", "metrics"):
+            object.__setattr__(self, name, json.loads(json.dumps(getattr(self, name))))
         if self.architecture not in models.BUILDERS:
             raise ValueError(f"unknown architecture {self.architecture!r}")
         if self.colour_space not in COLOUR_SPACES:
@@ -196,4 +199,6 @@ def load_model(
             f"no pretrained weights are bundled for {text!r}; "
             "train it (or pass a .safetensors file) — see `subpixel models`"
         )
-    raise ModelError(f"unknown model {text!r} (not a file and not a bundled name; see `subpixel models`)")
+    raise ModelError(
+        f"unknown model {text!r} (not a file and not a bundled name; see `subpixel models`)"
+    )

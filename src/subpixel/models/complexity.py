@@ -21,7 +21,9 @@ class Complexity:
 def _layer_macs(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> int:
     if isinstance(module, nn.Conv2d):
         # Every output value costs one full kernel over C_in / groups input channels.
-        per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        per_output = (
+            module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        )
         return output.numel() * per_output
     if isinstance(module, nn.ConvTranspose2d):
         # Every input value is spread over one kernel for each output channel.
@@ -35,7 +37,7 @@ def _layer_macs(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -
 
 
 def measure_complexity(model: nn.Module, channels: int, size: int = 16) -> Complexity:
-    """Count parameters and MACs per output pixel by running ``model`` on a (1, C, size, size) probe.
+    """Count parameters and MACs per output pixel by running ``model`` on a small probe.
 
     Zero-padded borders are counted as full kernels, the usual convention.
     """

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import subpixel
+from subpixel import models
+from subpixel.colour import rgb_to_ycbcr
+from subpixel.errors import ImageError, ScaleError
+from subpixel.resize import imresize
+from subpixel.weights import describe
+
+
+@pytest.fixture(scope="module")
+def bicubic3() -> torch.nn.Module:
+    return subpixel.load_model("bicubic", scale=3)
+
+
+def _random_rgb(h: int = 9, w: int = 11, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_bicubic_model_on_rgb_matches_matlab_bicubic_per_channel(bicubic3: torch.nn.Module) -> None:
+    # Y by the network + Cb/Cr by bicubic == bicubic on RGB, because both are linear.
+    rgb = _random_rgb()
+    ours = subpixel.upscale_image(rgb, bicubic3).astype(int)
+    reference = np.clip(np.rint(imresize(rgb / 255.0, scale=3) * 255), 0, 255)
+    assert np.abs(ours - reference).max() <= 1
+
+
+def test_y_network_sees_studio_swing_luma_and_chroma_goes_by_bicubic() -> None:
+    seen: list[torch.Tensor] = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, lr: torch.Tensor) -> torch.Tensor:
+            seen.append(lr)
+            return torch.nn.functional.interpolate(lr, scale_factor=2, mode="nearest")
+
+    probe = Probe()
+    probe.scale, probe.channels = 2, 1  # a bare network: traits from attributes
+    probe.config = probe
+    rgb = _random_rgb(5, 6)
+    subpixel.upscale_image(rgb, probe)
+    expected = rgb_to_ycbcr(rgb / 255.0)[..., 0]
+    np.testing.assert_allclose(seen[0][0, 0].numpy(), expected, atol=1e-6)
+
+
+def test_gray_and_its_rgb_copy_give_the_same_result() -> None:
+    torch.manual_seed(0)
+    net = models.build("espcn", scale=2).eval()
+    describe(net, "espcn")
+    gray = np.random.default_rng(1).integers(0, 256, (8, 9), dtype=np.uint8)
+    from_gray = subpixel.upscale_image(gray, net).astype(int)
+    from_rgb = subpixel.upscale_image(np.dstack([gray] * 3), net).astype(int)
+    assert from_gray.shape == (16, 18)
+    assert np.abs(from_rgb - from_gray[..., None]).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("RGB", "RGB"),
+        ("L", "L"),
+        ("RGBA", "RGBA"),
+        ("LA", "LA"),
+        ("P", "RGB"),
+        ("1", "L"),
+        ("I;16", "I;16"),
+        ("CMYK", "RGB"),
+    ],
+)
+def test_pil_modes_follow_the_documented_policy(
+    bicubic3: torch.nn.Module, mode: str, expected: str
+) -> None:
+    image = Image.new(mode, (5, 4))
+    out = subpixel.upscale_image(image, bicubic3)
+    assert (out.mode, out.size) == (expected, (15, 12))
+
+
+def test_palette_with_transparency_keeps_alpha(bicubic3: torch.nn.Module) -> None:
+    image = Image.new("P", (4, 4))
+    image.info["transparency"] = 0
+    assert subpixel.upscale_image(image, bicubic3).mode == "RGBA"
+
+
+def test_alpha_is_upscaled_by_bicubic(bicubic3: torch.nn.Module) -> None:
+    rgba = np.random.default_rng(2).integers(0, 256, (6, 7, 4), dtype=np.uint8)
+    out = subpixel.upscale_image(rgba, bicubic3)
+    reference = np.clip(imresize(rgba[..., 3] / 255.0, scale=3), 0, 1) * 255
+    assert np.abs(out[..., 3] - reference).max() <= 0.5 + 1e-3
+
+
+def test_sixteen_bit_keeps_its_precision(bicubic3: torch.nn.Module) -> None:
+    values = (np.arange(20, dtype=np.uint16).reshape(4, 5) * 3000 + 7).astype(np.uint16)
+    out = subpixel.upscale_image(values, bicubic3)
+    assert out.dtype == np.uint16
+    # Values survive at 16-bit precision: a constant image comes back exact.
+    flat = subpixel.upscale_image(np.full((4, 4), 12345, np.uint16), bicubic3)
+    assert np.all(flat == 12345)
+    assert len(np.unique(out)) > 256 or out.max() > 255
+
+
+def test_numpy_in_numpy_out_with_the_same_layout(bicubic3: torch.nn.Module) -> None:
+    assert subpixel.upscale_image(np.zeros((4, 5), np.uint8), bicubic3).shape == (12, 15)
+    assert subpixel.upscale_image(np.zeros((4, 5, 1), np.uint8), bicubic3).shape == (12, 15, 1)
+    assert subpixel.upscale_image(np.zeros((4, 5, 3), np.uint8), bicubic3).dtype == np.uint8
+
+
+def test_bad_arrays_and_scales_are_refused(bicubic3: torch.nn.Module) -> None:
+    with pytest.raises(ImageError, match="uint8 or uint16"):
+        subpixel.upscale_image(np.zeros((4, 4, 3), np.float32), bicubic3)
+    with pytest.raises(ImageError, match=r"C in 1\.\.4"):
+        subpixel.upscale_image(np.zeros((4, 4, 5), np.uint8), bicubic3)
+    with pytest.raises(ImageError, match="empty"):
+        subpixel.upscale_image(np.zeros((0, 4, 3), np.uint8), bicubic3)
+    with pytest.raises(ScaleError):
+        subpixel.upscale_image(np.zeros((4, 4, 3), np.uint8), bicubic3, scale=2)
+    with pytest.raises(ImageError, match="unsupported image mode"):
+        subpixel.upscale_image(Image.new("F", (3, 3)), bicubic3)

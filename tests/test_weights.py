@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import subpixel
+from subpixel import models
+from subpixel.errors import ModelError, ScaleError
+from subpixel.weights import ModelCard, describe, load_weights, save_weights
+
+
+@pytest.mark.parametrize("name", ["espcn", "espcn-7", "fsrcnn", "fsrcnn-s", "srcnn", "srcnn-915"])
+def test_build_save_load_gives_the_same_output(tmp_path: Path, name: str) -> None:
+    torch.manual_seed(0)
+    net = models.build(name, scale=2).eval()
+    describe(net, name, training={"data": "none"}, metrics={"Set5": {"psnr": 1.0}})
+    path = save_weights(net, tmp_path / f"{name}.safetensors")
+    loaded = subpixel.load_model(path)
+    assert loaded.card == net.card
+    x = torch.rand(1, 1, 6, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
+
+
+def test_card_keeps_a_non_default_config(tmp_path: Path) -> None:
+    net = models.build("espcn", scale=4, channels=3, features=(16, 8), activation="relu")
+    describe(net, "espcn")
+    loaded = load_weights(save_weights(net, tmp_path / "w.safetensors"))
+    assert loaded.config == net.config
+    assert loaded.card.colour_space == "rgb"
+
+
+def test_a_pickle_is_not_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    torch.save(models.build("espcn").state_dict(), path)  # a pickle with the right extension
+    with pytest.raises(ModelError, match="not a safetensors"):
+        subpixel.load_model(path)
+
+
+def test_safetensors_without_a_card_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "plain.safetensors"
+    save_file(models.build("espcn").state_dict(), str(path))
+    with pytest.raises(ModelError, match="no model card"):
+        load_weights(path)
+
+
+def test_tensors_that_do_not_match_the_card_are_refused(tmp_path: Path) -> None:
+    card = ModelCard(architecture="fsrcnn", scale=3, channels=1)
+    path = tmp_path / "mismatch.safetensors"
+    save_weights(models.build("espcn", scale=3), path, card=card)
+    with pytest.raises(ModelError, match="does not match"):
+        load_weights(path)
+
+
+def test_truncated_and_empty_files_are_refused(tmp_path: Path) -> None:
+    good = models.build("espcn")
+    describe(good, "espcn")
+    data = save_weights(good, tmp_path / "good.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    for name in ("cut", "empty", "missing"):
+        with pytest.raises(ModelError):
+            load_weights(tmp_path / f"{name}.safetensors")
+
+
+def test_card_metadata_is_plain_json(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    net = models.build("fsrcnn-s", scale=3)
+    describe(net, "fsrcnn-s", degradation="matlab-bicubic")
+    path = save_weights(net, tmp_path / "w.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        card = json.loads(handle.metadata()["subpixel.card"])
+    assert card["architecture"] == "fsrcnn-s"
+    assert card["config"] == {"d": 32, "s": 5, "m": 1, "deconv_kernel": 9}
+
+
+def test_load_model_by_name_and_scale_errors(tmp_path: Path) -> None:
+    assert subpixel.load_model("bicubic", scale=4).card.scale == 4
+    with pytest.raises(ModelError, match="unknown model"):
+        subpixel.load_model("no-such-model")
+    net = models.build("espcn", scale=2)
+    describe(net, "espcn")
+    path = save_weights(net, tmp_path / "x2.safetensors")
+    with pytest.raises(ScaleError, match="x2 model"):
+        subpixel.load_model(path, scale=3)
+
+
+def test_card_validation() -> None:
+    with pytest.raises(ValueError, match="architecture"):
+        ModelCard(architecture="edsr", scale=2, channels=1)
+    with pytest.raises(ValueError, match="channel"):
+        ModelCard(architecture="espcn", scale=2, channels=3, colour_space="y")
+    with pytest.raises(ValueError, match="unknown model-card keys"):
+        ModelCard.from_json('{"architecture": "espcn", "scale": 2, "channels": 1, "x": 1}')
