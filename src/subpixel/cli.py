@@ -16,7 +16,7 @@ from subpixel.errors import ImageError, SubpixelError
 from subpixel.evaluation import EvaluationReport, evaluate
 from subpixel.images import output_format, read_image, write_image
 from subpixel.inference import upscale_image
-from subpixel.weights import DEFAULT_MODEL, bundled_weights, load_model
+from subpixel.weights import DEFAULT_MODEL, bundled_weights, card_of, load_model
 
 
 def _device(name: str) -> str:
@@ -35,7 +35,7 @@ def _upscale(args: argparse.Namespace) -> int:
     result = upscale_image(image, model)
     options = {"quality": args.quality} if output_format(target) == "JPEG" else {}
     write_image(result, target, **options)
-    card = model.card
+    card = card_of(model)
     print(
         f"{source} ({image.width}x{image.height}) -> {target} ({result.width}x{result.height}), "
         f"{card.architecture} x{card.scale}"

@@ -441,8 +441,8 @@ def deconv_to_subpixel(deconv: nn.ConvTranspose2d) -> SubpixelConv2d:
         raise ValueError(f"padding_mode must be 'zeros', got {deconv.padding_mode!r}")
     r = sh
     kh, kw = deconv.kernel_size
-    gy = _geometry_from_deconv(kh, deconv.padding[0], deconv.output_padding[0], r)
-    gx = _geometry_from_deconv(kw, deconv.padding[1], deconv.output_padding[1], r)
+    gy = _geometry_from_deconv(kh, int(deconv.padding[0]), deconv.output_padding[0], r)
+    gx = _geometry_from_deconv(kw, int(deconv.padding[1]), deconv.output_padding[1], r)
     weight = deconv.weight
     module = SubpixelConv2d(
         deconv.in_channels,
@@ -462,6 +462,7 @@ def deconv_to_subpixel(deconv: nn.ConvTranspose2d) -> SubpixelConv2d:
         module.conv.weight.copy_(_full_to_phase_kernel(w_full, r))
         if deconv.bias is not None:
             # pixel_shuffle channel c·r² + s is colour c for every phase s.
+            assert module.conv.bias is not None  # built with bias=True above
             module.conv.bias.copy_(deconv.bias.repeat_interleave(r * r))
     return module
 
@@ -592,6 +593,7 @@ def subpixel_to_deconv(module: SubpixelConv2d) -> nn.ConvTranspose2d:
             :, :, lo_y : hi_y + 1, lo_x : hi_x + 1
         ]
         if bias is not None:
+            assert deconv.bias is not None  # built with bias=True above
             deconv.bias.copy_(bias)
     return deconv
 

@@ -24,6 +24,7 @@ Everything is computed in float64 to match MATLAB's doubles.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -76,13 +77,14 @@ def contributions(
         raise ValueError(f"scale must be positive and finite, got {scale}")
     scale = float(scale)
     width = _KERNEL_WIDTH
+    kernel: Callable[[np.ndarray], np.ndarray] = cubic
     if scale < 1 and antialias:
         width = _KERNEL_WIDTH / scale
 
-        def kernel(t: np.ndarray) -> np.ndarray:
+        def widened(t: np.ndarray) -> np.ndarray:
             return scale * cubic(scale * t)
-    else:
-        kernel = cubic
+
+        kernel = widened
 
     x = np.arange(1, out_len + 1, dtype=np.float64)
     u = x / scale + 0.5 * (1 - 1 / scale)
@@ -169,6 +171,7 @@ def imresize(
         scales = (float(scale), float(scale))
         out_shape = tuple(math.ceil(scale * n) for n in in_shape)
     else:
+        assert output_shape is not None  # exactly one of scale and output_shape is given
         if len(output_shape) != 2:
             raise ValueError(f"output_shape must be (height, width), got {output_shape}")
         out_shape = tuple(int(n) for n in output_shape)

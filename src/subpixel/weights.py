@@ -27,6 +27,7 @@ CARD_KEY = "subpixel.card"
 FORMAT_KEY = "format"
 FORMAT = "subpixel-weights/1"
 COLOUR_SPACES = ("y", "rgb")
+_CARD_ATTR = "card"  # the attribute a loaded or described model carries its card in
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class ModelCard:
 
 def card_of(model: nn.Module) -> ModelCard:
     """The card attached to a loaded model, or one describing a freshly built one."""
-    card = getattr(model, "card", None)
+    card = getattr(model, _CARD_ATTR, None)
     if isinstance(card, ModelCard):
         return card
     raise ModelError("model has no card; build it with describe() or load it with load_model()")
@@ -83,7 +84,10 @@ def card_of(model: nn.Module) -> ModelCard:
 
 def describe(model: nn.Module, architecture: str, **card_fields: Any) -> ModelCard:
     """Make a card for ``model`` (built by ``models.build(architecture, ...)``) and attach it."""
-    config = asdict(model.config) if is_dataclass(getattr(model, "config", None)) else {}  # type: ignore[arg-type]
+    model_config = getattr(model, "config", None)
+    config: dict[str, Any] = {}
+    if is_dataclass(model_config) and not isinstance(model_config, type):
+        config = asdict(model_config)
     scale = config.pop("scale", getattr(model, "scale", None))
     channels = config.pop("channels", getattr(model, "channels", 1))
     colour_space = card_fields.pop("colour_space", "y" if channels == 1 else "rgb")
@@ -95,7 +99,7 @@ def describe(model: nn.Module, architecture: str, **card_fields: Any) -> ModelCa
         config=config,
         **card_fields,
     )
-    model.card = card
+    setattr(model, _CARD_ATTR, card)
     return card
 
 
@@ -129,7 +133,7 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         reason = str(error).splitlines()[0]
         raise ModelError(f"weights file {path} does not match its model card: {reason}") from error
-    model.card = card
+    setattr(model, _CARD_ATTR, card)
     return model.to(device).eval()
 
 
@@ -176,8 +180,9 @@ def load_model(
     text = str(name_or_path)
     if text.endswith(".safetensors") or Path(text).is_file():
         model = load_weights(text, device)
-        if scale is not None and scale != model.card.scale:
-            raise ScaleError(f"{text} is a x{model.card.scale} model; x{scale} was asked for")
+        file_scale = card_of(model).scale
+        if scale is not None and scale != file_scale:
+            raise ScaleError(f"{text} is a x{file_scale} model; x{scale} was asked for")
         return model
     bundled = bundled_weights()
     scales = sorted(s for (arch, s) in bundled if arch == text)

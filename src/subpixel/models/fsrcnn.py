@@ -74,9 +74,11 @@ class FSRCNN(nn.Module):
         for module in self.body:
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, a=0.25, nonlinearity="leaky_relu")
+                assert module.bias is not None  # every convolution is built with a bias
                 nn.init.zeros_(module.bias)
         if isinstance(self.deconv, nn.ConvTranspose2d):
             nn.init.normal_(self.deconv.weight, std=0.001)
+            assert self.deconv.bias is not None  # built with a bias
             nn.init.zeros_(self.deconv.bias)
 
     def forward(self, lr: Tensor) -> Tensor:
