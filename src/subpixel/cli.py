@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -95,6 +96,99 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+# Training options: CLI flag -> TrainConfig field; defaults live in TrainConfig alone.
+_TRAIN_OPTIONS: dict[str, dict[str, object]] = {
+    "model": {"help": "espcn, espcn-7, fsrcnn, fsrcnn-s, srcnn, srcnn-915"},
+    "scale": {"type": int},
+    "data": {"nargs": "+", "metavar": "DIR", "help": "folders of HR training images"},
+    "val": {"help": "Set5, Set14, BSD100, a folder of HR images, or 'none'"},
+    "iterations": {"type": int},
+    "batch_size": {"type": int},
+    "patch_size": {"type": int, "help": "LR patch side (HR patches are scale times larger)"},
+    "degradation": {"choices": ("bicubic", "gaussian")},
+    "sampling": {"choices": ("random", "stride")},
+    "patches_per_image": {"type": int},
+    "downscale_augment": {
+        "type": float,
+        "nargs": "*",
+        "metavar": "F",
+        "help": "extra copies of each HR image scaled by these factors",
+    },
+    "optimizer": {"choices": ("adam", "sgd")},
+    "lr": {"type": float},
+    "head_lr_scale": {"type": float, "help": "output layer's rate relative to lr (0.1)"},
+    "schedule": {"choices": ("constant", "step", "cosine", "plateau")},
+    "step_size": {"type": int},
+    "min_lr": {"type": float},
+    "plateau_every": {"type": int},
+    "plateau_mu": {"type": float},
+    "loss": {"choices": ("mse", "l1")},
+    "val_every": {"type": int},
+    "seed": {"type": int},
+    "workers": {"type": int},
+    "init_from": {"metavar": "RUN_OR_FILE", "help": "start from a run's best weights or a file"},
+    "train_only": {"choices": ("all", "head"), "help": "head: freeze all but the output layer"},
+}
+
+
+def _train(args: argparse.Namespace) -> int:
+    from subpixel.training import Progress, TrainConfig, train
+
+    given = {
+        name: getattr(args, name) for name in _TRAIN_OPTIONS if getattr(args, name) is not None
+    }
+    if args.rgb:
+        given["channels"] = 3
+    if args.unshuffled_targets:
+        given["unshuffled_targets"] = True
+    if given.get("val") == "none":
+        given["val"] = None
+    out = Path(args.out)
+    try:
+        if args.resume:
+            extra = set(given) - {"iterations", "workers"}
+            if extra:
+                flags = ", ".join(f"--{name.replace('_', '-')}" for name in sorted(extra))
+                raise SubpixelError(f"--resume continues {out / 'config.json'}; drop {flags}")
+            saved = TrainConfig.load(out / "config.json")
+            config = dataclasses.replace(saved, **given)
+            if config != saved:  # a longer run, or other workers: record it
+                (out / "config.json").write_text(config.to_json())
+        else:
+            config = TrainConfig(**given)
+    except (ValueError, TypeError, OSError) as error:
+        raise SubpixelError(f"cannot set up the run: {error}") from error
+
+    with tqdm(
+        total=config.iterations,
+        desc=f"train {config.model} x{config.scale}",
+        unit="it",
+        file=sys.stderr,
+    ) as bar:
+
+        def progress(p: Progress) -> None:
+            shown = {"loss": f"{p.loss:.5f}", "lr": f"{p.lr:.1e}"}
+            if p.best_psnr is not None:
+                shown["best PSNR"] = f"{p.best_psnr:.3f}"
+            bar.set_postfix(shown, refresh=False)
+            bar.update(p.iteration - bar.n)
+
+        result = train(
+            config,
+            out,
+            resume=args.resume,
+            cache_dir=args.cache_dir,
+            device=_device(args.device),
+            progress=progress,
+        )
+    best = f"{result.best_psnr:.3f} dB at {result.best_iteration}" if result.best_psnr else "n/a"
+    print(
+        f"{out}: {result.iteration} iterations, best {config.val} PSNR {best}; "
+        f"weights in {result.files.best}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="subpixel", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ev.set_defaults(run=_evaluate)
+
+    tr = commands.add_parser("train", help="train a network on folders of HR images")
+    for name, options in _TRAIN_OPTIONS.items():
+        tr.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, **options)  # type: ignore[arg-type]
+    tr.add_argument("--rgb", action="store_true", help="train on RGB instead of luminance")
+    tr.add_argument(
+        "--unshuffled-targets",
+        action="store_true",
+        help="compare pre-shuffle outputs with pixel-unshuffled targets (espcn)",
+    )
+    tr.add_argument("--out", required=True, help="run folder (config, checkpoints, log, plot)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    tr.add_argument("--cache-dir", default=None, help="patch cache (default ~/.cache/subpixel)")
+    tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    tr.set_defaults(run=_train)
 
     ls = commands.add_parser("models", help="list models with parameters and MACs per pixel")
     ls.set_defaults(run=_models)

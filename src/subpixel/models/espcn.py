@@ -94,6 +94,13 @@ class ESPCN(nn.Module):
         )
 
     def forward(self, lr: Tensor) -> Tensor:
+        return self.shuffle(self.forward_phases(lr))  # (B, C, rH, rW)
+
+    def forward_phases(self, lr: Tensor) -> Tensor:
+        """The output before periodic shuffling: (B, C r^2, H, W), one channel per HR phase.
+
+        Training can compare this with ``pixel_unshuffle(hr, r)`` and skip the shuffle; the
+        output activation is elementwise, so it commutes with the shuffle.
+        """
         x = self.features(lr)  # (B, F, H, W)
-        x = self.subpixel(x)  # (B, C r^2, H, W)
-        return self.output_activation(self.shuffle(x))  # (B, C, rH, rW)
+        return self.output_activation(self.subpixel(x))  # (B, C r^2, H, W)

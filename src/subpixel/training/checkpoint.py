@@ -1,0 +1,91 @@
+"""Training checkpoints as safetensors: model, optimizer and RNG tensors; the rest as JSON.
+
+Nothing is pickled. A checkpoint is written to a temporary file and renamed, so a run killed
+while writing still has its previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+STATE_KEY = "subpixel.training"
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """What a run needs besides tensors to continue exactly where it stopped."""
+
+    iteration: int
+    schedule: dict[str, Any]
+    best_psnr: float | None
+    best_iteration: int | None
+    seconds: float
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def save_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState
+) -> None:
+    """Write model, optimizer and RNG state and ``state`` to ``path`` atomically."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    optimizer_tensors, optimizer_meta = _optimizer_tensors(optimizer)
+    tensors.update(optimizer_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    metadata = {
+        STATE_KEY: json.dumps(state.__dict__),
+        "optimizer": json.dumps(optimizer_meta),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        save_file(tensors, temporary, metadata=metadata)
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def load_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> TrainingState:
+    """Restore model, optimizer and RNG state from ``path``; return the training state."""
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    model.load_state_dict(
+        {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    )
+    optimizer_meta = json.loads(metadata["optimizer"])
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    for index, values in optimizer_meta["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer_meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    return TrainingState(**json.loads(metadata[STATE_KEY]))

@@ -1,0 +1,120 @@
+"""The training run's configuration: one frozen dataclass, saved as JSON in the run folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from subpixel import models
+from subpixel.data import DataConfig
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "step", "cosine", "plateau")
+LOSSES = ("mse", "l1")
+TRAINABLE = ("all", "head")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run's result.
+
+    Both papers train the last layer ten times slower (``head_lr_scale = 0.1``). The
+    ``plateau`` schedule is ESPCN's: every ``plateau_every`` iterations the mean training
+    loss of the window is compared with the previous window's, and the rate is multiplied by
+    ``plateau_factor`` when the relative improvement is below ``plateau_mu`` (down to
+    ``min_lr``). ``step`` multiplies by ``step_gamma`` every ``step_size`` iterations;
+    ``cosine`` anneals from ``lr`` to ``min_lr`` over the run.
+    """
+
+    model: str = "espcn"
+    scale: int = 3
+    channels: int = 1
+    model_options: dict[str, Any] = field(default_factory=dict)
+    data: tuple[str, ...] = ()
+    val: str | None = "Set5"
+    iterations: int = 100_000
+    batch_size: int = 16
+    patch_size: int = 17
+    degradation: str = "bicubic"
+    sampling: str = "random"
+    patches_per_image: int = 64
+    downscale_augment: tuple[float, ...] = ()
+    flips: bool = True
+    rotations: bool = True
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    head_lr_scale: float = 0.1
+    schedule: str = "constant"
+    step_size: int = 50_000
+    step_gamma: float = 0.1
+    min_lr: float = 1e-5
+    plateau_every: int = 2_000
+    plateau_mu: float = 0.001
+    plateau_factor: float = 0.1
+    loss: str = "mse"
+    unshuffled_targets: bool = False
+    val_every: int = 1_000
+    seed: int = 0
+    workers: int = 2
+    init_from: str | None = None
+    train_only: str = "all"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data", tuple(str(d) for d in self.data))
+        # The JSON form (lists, not tuples), so a config equals itself after a round trip.
+        object.__setattr__(self, "model_options", json.loads(json.dumps(self.model_options)))
+        object.__setattr__(self, "downscale_augment", tuple(self.downscale_augment))
+        checks = [
+            (
+                self.model in models.BUILDERS and self.model != "bicubic",
+                f"model must be one of the networks, got {self.model!r}",
+            ),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
+            (self.loss in LOSSES, f"loss must be one of {LOSSES}"),
+            (self.train_only in TRAINABLE, f"train_only must be one of {TRAINABLE}"),
+            (
+                self.iterations >= 1 and self.batch_size >= 1,
+                "iterations and batch_size must be >= 1",
+            ),
+            (self.val_every >= 1 and self.plateau_every >= 1, "intervals must be >= 1"),
+            (self.lr > 0 and self.head_lr_scale > 0, "learning rates must be positive"),
+            (len(self.data) > 0, "give at least one training-data folder"),
+            (self.workers >= 0, "workers must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        self.data_config()  # validates scale, channels, patches, degradation
+
+    def data_config(self) -> DataConfig:
+        return DataConfig(
+            scale=self.scale,
+            channels=self.channels,
+            patch_size=self.patch_size,
+            degradation=self.degradation,
+            sampling=self.sampling,
+            patches_per_image=self.patches_per_image,
+            flips=self.flips,
+            rotations=self.rotations,
+            downscale_augment=self.downscale_augment,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        raw = json.loads(text)
+        unknown = set(raw) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training-config keys: {sorted(unknown)}")
+        return cls(**raw)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        return cls.from_json(path.read_text())

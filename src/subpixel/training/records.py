@@ -1,0 +1,77 @@
+"""The run's CSV log and its PNG plot of loss and validation PSNR."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class LogRow:
+    """One logged point: mean training loss since the last row, and validation if measured."""
+
+    iteration: int
+    loss: float
+    lr: float
+    val_psnr: float | None
+    val_ssim: float | None
+    seconds: float
+
+
+COLUMNS = [f.name for f in fields(LogRow)]
+
+
+def read_log(path: Path) -> list[LogRow]:
+    if not path.exists():
+        return []
+    rows = []
+    with path.open(newline="") as stream:
+        for raw in csv.DictReader(stream):
+            rows.append(
+                LogRow(
+                    iteration=int(raw["iteration"]),
+                    loss=float(raw["loss"]),
+                    lr=float(raw["lr"]),
+                    val_psnr=float(raw["val_psnr"]) if raw["val_psnr"] else None,
+                    val_ssim=float(raw["val_ssim"]) if raw["val_ssim"] else None,
+                    seconds=float(raw["seconds"]),
+                )
+            )
+    return rows
+
+
+def write_log(path: Path, rows: list[LogRow]) -> None:
+    """Rewrite the whole log (it is small); used on resume to drop rows past the checkpoint."""
+    temporary = path.with_suffix(".tmp")
+    with temporary.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in asdict(row).items()})
+    temporary.replace(path)
+
+
+def plot_curves(rows: list[LogRow], path: Path, title: str) -> bool:
+    """Draw training loss and validation PSNR against iterations; False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, (loss_axis, psnr_axis) = plt.subplots(1, 2, figsize=(10, 3.6))
+    loss_axis.plot([r.iteration for r in rows], [r.loss for r in rows], lw=1)
+    loss_axis.set(xlabel="iteration", ylabel="training loss", yscale="log", title=title)
+    validated = [r for r in rows if r.val_psnr is not None]
+    psnr_axis.plot([r.iteration for r in validated], [r.val_psnr for r in validated], marker=".")
+    psnr_axis.set(xlabel="iteration", ylabel="validation PSNR (dB)")
+    for axis in (loss_axis, psnr_axis):
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    temporary = path.with_name(f".{path.name}")
+    figure.savefig(temporary, dpi=100, format="png")
+    plt.close(figure)
+    temporary.replace(path)
+    return True

@@ -1,0 +1,296 @@
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import subpixel
+from subpixel import models
+from subpixel.cli import main
+from subpixel.training import (
+    TrainConfig,
+    TrainingView,
+    build_network,
+    compute_loss,
+    make_optimizer,
+    train,
+)
+from subpixel.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from subpixel.training.records import read_log
+from subpixel.training.schedule import Schedule
+
+
+def _smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    # Smooth random colour fields, so networks have something learnable.
+    base = rng.random((h // 8 + 2, w // 8 + 2, 3))
+    big = np.kron(base, np.ones((8, 8, 1)))[:h, :w]
+    noise = rng.random((h, w, 3)) * 0.1
+    return ((big * 0.9 + noise) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    train_dir, val_dir = root / "train", root / "val"
+    train_dir.mkdir()
+    val_dir.mkdir()
+    for i in range(4):
+        Image.fromarray(_smooth_image(rng, 60, 72)).save(train_dir / f"t{i}.png")
+    for i in range(2):
+        Image.fromarray(_smooth_image(rng, 36, 36)).save(val_dir / f"v{i}.png")
+    return train_dir, val_dir
+
+
+def _config(folders: tuple[Path, Path], **overrides: object) -> TrainConfig:
+    train_dir, val_dir = folders
+    options: dict[str, object] = {
+        "model": "espcn",
+        "scale": 2,
+        "data": (str(train_dir),),
+        "val": str(val_dir),
+        "iterations": 30,
+        "batch_size": 4,
+        "patch_size": 8,
+        "patches_per_image": 8,
+        "val_every": 10,
+        "workers": 0,
+        "lr": 1e-3,
+        "model_options": {"features": (8, 4)},
+    }
+    options.update(overrides)
+    return TrainConfig(**options)  # type: ignore[arg-type]
+
+
+def test_unshuffled_targets_give_the_same_loss_and_gradients(folders: tuple[Path, Path]) -> None:
+    torch.manual_seed(0)
+    lr, hr = torch.rand(3, 1, 6, 7), torch.rand(3, 1, 18, 21)
+    results = []
+    for unshuffled in (False, True):
+        config = _config(folders, scale=3, unshuffled_targets=unshuffled)
+        net = build_network(config)
+        loss = compute_loss(TrainingView(net), lr, hr, config)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in net.parameters()]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-6, atol=0)
+    for a, b in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+
+
+def test_output_layer_trains_ten_times_slower_and_head_only_freezes_the_trunk(
+    folders: tuple[Path, Path],
+) -> None:
+    config = _config(folders, model="fsrcnn-s", model_options={})
+    net = build_network(config)
+    optimizer = make_optimizer(net, config)
+    trunk, head = optimizer.param_groups
+    assert head["lr"] == pytest.approx(trunk["lr"] * 0.1)
+    assert {id(p) for p in head["params"]} == {id(p) for p in net.deconv.parameters()}
+
+    frozen = dataclasses.replace(config, train_only="head")
+    net = build_network(frozen)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    optimizer = make_optimizer(net, frozen)
+    for _ in range(3):
+        optimizer.zero_grad()
+        compute_loss(
+            TrainingView(net), torch.rand(2, 1, 8, 8), torch.rand(2, 1, 16, 16), frozen
+        ).backward()
+        optimizer.step()
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("deconv"))
+    assert not torch.equal(before["deconv.weight"], after["deconv.weight"])
+
+
+def test_schedules(folders: tuple[Path, Path]) -> None:
+    step = Schedule(_config(folders, schedule="step", step_size=10, step_gamma=0.5))
+    assert [step.factor(i) for i in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
+    cosine = Schedule(_config(folders, schedule="cosine", iterations=100, min_lr=1e-5))
+    assert cosine.factor(0) == pytest.approx(1.0)
+    assert cosine.factor(100) == pytest.approx(0.01)
+    plateau = Schedule(_config(folders, schedule="plateau", plateau_every=2, plateau_mu=0.1))
+    for loss in (1.0, 1.0, 0.5, 0.5):  # windows 1.0 then 0.5: a 50% improvement, keep
+        plateau.observe(loss)
+    assert plateau.factor(0) == 1.0
+    for loss in (0.49, 0.49):  # 2% < mu: lower by plateau_factor
+        plateau.observe(loss)
+    assert plateau.factor(0) == pytest.approx(0.1)
+    restored = Schedule(plateau.config)
+    restored.load_state_dict(plateau.state_dict())
+    assert restored.state_dict() == plateau.state_dict()
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_checkpoint_restores_the_optimizer_exactly(
+    folders: tuple[Path, Path], tmp_path: Path, optimizer: str
+) -> None:
+    config = _config(folders, optimizer=optimizer)
+    batches = [(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 16, 16)) for _ in range(4)]
+
+    def step(net: torch.nn.Module, opt: torch.optim.Optimizer, i: int) -> None:
+        opt.zero_grad()
+        compute_loss(TrainingView(net), *batches[i], config).backward()
+        opt.step()
+
+    net = build_network(config)
+    opt = make_optimizer(net, config)
+    step(net, opt, 0)
+    step(net, opt, 1)
+    path = tmp_path / "checkpoint.safetensors"
+    save_checkpoint(path, net, opt, TrainingState(2, {}, None, None, 1.5))
+    step(net, opt, 2)
+    step(net, opt, 3)
+
+    other = build_network(dataclasses.replace(config, seed=99))
+    other_opt = make_optimizer(other, config)
+    state = load_checkpoint(path, other, other_opt)
+    assert state.iteration == 2
+    step(other, other_opt, 2)
+    step(other, other_opt, 3)
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, other.state_dict()[key]), key
+
+
+def test_a_run_writes_its_files_and_loadable_weights(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    result = train(_config(folders), out, cache_dir=tmp_path / "cache")
+    assert result.iteration == 30
+    for name in (
+        "config.json",
+        "checkpoint.safetensors",
+        "best.safetensors",
+        "last.safetensors",
+        "log.csv",
+        "curves.png",
+    ):
+        assert (out / name).is_file(), name
+    assert TrainConfig.load(out / "config.json") == _config(folders)
+    rows = read_log(out / "log.csv")
+    assert [r.iteration for r in rows if r.val_psnr is not None] == [10, 20, 30]
+    model = subpixel.load_model(out / "best.safetensors")
+    assert model.card.training["iterations"] == result.best_iteration
+    assert model.card.metrics
+    with pytest.raises(subpixel.SubpixelError, match="already holds a run"):
+        train(_config(folders), out, cache_dir=tmp_path / "cache")
+
+
+_KILLED_RUN = textwrap.dedent(
+    """
+    import os, signal, sys
+    from subpixel.training import TrainConfig, train
+    config = TrainConfig.from_json(open(sys.argv[1]).read())
+    def progress(p):
+        if p.iteration == int(sys.argv[4]):
+            os.kill(os.getpid(), signal.SIGKILL)
+    train(config, sys.argv[2], cache_dir=sys.argv[3], resume=len(sys.argv) > 5, progress=progress)
+    """
+)
+
+
+@pytest.mark.parametrize("schedule", ["plateau", "cosine"])
+def test_a_run_killed_mid_way_resumes_to_the_same_weights(
+    folders: tuple[Path, Path], tmp_path: Path, schedule: str
+) -> None:
+    config = _config(
+        folders, iterations=40, schedule=schedule, plateau_every=3, plateau_mu=0.5, workers=1
+    )
+    cache = tmp_path / "cache"
+    straight = train(config, tmp_path / "straight", cache_dir=cache)
+
+    config_file = tmp_path / "config.json"
+    config_file.write_text(config.to_json())
+    script = tmp_path / "killed.py"
+    script.write_text(_KILLED_RUN)
+    run = tmp_path / "killed"
+    killed = subprocess.run(
+        [sys.executable, str(script), str(config_file), str(run), str(cache), "25"], check=False
+    )
+    assert killed.returncode == -9  # SIGKILL, after the checkpoint at 20
+    assert max(r.iteration for r in read_log(run / "log.csv")) == 20
+    resumed = train(config, run, cache_dir=cache, resume=True)
+    assert resumed.iteration == straight.iteration == 40
+    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
+    b = load_file(str(run / "last.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert [r.iteration for r in read_log(run / "log.csv")] == [
+        r.iteration for r in read_log(tmp_path / "straight" / "log.csv")
+    ]
+
+
+def test_fsrcnn_scale_transfer_trains_only_the_deconvolution(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    base = _config(folders, model="fsrcnn-s", model_options={}, scale=3, iterations=10)
+    train(base, tmp_path / "x3", cache_dir=tmp_path / "cache")
+    x2 = dataclasses.replace(base, scale=2, init_from=str(tmp_path / "x3"), train_only="head")
+    train(x2, tmp_path / "x2", cache_dir=tmp_path / "cache")
+    donor = subpixel.load_model(tmp_path / "x3" / "best.safetensors").state_dict()
+    child = subpixel.load_model(tmp_path / "x2" / "last.safetensors")
+    assert child.card.scale == 2
+    for key, value in child.state_dict().items():
+        same = torch.equal(value, donor[key])
+        assert same != key.startswith("deconv"), key
+
+
+def test_cli_train_and_resume(
+    folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train_dir, val_dir = folders
+    out = tmp_path / "run"
+    common = ["--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    args = [
+        "train",
+        "--model",
+        "fsrcnn-s",
+        "--scale",
+        "2",
+        "--data",
+        str(train_dir),
+        "--val",
+        str(val_dir),
+        "--iterations",
+        "6",
+        "--val-every",
+        "3",
+        "--batch-size",
+        "2",
+        "--patch-size",
+        "8",
+        "--workers",
+        "0",
+        *common,
+    ]
+    assert main(args) == 0
+    assert main(["train", "--resume", "--iterations", "9", *common]) == 0
+    assert TrainConfig.load(out / "config.json").iterations == 9
+    assert read_log(out / "log.csv")[-1].iteration == 9
+    assert main(["train", "--resume", "--lr", "0.1", *common]) == 1
+    assert "drop --lr" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "bicubic",
+                "--data",
+                str(train_dir),
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 1
+    )
+    assert models.build("fsrcnn-s")  # the registry is untouched by training
