@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import textwrap
@@ -294,3 +295,52 @@ def test_cli_train_and_resume(
         == 1
     )
     assert models.build("fsrcnn-s")  # the registry is untouched by training
+
+
+def test_data_parallel_run_with_two_processes_and_resume(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train_dir, val_dir = folders
+    out = tmp_path / "ddp"
+    common = ["--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "subpixel.cli",
+        "train",
+    ]
+    first = [
+        *launch,
+        "--model",
+        "espcn",
+        "--scale",
+        "2",
+        "--data",
+        str(train_dir),
+        "--val",
+        str(val_dir),
+        "--iterations",
+        "4",
+        "--val-every",
+        "2",
+        "--batch-size",
+        "4",
+        "--patch-size",
+        "8",
+        "--workers",
+        "0",
+        *common,
+    ]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(first, capture_output=True, text=True, check=False, env=environment)
+    assert done.returncode == 0, done.stderr[-2000:]
+    again = [*launch, "--resume", "--iterations", "6", *common]
+    done = subprocess.run(again, capture_output=True, text=True, check=False, env=environment)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [r.iteration for r in read_log(out / "log.csv") if r.val_psnr] == [2, 4, 6]
+    assert subpixel.load_model(out / "last.safetensors").card.training["iterations"] == 6

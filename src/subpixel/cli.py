@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -159,11 +160,13 @@ def _train(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, OSError) as error:
         raise SubpixelError(f"cannot set up the run: {error}") from error
 
+    leader = os.environ.get("RANK", "0") == "0"  # under torchrun, one process reports
     with tqdm(
         total=config.iterations,
         desc=f"train {config.model} x{config.scale}",
         unit="it",
         file=sys.stderr,
+        disable=not leader,
     ) as bar:
 
         def progress(p: Progress) -> None:
@@ -182,10 +185,11 @@ def _train(args: argparse.Namespace) -> int:
             progress=progress,
         )
     best = f"{result.best_psnr:.3f} dB at {result.best_iteration}" if result.best_psnr else "n/a"
-    print(
-        f"{out}: {result.iteration} iterations, best {config.val} PSNR {best}; "
-        f"weights in {result.files.best}"
-    )
+    if leader:
+        print(
+            f"{out}: {result.iteration} iterations, best {config.val} PSNR {best}; "
+            f"weights in {result.files.best}"
+        )
     return 0
 
 
