@@ -23,7 +23,14 @@ from subpixel.metrics import psnr, ssim
 from subpixel.paths import BENCHMARK_SETS, benchmark_hr_dir
 from subpixel.resize import degrade, imresize, modcrop
 
-__all__ = ["EvaluationReport", "ImageScore", "evaluate", "list_images", "resolve_dataset"]
+__all__ = [
+    "EvaluationReport",
+    "ImageScore",
+    "evaluate",
+    "evaluate_upscaler",
+    "list_images",
+    "resolve_dataset",
+]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -98,6 +105,9 @@ def _hr_array(path: Path) -> np.ndarray:
     return np.asarray(image)
 
 
+Upscaler = Callable[[np.ndarray], np.ndarray]
+
+
 def evaluate(
     model: nn.Module,
     dataset: str | Path,
@@ -114,6 +124,23 @@ def evaluate(
         progress: called as ``progress(done, total, name)`` after each image.
     """
     scale = model_traits(model).scale
+    return evaluate_upscaler(
+        lambda lr: upscale_image(lr, model), scale, dataset, protocol=protocol, progress=progress
+    )
+
+
+def evaluate_upscaler(
+    upscale: Upscaler,
+    scale: int,
+    dataset: str | Path,
+    *,
+    protocol: str = "matlab",
+    progress: Progress | None = None,
+) -> EvaluationReport:
+    """Score any function from a uint8 LR image ((H, W) or (H, W, 3)) to its x``scale`` image.
+
+    This is how peers (OpenCV's dnn_superres, for instance) are measured on equal terms.
+    """
     folder = resolve_dataset(dataset)
     files = list_images(folder)
     report = EvaluationReport(dataset=str(dataset), scale=scale, protocol=protocol)
@@ -122,8 +149,10 @@ def evaluate(
         hr = modcrop(full, scale)
         lr = degrade(full, scale)
         start = time.perf_counter()
-        sr = upscale_image(lr, model)
+        sr = upscale(lr)
         seconds = time.perf_counter() - start
+        if sr.shape != hr.shape:
+            raise ImageError(f"upscaler returned {sr.shape} for {path.name}, expected {hr.shape}")
         reference = imresize(lr, scale=scale)
         report.images.append(
             ImageScore(

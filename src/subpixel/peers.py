@@ -6,16 +6,27 @@ only and refuses to run pickled code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 import torch
 from torch import nn
 
 from subpixel import models
 from subpixel.errors import ModelError
+from subpixel.paths import data_root
 from subpixel.weights import describe
 
-__all__ = ["load_yjn870_fsrcnn"]
+__all__ = ["OPENCV_MODELS", "load_yjn870_fsrcnn", "opencv_upscaler"]
+
+# subpixel architecture -> (OpenCV dnn_superres algorithm name, file prefix)
+OPENCV_MODELS = {
+    "espcn": ("espcn", "ESPCN"),
+    "fsrcnn": ("fsrcnn", "FSRCNN"),
+    "fsrcnn-s": ("fsrcnn", "FSRCNN-small"),
+}
 
 
 def load_yjn870_fsrcnn(path: str | Path, scale: int) -> nn.Module:
@@ -50,3 +61,35 @@ def load_yjn870_fsrcnn(path: str | Path, scale: int) -> nn.Module:
         ) from error
     describe(model, "fsrcnn", training={"source": "yjn870/FSRCNN-pytorch", "data": "T91"})
     return model.eval()
+
+
+def opencv_upscaler(
+    architecture: str, scale: int, folder: Path | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """OpenCV's dnn_superres with its published model, as a uint8 RGB/gray -> uint8 function.
+
+    OpenCV upscales the full-range Y of ``cvtColor(BGR2YCrCb)`` with the network and Cr/Cb
+    with bilinear ``resize``. Gray images are fed as BGR with B = G = R and read back from
+    one channel. The models are TensorFlow graphs in ``$SUBPIXEL_DATA/peers/opencv_dnn_superres``.
+    """
+    try:
+        import cv2
+    except ImportError as error:
+        raise ModelError("OpenCV peers need opencv-contrib-python(-headless)") from error
+    if architecture not in OPENCV_MODELS:
+        raise ModelError(f"no OpenCV peer for {architecture!r}; have {sorted(OPENCV_MODELS)}")
+    algorithm, prefix = OPENCV_MODELS[architecture]
+    path = (folder or data_root() / "peers" / "opencv_dnn_superres") / f"{prefix}_x{scale}.pb"
+    if not path.is_file():
+        raise ModelError(f"OpenCV peer model not found: {path}")
+    engine = cv2.dnn_superres.DnnSuperResImpl_create()
+    engine.readModel(str(path))
+    engine.setModel(algorithm, scale)
+
+    def upscale(lr: np.ndarray) -> np.ndarray:
+        gray = lr.ndim == 2
+        bgr = cv2.cvtColor(lr, cv2.COLOR_GRAY2BGR if gray else cv2.COLOR_RGB2BGR)
+        out = engine.upsample(bgr)
+        return out[..., 0] if gray else cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
+
+    return upscale

@@ -113,21 +113,31 @@ def save_weights(model: nn.Module, path: str | Path, card: ModelCard | None = No
     return path
 
 
-def load_weights(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Build the network a weights file describes and load its tensors (no code runs)."""
-    path = Path(path)
+def _read_card(path: Path) -> ModelCard:
     if not path.is_file():
         raise ModelError(f"weights file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-        state = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelError(f"not a safetensors weights file: {path} ({error})") from error
     if metadata.get(FORMAT_KEY) != FORMAT or CARD_KEY not in metadata:
         raise ModelError(f"not a subpixel weights file (no model card): {path}")
     try:
-        card = ModelCard.from_json(metadata[CARD_KEY])
+        return ModelCard.from_json(metadata[CARD_KEY])
+    except (ValueError, TypeError) as error:
+        raise ModelError(f"bad model card in {path}: {error}") from error
+
+
+def load_weights(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Build the network a weights file describes and load its tensors (no code runs)."""
+    path = Path(path)
+    card = _read_card(path)
+    try:
+        state = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelError(f"not a safetensors weights file: {path} ({error})") from error
+    try:
         model = card.build()
         model.load_state_dict(state, strict=True)
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
@@ -152,6 +162,34 @@ def bundled_weights() -> dict[tuple[str, int], Path]:
 
 DEFAULT_MODEL = "bicubic"
 DEFAULT_SCALE = 3
+MAX_SCALE = 16
+BICUBIC_SCALES = tuple(range(2, MAX_SCALE + 1))
+
+
+def native_scales(name_or_path: str | Path) -> list[int]:
+    """The scales a model name or weights file has networks for (reads only the card)."""
+    text = str(name_or_path)
+    if text.endswith(".safetensors") or Path(text).is_file():
+        return [_read_card(Path(text)).scale]
+    scales = sorted(s for (arch, s) in bundled_weights() if arch == text)
+    if scales:
+        return scales
+    if text == "bicubic":
+        return list(BICUBIC_SCALES)
+    load_model(text)  # raises the right error for an unknown or weightless name
+    return []
+
+
+def choose_native_scale(scales: list[int], requested: float) -> int:
+    """The network scale for a requested total factor: that scale itself if there is one,
+    else the largest below it (bicubic enlarges the rest), else the smallest above it
+    (bicubic reduces; antialiased)."""
+    if not scales:
+        raise ScaleError("the model has no scales")
+    if requested in scales:
+        return int(requested)
+    below = [s for s in scales if s < requested]
+    return max(below) if below else min(scales)
 
 
 def load_model(

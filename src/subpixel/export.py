@@ -1,0 +1,333 @@
+"""ONNX export with dynamic batch, height and width, the model card inside the file.
+
+The exported graph takes ``lr`` (B, C, H, W) float32 and returns ``sr`` (B, C, rH, rW) for
+any B, H and W, whatever size the export traced; the weights are embedded (one file) and the
+model card is stored as JSON in the ONNX ``metadata_props`` under ``subpixel.card``, as in
+the safetensors weights files.
+
+We use torch's ``torch.export``-based exporter (``dynamo=True``, the default since torch
+2.9; it needs the ``onnxscript`` package): the output size is a symbolic expression of the
+input's (``3*height``), and the graph of a network is just its layers (Conv, PRelu,
+ConvTranspose, DepthToSpace, Tanh). The legacy TorchScript exporter also gives dynamic
+sizes here but is deprecated.
+
+``Bicubic`` (the model, and the upscaling inside SRCNN) computes its gather indices from the
+input size in numpy, which an exporter can only freeze at the traced size. At an integer
+scale MATLAB bicubic is periodic, though: LR pixel q's r output phases each take the same
+4 weights from rows q-2 .. q+2, with indices clamped at the borders. So for export it is
+rewritten as edge padding by 2, a depthwise 5x5 convolution with C r^2 outputs (the outer
+products of the row and column phase weights) and a depth-to-space shuffle; equal to
+``Bicubic`` up to float rounding (a test holds it to 1e-6).
+
+Example:
+    >>> from subpixel import models
+    >>> from subpixel.export import export_onnx, read_card
+    >>> path = export_onnx(models.build("espcn", scale=3), "espcn_x3.onnx")  # doctest: +SKIP
+    >>> read_card(path).architecture  # doctest: +SKIP
+    'espcn'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from subpixel.errors import SubpixelError
+from subpixel.models import ESPCN, FSRCNN, SRCNN, Bicubic
+from subpixel.resize import contributions
+from subpixel.weights import CARD_KEY, ModelCard
+
+__all__ = [
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "TRACE_SIZE",
+    "ExportError",
+    "export_onnx",
+    "onnx_bytes",
+    "read_card",
+]
+
+INPUT_NAME = "lr"
+OUTPUT_NAME = "sr"
+TRACE_SIZE = (2, 13, 17)  # (B, H, W)
+_MIN_OPSET = 17  # below 18 the exporter converts down from 18 through the onnx C API
+
+# Bare networks (no card attached) are described by their class; ESPCN-7 is an ESPCN config.
+_ARCHITECTURES: dict[type[nn.Module], str] = {
+    ESPCN: "espcn",
+    FSRCNN: "fsrcnn",
+    SRCNN: "srcnn",
+    Bicubic: "bicubic",
+}
+
+
+class ExportError(SubpixelError):
+    """A network cannot be exported, or a file is not a subpixel ONNX model."""
+
+
+# --------------------------------------------------------------------------- #
+# Bicubic in an exportable form
+# --------------------------------------------------------------------------- #
+
+
+def _phase_weights(scale: int) -> Tensor:
+    """(r, 5) float64: output phase phi of LR pixel q reads rows q-2 .. q+2 with these weights.
+
+    Read off MATLAB's ``contributions`` far from the borders, where nothing is clamped.
+    """
+    q = 4  # rows 2 .. 6 of a 9-row input are all in range
+    indices, weights = contributions(2 * q + 1, (2 * q + 1) * scale, float(scale))
+    table = torch.zeros(scale, 5, dtype=torch.float64)
+    for phi in range(scale):
+        row = q * scale + phi
+        for index, weight in zip(indices[row], weights[row], strict=True):
+            if weight != 0.0:  # only rows q - 2 .. q + 2 have nonzero weights, at any scale
+                table[phi, int(index) - q + 2] += float(weight)
+    return table
+
+
+class _ExportableBicubic(nn.Module):
+    """``Bicubic`` as edge padding, a depthwise 5x5 convolution and a depth-to-space shuffle.
+
+    Input (B, C, H, W); output (B, C, rH, rW), equal to ``Bicubic(scale, channels)`` up to
+    float rounding, with no size-dependent index tensors, so it exports with dynamic sizes.
+    Clamping indices to the image is edge ("replicate") padding.
+    """
+
+    def __init__(self, scale: int, channels: int) -> None:
+        super().__init__()
+        self.scale = scale
+        self.channels = channels
+        self.weight: Tensor
+        phases = _phase_weights(scale)  # (r, 5)
+        # Channel c r^2 + i r + j is colour c at phase (row i, column j): torch's shuffle order.
+        kernel = torch.einsum("ik,jl->ijkl", phases, phases).reshape(scale * scale, 1, 5, 5)
+        weight = kernel.repeat(channels, 1, 1, 1).float()  # (C r^2, 1, 5, 5)
+        self.register_buffer("weight", weight)
+
+    def forward(self, lr: Tensor) -> Tensor:
+        x = F.pad(lr, (2, 2, 2, 2), mode="replicate")  # (B, C, H + 4, W + 4)
+        phases = F.conv2d(x, self.weight, groups=self.channels)  # (B, C r^2, H, W)
+        return F.pixel_shuffle(phases, self.scale)  # (B, C, rH, rW)
+
+
+def _exportable(model: nn.Module) -> nn.Module:
+    """A float32 CPU copy of ``model`` in eval mode with every ``Bicubic`` made exportable."""
+    model = copy.deepcopy(model).float().cpu().eval()
+    if isinstance(model, Bicubic):
+        return _ExportableBicubic(model.scale, model.channels)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, Bicubic):
+            parent_name, _, attribute = name.rpartition(".")
+            parent = model.get_submodule(parent_name)
+            setattr(parent, attribute, _ExportableBicubic(module.scale, module.channels))
+    return model
+
+
+# --------------------------------------------------------------------------- #
+# Export
+# --------------------------------------------------------------------------- #
+
+
+def _card_for(model: nn.Module) -> ModelCard:
+    """The card attached to ``model``, or one describing a bare network by its class."""
+    card = getattr(model, "card", None)
+    if isinstance(card, ModelCard):
+        return card
+    architecture = _ARCHITECTURES.get(type(model))
+    if architecture is None:
+        raise ExportError(
+            f"cannot describe a {type(model).__name__} for the ONNX metadata: "
+            "attach a card (subpixel.weights.describe) or pass card="
+        )
+    model_config = getattr(model, "config", None)
+    config: dict[str, Any] = {}
+    if is_dataclass(model_config) and not isinstance(model_config, type):
+        config = asdict(model_config)
+    scale = int(config.pop("scale", getattr(model, "scale", 0)))
+    channels = int(config.pop("channels", getattr(model, "channels", 1)))
+    colour_space = "y" if channels == 1 else "rgb"
+    return ModelCard(architecture, scale, channels, colour_space, config=config)
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's chatter (deprecations, missing torchvision ops, opset notes).
+
+    Library code never prints; real failures still raise.
+    """
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _require_onnx() -> Any:
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (torch's exporter imports it; fail early and clearly)
+    except ImportError as error:
+        raise ExportError(
+            f"ONNX export needs the onnx and onnxscript packages ({error.name} is missing): "
+            "pip install 'subpixel[onnx]'"
+        ) from error
+    return onnx
+
+
+def onnx_bytes(
+    model: nn.Module,
+    *,
+    opset: int = 18,
+    dynamic: bool = True,
+    card: ModelCard | None = None,
+    trace_size: tuple[int, int, int] = TRACE_SIZE,
+) -> bytes:
+    """The serialized ONNX model of ``model``; see :func:`export_onnx`."""
+    if opset < _MIN_OPSET:
+        raise ExportError(f"opset must be >= {_MIN_OPSET}, got {opset}")
+    card = card or _card_for(model)
+    onnx = _require_onnx()
+    net = _exportable(model)
+    batch, height, width = trace_size
+    # Random, not zeros, and from a private generator (the caller's RNG state is untouched).
+    generator = torch.Generator().manual_seed(0)
+    example = torch.rand(batch, card.channels, height, width, generator=generator)
+    dynamic_shapes = None
+    if dynamic:
+        dims = [torch.export.Dim(n, min=1) for n in ("batch", "height", "width")]
+        dynamic_shapes = ({0: dims[0], 2: dims[1], 3: dims[2]},)
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(
+                net,
+                (example,),
+                None,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                dynamo=True,
+                dynamic_shapes=dynamic_shapes,
+                external_data=False,
+                verbose=False,
+            )
+    except Exception as error:  # the exporter raises many kinds; re-raised with the cause
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise ExportError(f"cannot export {type(model).__name__} to ONNX: {reason}") from error
+    if program is None:  # only when given a file name; typed Optional by torch
+        raise ExportError("the ONNX exporter returned no program")
+    proto = program.model_proto
+    written = {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")}
+    if written != {opset}:
+        raise ExportError(f"asked for opset {opset}, the exporter wrote {sorted(written)}")
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = CARD_KEY, json.dumps(asdict(card), sort_keys=True)
+    onnx.checker.check_model(proto)
+    data: bytes = proto.SerializeToString()
+    return data
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    opset: int = 18,
+    dynamic: bool = True,
+    card: ModelCard | None = None,
+    trace_size: tuple[int, int, int] = TRACE_SIZE,
+) -> Path:
+    """Export ``model`` to one ONNX file (weights embedded, model card in the metadata).
+
+    The graph's input is ``lr`` (B, C, H, W) float32 and its output ``sr`` (B, C, rH, rW).
+    The file is written to a temporary name beside ``path`` and renamed, so a failed export
+    never leaves a partial file or replaces an existing one.
+
+    Args:
+        model: a network (espcn, espcn-7, fsrcnn, fsrcnn-s in either form, srcnn, srcnn-915,
+            bicubic); exported as a float32 CPU copy, the model itself is not changed.
+        path: the ``.onnx`` file to write.
+        opset: the ONNX opset (18 or newer is native; 17 is converted down from 18).
+        dynamic: dynamic batch, height and width; ``False`` fixes them to ``trace_size``.
+        card: the model card to store; default: the model's own (``model.card``), else
+            one describing the bare network.
+        trace_size: (B, H, W) of the input the exporter traces. The default is odd and
+            non-square with a batch of 2, so nothing can specialise on a square or a batch
+            of one; with ``dynamic`` the sizes stay symbolic whatever it is.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        ExportError: onnx/onnxscript missing, a network the exporter cannot handle, or a
+            model without a card whose class is not one of subpixel's networks.
+
+    Example:
+        >>> from subpixel import models
+        >>> export_onnx(models.build("fsrcnn", scale=2), "fsrcnn_x2.onnx")  # doctest: +SKIP
+        PosixPath('fsrcnn_x2.onnx')
+    """
+    path = Path(path)
+    data = onnx_bytes(model, opset=opset, dynamic=dynamic, card=card, trace_size=trace_size)
+    _write_atomically(path, data)
+    return path
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file in ``path``'s folder, then rename it over ``path``."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def _describe(source: str | Path | bytes) -> str:
+    return f"{len(source)} bytes" if isinstance(source, bytes) else str(source)
+
+
+def read_card(source: str | Path | bytes) -> ModelCard:
+    """The model card stored in an ONNX file (or its bytes) by :func:`export_onnx`.
+
+    Raises:
+        ExportError: not an ONNX model, or one without a subpixel card.
+    """
+    onnx = _require_onnx()
+    try:
+        if isinstance(source, bytes):
+            proto = onnx.load_from_string(source)
+        else:
+            proto = onnx.load(str(source), load_external_data=False)
+    except Exception as error:  # OSError, protobuf's DecodeError, ...; re-raised with the cause
+        raise ExportError(f"cannot read an ONNX model from {_describe(source)}: {error}") from error
+    metadata = {entry.key: entry.value for entry in proto.metadata_props}
+    if CARD_KEY not in metadata:
+        raise ExportError(f"ONNX model has no {CARD_KEY} metadata: {_describe(source)}")
+    try:
+        return ModelCard.from_json(metadata[CARD_KEY])
+    except (ValueError, TypeError) as error:
+        raise ExportError(f"bad model card in ONNX metadata: {error}") from error
