@@ -1,0 +1,736 @@
+"""Upscaling video files and y4m pipes with PyAV: frames by the network, audio copied.
+
+:func:`upscale_video` decodes the first video stream, upscales every frame and encodes it
+(H.264 by default), copying the audio. What is kept:
+
+- **Timing**: every frame keeps its presentation timestamp (in the input stream's time base),
+  so constant and variable frame rates both survive; the encoder is told the average rate.
+- **Orientation**: the display matrix (the side data behind phone videos' "rotate", flips
+  included) is copied to the output stream, its translation terms multiplied by the scale.
+  FFmpeg 7+ neither reads nor writes the old ``rotate`` metadata tag, so there is no tag to
+  copy. y4m has no place for it.
+- **Colour tags and shape**: the matrix, range, primaries, transfer and sample aspect ratio.
+- **Audio**: every audio stream, packet for packet (no re-encode), with its language and
+  title; none into y4m, which holds video only. Subtitle, data and attachment streams are
+  dropped.
+- **Metadata**: the container's title, comment, description, copyright, artist, date,
+  creation time and location.
+
+Y-channel networks (``card.colour_space == "y"``) work on the decoder's YUV planes: the video's
+luma is already 8-bit studio-swing Y (16..235), which is what the networks were trained on, so
+Y / 255 goes straight in (full-range video is mapped to studio swing and back); the chroma
+planes are upscaled by MATLAB-style bicubic and the output frame is built in yuv420p, with no
+round trip through RGB. (The networks were trained on BT.601 luma; HD video's luma is BT.709,
+a slightly different mix of R, G and B.) Other pixel formats (4:2:2, 4:4:4, 10-bit) are first
+converted to yuv420p. The chroma resize keeps colour where it was: it follows where the
+input's chroma samples sit (left-aligned for MPEG/H.264 video, centred for JPEG and y4m's
+``420jpeg``; y4m says which in its header) and where the output's will be read (left for
+H.264, centred for y4m, whose header PyAV cannot change from ``420jpeg``).
+
+RGB networks get ``frame.to_ndarray(format="rgb24")`` through swscale's accurate path (its
+default repeats chroma samples); their output goes back to YUV with the input's matrix and
+range, and its chroma is subsampled to the output's siting.
+
+yuv420p needs even sizes. ``r W`` is odd only when both the scale and the width are odd; the
+output then drops its last column (and likewise the last row): one HR pixel, a third of an LR
+pixel at x3. A stream whose frame size changes midway is refused; interlaced video is
+upscaled as progressive frames.
+
+``"-"`` reads stdin and writes stdout, as YUV4MPEG2 (y4m) by default, so that subpixel can sit
+in an FFmpeg pipeline::
+
+    ffmpeg -i in.mp4 -f yuv4mpegpipe - | subpixel upscale - -o - |
+        ffmpeg -f yuv4mpegpipe -i - out.mp4
+
+Files are written through a temporary file beside the target and a rename, so a failure or
+Ctrl-C never leaves a partial output (stdout cannot be taken back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Any, cast
+
+import av
+import numpy as np
+import torch
+from av.audio.stream import AudioStream
+from av.container import InputContainer, OutputContainer
+from av.packet import Packet
+from av.sidedata.sidedata import Type as SideDataType
+from av.video.frame import VideoFrame
+from av.video.reformatter import Interpolation
+from av.video.stream import VideoStream
+from torch import nn
+
+from subpixel.errors import SubpixelError
+from subpixel.inference import ModelTraits, model_traits, upscale_array
+from subpixel.resize import cubic
+
+__all__ = ["VideoError", "VideoReport", "upscale_video"]
+
+logger = logging.getLogger(__name__)
+
+#: Where ``"-"`` and file objects get their format when none is given.
+PIPE_FORMAT = "yuv4mpegpipe"
+
+_CONTAINER_TAGS = (
+    "title",
+    "comment",
+    "description",
+    "copyright",
+    "artist",
+    "date",
+    "creation_time",
+    "location",
+)
+_STREAM_TAGS = ("language", "title")
+_JPEG_RANGE = 2  # AVCOL_RANGE_JPEG: full-swing 0..255 luma
+# Horizontal position of 4:2:0 chroma, in luma pixels right of the left of its two columns.
+_LEFT, _CENTRE = 0.0, 0.5
+# swscale's default yuv420p <-> rgb24 path repeats each chroma sample (nearest neighbour);
+# accurate rounding forces its filtering path, full chroma interpolation each RGB pixel's own.
+_SWSCALE_FLAGS = Interpolation.BICUBIC | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
+
+Source = str | Path | IO[bytes]
+Target = str | Path | IO[bytes]
+Progress = Callable[[int, int | None], None]
+
+
+class VideoError(SubpixelError):
+    """A video is missing, empty, corrupt, truncated, or uses a codec or format we cannot handle."""
+
+
+@dataclass(frozen=True)
+class VideoReport:
+    """What :func:`upscale_video` did.
+
+    Attributes:
+        frames: frames decoded, upscaled and written.
+        seconds: wall-clock time of the whole job (decode, network, encode).
+        fps: ``frames / seconds``.
+        input_size: (width, height) of the decoded frames.
+        output_size: (width, height) of the written frames.
+        audio_streams: audio streams copied (none into y4m, which holds video only).
+        rotation: counter-clockwise display rotation in degrees, kept from the input (0: none).
+    """
+
+    frames: int
+    seconds: float
+    fps: float
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    audio_streams: int
+    rotation: int
+
+
+def upscale_video(
+    source: Source,
+    target: Target,
+    model: nn.Module,
+    *,
+    codec: str = "libx264",
+    crf: int = 18,
+    preset: str = "medium",
+    pixel_format: str = "yuv420p",
+    progress: Progress | None = None,
+    max_frames: int | None = None,
+    input_format: str | None = None,
+    output_format: str | None = None,
+) -> VideoReport:
+    """Upscale every frame of a video with ``model``, copying the audio.
+
+    Args:
+        source: a video file, ``"-"`` for stdin, or a readable binary file object.
+        target: the output file (its extension picks the container: ``.mp4``, ``.mkv``,
+            ``.mov``, ``.y4m``, ...), ``"-"`` for stdout, or a writable binary file object.
+            Files are written atomically; the target may not be the source.
+        model: a network from ``subpixel.load_model`` (or any with a card or config).
+        codec: video encoder; ignored for y4m, which holds raw frames.
+        crf: constant rate factor, passed to the encoder (x264/x265: 0 lossless, 18 visually
+            lossless, 23 default).
+        preset: encoder speed preset (x264: ``ultrafast`` ... ``veryslow``).
+        pixel_format: pixel format of the written frames.
+        progress: called after each frame with (frames done, total or None when unknown).
+        max_frames: stop after this many frames (audio is copied up to where reading
+            stopped).
+        input_format: FFmpeg demuxer name; None probes (stdin and file objects included).
+        output_format: FFmpeg muxer name; None takes it from the target's extension, and
+            y4m for ``"-"`` and file objects.
+
+    Returns:
+        A :class:`VideoReport`.
+
+    Raises:
+        VideoError: the input is missing, empty, not a video, corrupt or truncated; a codec
+            or format is unknown; the output cannot be written. Nothing is left at ``target``.
+
+    Example:
+        >>> import subpixel
+        >>> from subpixel.video import upscale_video
+        >>> model = subpixel.load_model("bicubic", scale=2)
+        >>> report = upscale_video("in.mp4", "out.mp4", model)  # doctest: +SKIP
+    """
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    traits = model_traits(model)
+    _check_encoder(codec)
+    _refuse_overwrite(source, target)
+    started = time.perf_counter()
+    head = _peek(source)
+    with contextlib.ExitStack() as stack:
+        input_container = stack.enter_context(_open_input(source, input_format))
+        video_in = _video_stream(input_container, source)
+        audio_in = list(input_container.streams.audio)
+        output_container = stack.enter_context(_open_output(target, output_format))
+        with torch.inference_mode():
+            frames, video_out, audio_streams = _transcode(
+                input_container,
+                output_container,
+                video_in,
+                audio_in,
+                model,
+                traits,
+                _EncoderSettings(codec, crf, preset, pixel_format),
+                _chroma_offset(video_in, head),
+                progress,
+                max_frames,
+            )
+    seconds = time.perf_counter() - started
+    return VideoReport(
+        frames=frames,
+        seconds=seconds,
+        fps=frames / seconds if seconds > 0 else float("inf"),
+        input_size=video_out.input_size,
+        output_size=video_out.size,
+        audio_streams=audio_streams,
+        rotation=video_out.rotation,
+    )
+
+
+@dataclass(frozen=True)
+class _EncoderSettings:
+    codec: str
+    crf: int
+    preset: str
+    pixel_format: str
+
+
+def _check_encoder(codec: str) -> None:
+    try:
+        found = av.Codec(codec, "w")
+    except (av.FFmpegError, ValueError) as error:  # UnknownCodecError is a ValueError
+        raise VideoError(f"unknown video encoder {codec!r}") from error
+    if found.type != "video":
+        raise VideoError(f"{codec!r} encodes {found.type}, not video")
+
+
+def _name(where: Source | Target) -> str:
+    if isinstance(where, (str, Path)):
+        return "stdin" if str(where) == "-" else str(where)
+    return getattr(where, "name", None) or type(where).__name__
+
+
+def _refuse_overwrite(source: Source, target: Target) -> None:
+    if not isinstance(source, (str, Path)) or not isinstance(target, (str, Path)):
+        return
+    if str(source) == "-" or str(target) == "-":
+        return
+    source_path, target_path = Path(source), Path(target)
+    same = source_path.resolve() == target_path.resolve()
+    with contextlib.suppress(OSError):
+        same = same or os.path.samefile(source_path, target_path)
+    if same:
+        raise VideoError(f"refusing to overwrite the input: {target}")
+
+
+@contextlib.contextmanager
+def _open_input(source: Source, input_format: str | None) -> Iterator[InputContainer]:
+    name = _name(source)
+    opened: str | IO[bytes]
+    if isinstance(source, (str, Path)) and str(source) == "-":
+        opened = sys.stdin.buffer
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise VideoError(f"input not found: {path}")
+        if not path.is_file():
+            raise VideoError(f"input is not a file: {path}")
+        if path.stat().st_size == 0:
+            raise VideoError(f"input is empty (0 bytes): {path}")
+        opened = str(path)
+    else:
+        opened = source
+    try:
+        container = av.open(opened, "r", format=input_format)
+    except (av.FFmpegError, OSError, ValueError) as error:
+        raise VideoError(f"not a video FFmpeg can read: {name} ({_reason(error)})") from error
+    with container:
+        yield container
+
+
+def _peek(source: Source, size: int = 256) -> bytes:
+    """The first bytes of the input without consuming them; b"" where that is not possible."""
+    stream: Any = source
+    if isinstance(source, (str, Path)):
+        if str(source) != "-":
+            try:
+                with open(source, "rb") as handle:
+                    return handle.read(size)
+            except OSError:
+                return b""  # _open_input reports it
+        stream = sys.stdin.buffer
+    if hasattr(stream, "peek"):  # buffered readers, stdin included: one read, kept in the buffer
+        return bytes(stream.peek(size)[:size])
+    if stream.seekable():
+        position = stream.tell()
+        head = stream.read(size)
+        stream.seek(position)
+        return bytes(head)
+    return b""
+
+
+def _chroma_offset(video_in: VideoStream, head: bytes) -> float:
+    """Where the input's 4:2:0 chroma sits: y4m says so in its header (``C420jpeg`` is centred,
+    ``C420mpeg2`` left); MPEG video defaults to left, JPEG to centre. PyAV does not expose the
+    decoder's own chroma location."""
+    if head.startswith(b"YUV4MPEG2 "):
+        tags = head.split(b"\n", 1)[0].split()
+        chroma = next((tag[1:] for tag in tags if tag.startswith(b"C")), b"420jpeg")
+        return _LEFT if chroma in (b"420mpeg2", b"420paldv") else _CENTRE
+    return _CENTRE if video_in.codec_context.name == "mjpeg" else _LEFT
+
+
+def _video_stream(container: InputContainer, source: Source) -> VideoStream:
+    if not container.streams.video:
+        raise VideoError(f"no video stream in {_name(source)}")
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        raise VideoError(f"no decoder for the video codec of {_name(source)}")
+    stream.thread_type = "AUTO"  # frame + slice threads: decoding is not the bottleneck
+    return stream
+
+
+@contextlib.contextmanager
+def _open_output(target: Target, output_format: str | None) -> Iterator[OutputContainer]:
+    """An output container; for a file path, a temporary file renamed over it on success."""
+    if not isinstance(target, (str, Path)) or str(target) == "-":
+        stream = sys.stdout.buffer if isinstance(target, (str, Path)) else target
+        with _written(stream, output_format or PIPE_FORMAT, _name(target)) as container:
+            yield container
+        stream.flush()
+        return
+    path = Path(target)
+    if not path.parent.is_dir():
+        raise VideoError(f"output folder does not exist: {path.parent}")
+    temporary = _create_temporary(path)
+    try:
+        with _written(str(temporary), output_format, str(path)) as container:
+            yield container
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+@contextlib.contextmanager
+def _written(
+    where: str | IO[bytes], output_format: str | None, name: str
+) -> Iterator[OutputContainer]:
+    try:
+        container = av.open(where, "w", format=output_format)
+    except (av.FFmpegError, ValueError) as error:
+        if output_format is not None:
+            raise VideoError(
+                f"cannot write {output_format!r} to {name}: {_reason(error)}"
+            ) from error
+        raise VideoError(
+            f"cannot tell the output format from {name!r}; use .mp4, .mkv, .mov or .y4m"
+        ) from error
+    try:
+        with container:  # closing writes the trailer (the index, for mp4)
+            yield container
+    except av.FFmpegError as error:
+        raise VideoError(f"cannot write {name}: {_reason(error)}") from error
+
+
+def _create_temporary(path: Path) -> Path:
+    """A new empty file beside ``path``, ending in its extension (FFmpeg picks the muxer by it).
+
+    Created like an ordinary file (mode 0o666 less the umask), not 0o600 as ``mkstemp`` would,
+    so the renamed result has the permissions the user expects.
+    """
+    while True:
+        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise VideoError(f"cannot write to {path.parent}: {error.strerror}") from error
+        return candidate
+
+
+def _reason(error: BaseException) -> str:
+    # PyAV's messages start with "[Errno N]" and end with the file name; keep the words.
+    text = str(error)
+    if text.startswith("[Errno"):
+        text = text.split("] ", 1)[-1]
+    return text.split(": '", 1)[0]
+
+
+def _transcode(
+    input_container: InputContainer,
+    output_container: OutputContainer,
+    video_in: VideoStream,
+    audio_in: list[AudioStream],
+    model: nn.Module,
+    traits: ModelTraits,
+    settings: _EncoderSettings,
+    chroma_offset: float,
+    progress: Progress | None,
+    max_frames: int | None,
+) -> tuple[int, _VideoOutput, int]:
+    """Decode, upscale, encode, remux; returns frames written, the output, audio copied."""
+    total = video_in.frames or None
+    if max_frames is not None:
+        total = min(total, max_frames) if total else max_frames
+    video_out: _VideoOutput | None = None
+    audio_out: dict[int, AudioStream] = {}
+    pending_audio: list[Packet] = []  # audio read before the first frame set up the output
+    frames = 0
+    # Where the output's chroma goes. PyAV cannot set the chroma location, so: y4m is labelled
+    # 420jpeg (centred); H.264 without one means left; other pixel formats come from yuv420p
+    # by swscale, which takes untagged chroma as centred.
+    raw = output_container.format.name == PIPE_FORMAT
+    left = not raw and settings.pixel_format == "yuv420p"
+    chroma = _ChromaUpscaler(traits.scale, _LEFT if left else _CENTRE)
+    try:
+        for packet in input_container.demux(video_in, *audio_in):
+            if packet.is_corrupt:  # e.g. the last, cut-off packet of a truncated file
+                raise VideoError(
+                    f"the input is truncated or corrupt: damaged {packet.stream.type} packet"
+                    f" at {_seconds(packet):.2f} s"
+                )
+            if packet.stream.index != video_in.index:
+                if packet.dts is None:  # demux's end-of-stream marker, no data
+                    continue
+                if video_out is None:
+                    pending_audio.append(packet)
+                else:
+                    _mux_audio(output_container, packet, audio_out)
+                continue
+            for frame in video_in.decode(packet):
+                if video_out is None:
+                    # The header is written at the first mux: every stream must exist by then.
+                    video_out = _add_video_stream(
+                        output_container, video_in, frame, traits.scale, settings
+                    )
+                    audio_out = _add_audio_streams(output_container, audio_in)
+                    _copy_metadata(input_container, output_container)
+                    for waiting in pending_audio:
+                        _mux_audio(output_container, waiting, audio_out)
+                    pending_audio.clear()
+                if (frame.width, frame.height) != video_out.input_size:
+                    raise VideoError(
+                        f"the frame size changes mid-stream ({video_out.input_size[0]}x"
+                        f"{video_out.input_size[1]} to {frame.width}x{frame.height}), which "
+                        "is not supported"
+                    )
+                sr = _upscale_frame(frame, model, traits, chroma, chroma_offset, video_out.size)
+                sr = sr if sr.format.name == settings.pixel_format else _convert(sr, settings)
+                sr.pts = video_out.pts(frame, frames)
+                sr.time_base = video_out.time_base
+                output_container.mux(video_out.stream.encode(sr))
+                frames += 1
+                if progress is not None:
+                    progress(frames, total)
+                if frames == max_frames:
+                    break
+            if frames == max_frames:
+                break
+        if video_out is None:
+            raise VideoError("no video frame could be decoded: the input is empty or corrupt")
+        output_container.mux(video_out.stream.encode(None))
+    except av.FFmpegError as error:
+        raise VideoError(f"video processing failed: {_reason(error)}") from error
+    if total is not None and frames < total:
+        logger.warning(
+            "decoded %d of the %d frames the container lists: the input may be truncated",
+            frames,
+            total,
+        )
+    return frames, video_out, len(audio_out)
+
+
+@dataclass(frozen=True)
+class _VideoOutput:
+    stream: VideoStream
+    input_size: tuple[int, int]  # (W, H) of the first frame
+    size: tuple[int, int]  # (W, H) written
+    time_base: Fraction
+    rate: Fraction
+    constant_rate: bool  # y4m: frame i at time i / rate, whatever its timestamp said
+    rotation: int
+
+    def pts(self, frame: VideoFrame, index: int) -> int:
+        if self.constant_rate or frame.pts is None or frame.time_base is None:
+            return round(index / self.rate / self.time_base)
+        # Same instant in the output time base (equal to the input's, except for y4m input).
+        return round(frame.pts * frame.time_base / self.time_base)
+
+
+def _seconds(packet: Packet) -> float:
+    if packet.pts is None or packet.time_base is None:
+        return float("nan")
+    return float(packet.pts * packet.time_base)
+
+
+def _even(size: int) -> int:
+    return size - size % 2
+
+
+def _add_video_stream(
+    output_container: OutputContainer,
+    video_in: VideoStream,
+    first: VideoFrame,
+    scale: int,
+    settings: _EncoderSettings,
+) -> _VideoOutput:
+    """Add the output video stream, configured from the input stream and its first frame."""
+    width, height = _even(scale * first.width), _even(scale * first.height)
+    rate = video_in.average_rate or video_in.guessed_rate or Fraction(25)
+    raw = output_container.format.name == PIPE_FORMAT
+    # y4m stores the frame rate as its time base and no timestamps.
+    time_base = 1 / rate if raw or video_in.time_base is None else video_in.time_base
+    options = {} if raw else {"crf": str(settings.crf), "preset": settings.preset}
+    stream = output_container.add_stream(
+        "rawvideo" if raw else settings.codec, rate=rate, options=options
+    )
+    assert isinstance(stream, VideoStream)  # _check_encoder made sure
+    stream.width, stream.height = width, height
+    stream.pix_fmt = settings.pixel_format
+    stream.time_base = time_base
+    context = stream.codec_context
+    context.time_base = time_base
+    context.colorspace, context.color_range = first.colorspace, first.color_range
+    context.color_primaries, context.color_trc = first.color_primaries, first.color_trc
+    if video_in.sample_aspect_ratio:
+        context.sample_aspect_ratio = video_in.sample_aspect_ratio
+    for key in _STREAM_TAGS:
+        if key in video_in.metadata:
+            stream.metadata[key] = video_in.metadata[key]
+    matrix = None if raw else _display_matrix(first, scale)  # y4m has no place for it
+    if matrix is not None:
+        stream.set_display_matrix(matrix)
+    rotation = first.rotation if matrix is not None else 0
+    input_size = (first.width, first.height)
+    return _VideoOutput(stream, input_size, (width, height), time_base, rate, raw, rotation)
+
+
+def _add_audio_streams(
+    output_container: OutputContainer, audio_in: list[AudioStream]
+) -> dict[int, AudioStream]:
+    """A copy of each audio stream, keyed by input stream index; none for y4m (video only)."""
+    if output_container.format.name == PIPE_FORMAT:
+        return {}
+    copies: dict[int, AudioStream] = {}
+    for stream in audio_in:
+        try:
+            copy = output_container.add_stream_from_template(stream)
+        except ValueError as error:
+            raise VideoError(
+                f"the {output_container.format.name} container cannot hold the input's "
+                f"{stream.codec_context.name} audio; write .mkv instead"
+            ) from error
+        for key in _STREAM_TAGS:
+            if key in stream.metadata:
+                copy.metadata[key] = stream.metadata[key]
+        copies[stream.index] = copy
+    return copies
+
+
+def _display_matrix(frame: VideoFrame, scale: int) -> list[int] | None:
+    """The frame's 3x3 display matrix (FFmpeg layout, int32), translation scaled; None if none."""
+    side_data: Any = frame.side_data  # a Mapping keyed by side data type (stubs say otherwise)
+    found = side_data.get(SideDataType.DISPLAYMATRIX)
+    if found is None:
+        return None
+    matrix = np.frombuffer(bytes(found), dtype=np.int32).astype(np.int64)
+    # Entries 6 and 7 are the x, y translation in pixels (16.16 fixed point).
+    matrix[6:8] *= scale
+    return [int(v) for v in np.clip(matrix, -(2**31), 2**31 - 1)]
+
+
+def _copy_metadata(input_container: InputContainer, output_container: OutputContainer) -> None:
+    for key in _CONTAINER_TAGS:
+        if key in input_container.metadata:
+            output_container.metadata[key] = input_container.metadata[key]
+
+
+def _mux_audio(
+    output_container: OutputContainer, packet: Packet, streams: dict[int, AudioStream]
+) -> None:
+    if packet.stream.index not in streams:
+        return
+    packet.stream = streams[packet.stream.index]  # mux rescales the timestamps to its time base
+    output_container.mux(packet)
+
+
+def _convert(frame: VideoFrame, settings: _EncoderSettings) -> VideoFrame:
+    try:
+        return frame.reformat(format=settings.pixel_format)
+    except (av.FFmpegError, ValueError) as error:
+        raise VideoError(f"cannot convert frames to {settings.pixel_format!r}: {error}") from error
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _plane(frame: VideoFrame, index: int) -> np.ndarray:
+    """Plane ``index`` of an 8-bit planar frame as (h, w) uint8, line padding dropped."""
+    plane = frame.planes[index]
+    rows = np.frombuffer(cast(Any, plane), dtype=np.uint8).reshape(-1, plane.line_size)
+    return rows[: plane.height, : plane.width]
+
+
+def _upscale_frame(
+    frame: VideoFrame,
+    model: nn.Module,
+    traits: ModelTraits,
+    chroma: _ChromaUpscaler,
+    chroma_offset: float,
+    size: tuple[int, int],
+) -> VideoFrame:
+    """One decoded frame -> the upscaled yuv420p frame, (W, H) = ``size``.
+
+    ``chroma_offset`` is where the decoder's 4:2:0 chroma sits (see ``_ChromaUpscaler``).
+    """
+    width, height = size
+    device = _device_of(model)
+    if traits.colour_space == "rgb":
+        rgb = frame.to_ndarray(format="rgb24", interpolation=_SWSCALE_FLAGS)
+        sr = upscale_array(rgb.astype(np.float32) / 255.0, model)[:height, :width]
+        hr = VideoFrame.from_ndarray(np.rint(sr * 255.0).astype(np.uint8), format="rgb24")
+        # 4:4:4 with the matrix and range the frame was decoded with (no chroma resampling,
+        # so no siting question), then 4:2:0 sited like the output's chroma.
+        yuv444 = hr.reformat(
+            format="yuv444p",
+            dst_colorspace=frame.colorspace,
+            dst_color_range=frame.color_range,
+            interpolation=_SWSCALE_FLAGS,
+        )
+        y, u, v = (torch.from_numpy(_plane(yuv444, i).astype(np.float32)) for i in range(3))
+        uv = _subsample(torch.stack([u, v]), chroma.output_offset)
+        return _yuv420_frame(y, uv, frame)
+    yuv = frame
+    if frame.format.name not in ("yuv420p", "yuvj420p"):  # 4:2:2, 4:4:4, 10-bit, nv12, ...
+        yuv, chroma_offset = frame.reformat(format="yuv420p"), _CENTRE  # swscale's default
+    full_range = frame.color_range == _JPEG_RANGE or frame.format.name == "yuvj420p"
+    y = torch.from_numpy(_plane(yuv, 0).astype(np.float32))[None, None].to(device)  # (1, 1, H, W)
+    if full_range:
+        y = 16.0 + y * (219.0 / 255.0)  # full swing -> studio swing, as the networks expect
+    y_sr = model(y / 255.0) * 255.0  # (1, 1, rH, rW)
+    if full_range:
+        y_sr = (y_sr - 16.0) * (255.0 / 219.0)
+    uv_lr = np.stack([_plane(yuv, 1), _plane(yuv, 2)]).astype(np.float32)  # (2, H/2, W/2)
+    uv_sr = chroma(torch.from_numpy(uv_lr).to(device), chroma_offset)  # (2, rH/2, rW/2)
+    return _yuv420_frame(y_sr[0, 0, :height, :width], uv_sr[:, : height // 2, : width // 2], frame)
+
+
+def _subsample(planes: torch.Tensor, offset: float) -> torch.Tensor:
+    """(C, H, W) 4:4:4 chroma, H and W even -> (C, H/2, W/2) 4:2:0 sited ``offset`` right.
+
+    Rows are averaged in pairs (4:2:0 chroma sits between its two rows); columns in pairs for
+    centred chroma, or with the [1, 2, 1] / 4 filter centred on the left column (MPEG-2's
+    reference down-sampler) for left-sited chroma.
+    """
+    rows = (planes[:, 0::2] + planes[:, 1::2]) / 2
+    if offset == _CENTRE:
+        return (rows[..., 0::2] + rows[..., 1::2]) / 2
+    left = torch.cat([rows[..., :1], rows[..., 1:-1:2]], dim=-1)  # column 2j - 1, edge repeated
+    return (left + 2 * rows[..., 0::2] + rows[..., 1::2]) / 4
+
+
+def _yuv420_frame(y: torch.Tensor, uv: torch.Tensor, like: VideoFrame) -> VideoFrame:
+    """(H, W) luma and (2, H/2, W/2) chroma, 0..255 floats -> a yuv420p frame tagged as ``like``."""
+    width = y.shape[-1]
+    # PyAV's yuv420p array layout: Y, U, V flattened one after the other, as (3H/2, W).
+    packed = torch.cat([y.reshape(-1), uv.reshape(-1)]).reshape(-1, width)
+    array = packed.clamp(0.0, 255.0).round().to(torch.uint8).cpu().numpy()
+    out = VideoFrame.from_ndarray(array, format="yuv420p")
+    out.colorspace, out.color_range = like.colorspace, like.color_range
+    return out
+
+
+class _ChromaUpscaler:
+    """Bicubic (Keys, a = -0.5, edges replicated) for 4:2:0 chroma planes, siting-aware.
+
+    A 4:2:0 chroma sample sits halfway between its two luma rows and, horizontally, either
+    level with the left of its two luma columns (MPEG-2, H.264, HEVC: "left") or halfway
+    between them (JPEG, y4m's ``420jpeg``: "centre"). Say it sits ``a`` luma pixels right of
+    the left column (0 or 1/2). The luma grid of an r-times upscale keeps pixel centres (LR
+    pixel i lies at HR r i + (r - 1) / 2), so HR chroma sample m, at HR luma column
+    2 m + a_out, must read LR chroma at ((2 m + a_out - (r - 1) / 2) / r - a_in) / 2. A plain
+    centred resize reads at (m + 1/2) / r - 1/2; the difference, in LR chroma pixels, is the
+    shift below: (r - 1) / (4 r) from left to left, 0 from centre to centre, 1/4 from left to
+    centre. Vertically every siting agrees with the centred resize.
+    """
+
+    def __init__(self, scale: int, output_offset: float) -> None:
+        self.scale = scale
+        self.output_offset = output_offset
+        self._filter_cache: dict[float, tuple[torch.Tensor, int, int]] = {}
+
+    def shift(self, input_offset: float) -> float:
+        """Horizontal correction, in LR chroma pixels, for input chroma ``input_offset`` right."""
+        r = self.scale
+        return (self.output_offset - r * input_offset + (r - 1) / 2) / (2 * r)
+
+    def _filters(self, shift: float) -> tuple[torch.Tensor, int, int]:
+        """Polyphase form: HR sample r i + p = sum_k weights[p, k] * LR[i - before + k].
+
+        Position r i + p reads LR at i + (p + 1/2) / r - 1/2 + shift, so the taps, relative
+        to i, repeat with period r: one short filter per phase p (a conv with r output
+        channels, then interleaving, as a sub-pixel layer does). Edges are replicated.
+        """
+        if shift not in self._filter_cache:
+            x = (np.arange(self.scale) + 0.5) / self.scale - 0.5 + shift  # (r,)
+            first = int(np.floor(x).min()) - 1
+            last = int(np.floor(x).max()) + 2
+            taps = np.arange(first, last + 1)  # (K,) offsets from i
+            weights = cubic(x[:, None] - taps[None, :])  # (r, K); zero beyond the support
+            weights /= weights.sum(axis=1, keepdims=True)
+            self._filter_cache[shift] = (torch.from_numpy(weights.astype(np.float32)), -first, last)
+        return self._filter_cache[shift]
+
+    def _resize(self, planes: torch.Tensor, shift: float, vertical: bool) -> torch.Tensor:
+        # (C, H, W) -> (C, rH, W) if vertical else (C, H, rW)
+        weights, before, after = self._filters(shift)
+        channels, height, width = planes.shape
+        kernel = weights.to(planes.device)[:, None, None, :]  # (r, 1, 1, K): along W
+        padding = (before, after, 0, 0)
+        if vertical:
+            kernel, padding = kernel.transpose(-1, -2), (0, 0, before, after)
+        padded = torch.nn.functional.pad(planes[:, None], padding, mode="replicate")
+        phases = torch.nn.functional.conv2d(padded, kernel)  # (C, r, H, W)
+        if vertical:  # row r i + p is phases[:, p, i]
+            return phases.transpose(1, 2).reshape(channels, height * self.scale, width)
+        return phases.permute(0, 2, 3, 1).reshape(channels, height, width * self.scale)
+
+    def __call__(self, planes: torch.Tensor, input_offset: float) -> torch.Tensor:
+        """(C, h, w) float -> (C, r h, r w)."""
+        rows = self._resize(planes, 0.0, vertical=True)
+        return self._resize(rows, self.shift(input_offset), vertical=False)
