@@ -53,16 +53,18 @@ def _broken_inputs(tmp_path: Path, image_file: Path) -> dict[str, Path]:
     text.write_text("this is not an image\n")
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(image_file.read_bytes()[:120])
+    empty_folder = tmp_path / "nothing-here"
+    empty_folder.mkdir()
     return {
         "missing": tmp_path / "missing.png",
         "empty": empty,
         "not an image": text,
         "truncated": truncated,
-        "folder": tmp_path,
+        "empty folder": empty_folder,
     }
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty", "not an image", "truncated", "folder"])
+@pytest.mark.parametrize("kind", ["missing", "empty", "not an image", "truncated", "empty folder"])
 def test_bad_input_gives_one_line_and_no_output(
     kind: str, image_file: Path, tmp_path: Path, capsys: Capsys
 ) -> None:
@@ -78,7 +80,6 @@ def test_bad_input_gives_one_line_and_no_output(
     [
         (["--model", "no-such-model"], "unknown model"),
         (["--model", "espcn"], "no pretrained weights"),
-        (["--scale", "1"], "scale"),
     ],
 )
 def test_bad_model_or_scale_gives_one_line_and_no_output(
@@ -94,16 +95,25 @@ def test_bad_model_or_scale_gives_one_line_and_no_output(
     assert not out.exists()
 
 
-def test_wrong_scale_for_a_weights_file(image_file: Path, tmp_path: Path, capsys: Capsys) -> None:
+def test_a_scale_off_the_networks_own_is_finished_by_bicubic(
+    image_file: Path, tmp_path: Path
+) -> None:
     net = models.build("espcn", scale=2)
     describe(net, "espcn")
     weights = save_weights(net, tmp_path / "espcn_x2.safetensors")
     out = tmp_path / "out.png"
-    assert (
-        main(["upscale", str(image_file), "-o", str(out), "--model", str(weights), "--scale", "3"])
-        == 1
-    )
-    assert "x2 model" in _error_line(capsys)
+    args = ["upscale", str(image_file), "-o", str(out), "--model", str(weights), "--scale", "3"]
+    assert main(args) == 0
+    assert Image.open(out).size == (30, 36)
+
+
+@pytest.mark.parametrize("scale", ["1", "0.5", "17"])
+def test_scales_out_of_range_are_refused(
+    scale: str, image_file: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    out = tmp_path / "out.png"
+    assert main(["upscale", str(image_file), "-o", str(out), "--scale", scale]) == 1
+    assert "--scale" in _error_line(capsys)
     assert not out.exists()
 
 
@@ -170,3 +180,158 @@ def test_console_script_exit_code(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert result.stderr.strip() == f"subpixel: error: input not found: {tmp_path / 'nope.png'}"
+
+
+def _write_rgb(path: Path, seed: int, size: tuple[int, int] = (10, 8)) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_a_folder_with_a_bad_file_processes_the_others_and_fails_at_the_end(
+    tmp_path: Path, capsys: Capsys
+) -> None:
+    source = tmp_path / "in"
+    (source / "sub").mkdir(parents=True)
+    _write_rgb(source / "a.png", 1)
+    _write_rgb(source / "sub" / "b.png", 2)
+    (source / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    assert main(["upscale", str(source), "-o", str(out), "--recursive", "--scale", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "broken.png" in err
+    assert "2 written, 0 skipped (output exists), 1 failed" in err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "a.png",
+        "sub/b.png",
+    ]
+    assert not list(out.rglob(".*"))  # no temporary files left behind
+    # A re-run skips finished work; --overwrite redoes it.
+    (source / "broken.png").unlink()
+    assert main(["upscale", str(source), "-o", str(out), "--recursive", "--scale", "2"]) == 0
+    assert "0 written, 2 skipped" in capsys.readouterr().err
+    assert main(["upscale", str(source), "-o", str(out), "--recursive", "--overwrite"]) == 0
+    assert "2 written" in capsys.readouterr().err
+
+
+def test_shards_split_a_folder_between_processes(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    for i in range(12):
+        _write_rgb(source / f"{i:02d}.png", i, size=(4, 4))
+    out = tmp_path / "out"
+    for k in (1, 2, 3):
+        assert (
+            main(["upscale", str(source), "-o", str(out), "--shard", f"{k}/3", "--scale", "2"]) == 0
+        )
+        done = len(list(out.glob("*.png")))
+        assert 0 < done <= 12
+    assert len(list(out.glob("*.png"))) == 12
+
+
+def test_globs_and_output_format(tmp_path: Path) -> None:
+    for name in ("x.png", "y.png", "z.bmp"):
+        _write_rgb(tmp_path / name, len(name))
+    out = tmp_path / "out"
+    assert (
+        main(
+            ["upscale", str(tmp_path / "*.png"), "-o", str(out), "--format", "jpg", "--scale", "2"]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["x.jpg", "y.jpg"]
+    assert Image.open(out / "x.jpg").format == "JPEG"
+
+
+def test_sixteen_bit_colour_png_stays_sixteen_bit(tmp_path: Path) -> None:
+    import png
+
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 65536, (6, 7, 3), dtype=np.uint16)
+    source = tmp_path / "deep.png"
+    png.Writer(7, 6, greyscale=False, bitdepth=16).write(
+        source.open("wb"), values.reshape(6, 21).tolist()
+    )
+    out = tmp_path / "deep_x2.png"
+    assert main(["upscale", str(source), "-o", str(out), "--scale", "2"]) == 0
+    width, height, rows, info = png.Reader(filename=str(out)).asDirect()
+    assert (width, height, info["bitdepth"], info["planes"]) == (14, 12, 16, 3)
+    result = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(12, 14, 3)
+    assert len(np.unique(result)) > 256  # not squeezed through 8 bits
+
+
+def test_icc_profile_and_exif_are_kept_and_orientation_applied(tmp_path: Path) -> None:
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    image = Image.fromarray(np.zeros((8, 10, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    exif[0x010F] = "subpixel test camera"
+    source = tmp_path / "photo.jpg"
+    image.save(source, icc_profile=icc, exif=exif.tobytes(), quality=95)
+    out = tmp_path / "photo_x2.jpg"
+    assert main(["upscale", str(source), "-o", str(out), "--scale", "2"]) == 0
+    result = Image.open(out)
+    assert result.size == (16, 20)  # 10x8 stored, shown turned to 8x10, then x2
+    assert result.info.get("icc_profile") == icc
+    kept = result.getexif()
+    assert kept.get(0x010F) == "subpixel test camera"
+    assert kept.get(0x0112, 1) == 1
+
+
+def test_images_over_the_pixel_limit_are_refused_unless_allowed(
+    image_file: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    out = tmp_path / "out.png"
+    assert main(["upscale", str(image_file), "-o", str(out), "--max-pixels", "100"]) == 1
+    assert "--max-pixels" in _error_line(capsys)
+    assert not out.exists()
+    assert main(["upscale", str(image_file), "-o", str(out), "--max-pixels", "1000"]) == 0
+
+
+def test_rgba_to_jpeg_is_refused_without_output(tmp_path: Path, capsys: Capsys) -> None:
+    source = tmp_path / "alpha.png"
+    Image.new("RGBA", (4, 4)).save(source)
+    out = tmp_path / "alpha.jpg"
+    assert main(["upscale", str(source), "-o", str(out)]) == 1
+    assert "JPEG cannot store" in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_tiled_cli_output_equals_untiled(image_file: Path, tmp_path: Path) -> None:
+    whole, tiled = tmp_path / "whole.png", tmp_path / "tiled.png"
+    assert main(["upscale", str(image_file), "-o", str(whole)]) == 0
+    assert main(["upscale", str(image_file), "-o", str(tiled), "--tile", "5"]) == 0
+    assert np.array_equal(np.asarray(Image.open(whole)), np.asarray(Image.open(tiled)))
+
+
+def test_export_writes_an_onnx_file(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    net = models.build("fsrcnn-s", scale=2)
+    describe(net, "fsrcnn-s")
+    weights = save_weights(net, tmp_path / "w.safetensors")
+    out = tmp_path / "w.onnx"
+    assert main(["export", "--model", str(weights), "-o", str(out)]) == 0
+    from subpixel.export import read_card
+
+    assert read_card(out).architecture == "fsrcnn-s"
+
+
+def test_video_through_the_cli(tmp_path: Path) -> None:
+    av = pytest.importorskip("av")
+    source = tmp_path / "clip.mp4"
+    with av.open(str(source), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 16, 12, "yuv420p"
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((12, 16, 3), i * 40, np.uint8), "rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    out = tmp_path / "clip_x2.mp4"
+    assert main(["upscale", str(source), "-o", str(out), "--scale", "2", "--preset",
+                 "ultrafast"]) == 0
+    with av.open(str(out)) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 5
+    assert (frames[0].width, frames[0].height) == (32, 24)

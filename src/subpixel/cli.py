@@ -11,14 +11,26 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from subpixel import models
-from subpixel.errors import ImageError, SubpixelError
+from subpixel.batch import Job
+from subpixel.engines import engine_module
+from subpixel.errors import ScaleError, SubpixelError
 from subpixel.evaluation import EvaluationReport, evaluate
-from subpixel.images import output_format, read_image, write_image
+from subpixel.images import DEFAULT_MAX_PIXELS, open_image, output_format, write_image
 from subpixel.inference import upscale_image
-from subpixel.weights import DEFAULT_MODEL, bundled_weights, card_of, load_model
+from subpixel.weights import (
+    DEFAULT_MODEL,
+    DEFAULT_SCALE,
+    MAX_SCALE,
+    bundled_weights,
+    card_of,
+    choose_native_scale,
+    load_model,
+    native_scales,
+)
 
 
 def _device(name: str) -> str:
@@ -27,22 +39,130 @@ def _device(name: str) -> str:
     return name
 
 
+def _byte_size(text: str) -> int:
+    """``"2G"``, ``"512M"``, ``"64k"`` or a plain number of bytes."""
+    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+    text = text.strip().lower().removesuffix("b").removesuffix("i")
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 2G or 512M)") from error
+
+
 def _upscale(args: argparse.Namespace) -> int:
-    source, target = Path(args.input), Path(args.output)
-    output_format(target)  # an unknown extension fails before any work
-    if target.exists() and source.exists() and target.resolve() == source.resolve():
-        raise ImageError(f"refusing to overwrite the input {source}")
-    image = read_image(source)
-    model = load_model(args.model, scale=args.scale, device=_device(args.device))
-    result = upscale_image(image, model)
-    options = {"quality": args.quality} if output_format(target) == "JPEG" else {}
-    write_image(result, target, **options)
-    card = card_of(model)
-    print(
-        f"{source} ({image.width}x{image.height}) -> {target} ({result.width}x{result.height}), "
-        f"{card.architecture} x{card.scale}"
+    from subpixel.batch import parse_shard, plan_jobs, run_jobs, shard
+
+    streaming = args.inputs == ["-"] or args.output == "-"
+    if args.scale is not None and not 1 < args.scale <= MAX_SCALE:
+        raise ScaleError(f"--scale must be above 1 and at most {MAX_SCALE}, got {args.scale:g}")
+    native = choose_native_scale(native_scales(args.model), args.scale or DEFAULT_SCALE)
+    model = load_model(args.model, scale=native, device=_device(args.device))
+    if args.engine != "torch":
+        model = engine_module(model, args.engine)
+    if streaming:
+        _stream_video(args, model)
+        return 0
+    extension = f".{args.format.lower().lstrip('.')}" if args.format else None
+    jobs = plan_jobs(args.inputs, args.output, recursive=args.recursive, extension=extension)
+    if args.shard:
+        jobs = shard(jobs, *parse_shard(args.shard))
+    with tqdm(
+        total=len(jobs), unit="file", desc="upscale", file=sys.stderr, disable=len(jobs) < 2 or None
+    ) as bar:
+        summary = run_jobs(
+            jobs,
+            lambda job: _upscale_one(job, model, args),
+            overwrite=args.overwrite,
+            progress=lambda job: bar.update(1),
+        )
+    for _, reason in summary.failed:
+        print(f"subpixel: error: {reason}", file=sys.stderr)
+    if len(jobs) == 1:
+        card = card_of(model)
+        factor = f"x{args.scale or card.scale:g}"
+        if summary.written:
+            print(f"{jobs[0].source} -> {jobs[0].target} ({card.architecture} {factor})")
+        elif summary.skipped:
+            print(f"subpixel: {jobs[0].target} exists; skipped (use --overwrite)", file=sys.stderr)
+    else:
+        print(f"subpixel: {summary.line()}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def _upscale_one(job: Job, model: torch.nn.Module, args: argparse.Namespace) -> None:
+    scale = args.scale
+    if job.is_video:
+        from subpixel.video import upscale_video
+
+        native = card_of(model).scale
+        if scale is not None and scale != native:
+            raise ScaleError(f"videos are upscaled at the network's own scale (x{native})")
+
+        with tqdm(unit="frame", desc=job.source.name, file=sys.stderr, leave=False) as bar:
+
+            def frames(done: int, total: int | None) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            upscale_video(
+                job.source,
+                job.target,
+                model,
+                codec=args.codec,
+                crf=args.crf,
+                preset=args.preset,
+                progress=frames,
+            )
+        return
+    source = open_image(job.source, max_pixels=args.max_pixels)
+    image_format = output_format(job.target, args.format)
+    with tqdm(unit="tile", desc=job.source.name, file=sys.stderr, leave=False, disable=None) as bar:
+
+        def tiles(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = upscale_image(
+            source.pixels,
+            model,
+            scale=scale,
+            tile=args.tile,
+            max_memory=args.max_memory,
+            alpha=args.alpha,
+            progress=tiles,
+        )
+    palette = isinstance(source.pixels, Image.Image) and source.pixels.mode == "P"
+    if palette and isinstance(result, Image.Image):
+        note = f"{job.source} is a palette image; written as {result.mode}"
+        print(f"subpixel: note: {note}", file=sys.stderr)
+    options = {"quality": args.quality} if image_format in ("JPEG", "WEBP") else {}
+    write_image(
+        result,
+        job.target,
+        format=args.format,
+        icc_profile=source.icc_profile,
+        exif=source.exif,
+        **options,
     )
-    return 0
+
+
+def _stream_video(args: argparse.Namespace, model: torch.nn.Module) -> None:
+    from subpixel.video import upscale_video
+
+    if len(args.inputs) != 1:
+        raise SubpixelError("streaming with '-' takes exactly one input")
+    source = args.inputs[0]
+    target = args.output
+    upscale_video(
+        sys.stdin.buffer if source == "-" else source,
+        sys.stdout.buffer if target == "-" else target,
+        model,
+        codec=args.codec,
+        crf=args.crf,
+        preset=args.preset,
+    )
 
 
 def _print_report(report: EvaluationReport, name: str) -> None:
@@ -76,6 +196,18 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(json.dumps({"model": str(args.model), **report.to_dict()}, indent=2))
     else:
         _print_report(report, str(args.model))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from subpixel.export import export_onnx
+
+    model = load_model(args.model, scale=args.scale)
+    card = card_of(model)
+    if args.deconv_form == "subpixel" and isinstance(model, models.FSRCNN):
+        model = models.fsrcnn_to_subpixel(model)
+    path = export_onnx(model, args.output, opset=args.opset, card=card)
+    print(f"{card.architecture} x{card.scale} -> {path} (input 'lr' (B, C, H, W), output 'sr')")
     return 0
 
 
@@ -197,12 +329,71 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="subpixel", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    up = commands.add_parser("upscale", help="upscale one image")
-    up.add_argument("input", help="image file to upscale (never overwritten)")
-    up.add_argument("-o", "--output", required=True, help="output file; format from extension")
+    up = commands.add_parser("upscale", help="upscale images, folders and videos")
+    up.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IN",
+        help="files, folders or globs (never overwritten); '-' reads y4m from stdin",
+    )
+    up.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="a file for one input, else a folder; '-' writes y4m to stdout",
+    )
     up.add_argument("--model", default=DEFAULT_MODEL, help="bundled name or .safetensors file")
-    up.add_argument("--scale", type=int, default=None, help="upscaling factor (default: 3)")
-    up.add_argument("--quality", type=int, default=95, help="JPEG quality (default: 95)")
+    up.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="total factor (default 3); off the network's own scale, bicubic finishes the job",
+    )
+    up.add_argument("--recursive", action="store_true", help="descend into folders")
+    up.add_argument("--format", default=None, help="output format (png, jpg, webp, tif, ...)")
+    up.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    up.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="process only the K-th of N stable shards of the inputs",
+    )
+    up.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tiles of N x N input pixels (exact; bounds memory)",
+    )
+    up.add_argument(
+        "--max-memory",
+        type=_byte_size,
+        default=None,
+        metavar="SIZE",
+        help="pick the tile size for this memory budget, e.g. 2G",
+    )
+    up.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse larger inputs (default {DEFAULT_MAX_PIXELS:,})",
+    )
+    up.add_argument(
+        "--alpha",
+        choices=("bicubic", "network"),
+        default="bicubic",
+        help="how to upscale an alpha channel",
+    )
+    up.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default: 95)")
+    up.add_argument(
+        "--engine",
+        choices=("auto", "torch", "onnxruntime"),
+        default="torch",
+        help="inference engine",
+    )
+    up.add_argument("--codec", default="libx264", help="video codec (default libx264)")
+    up.add_argument("--crf", type=int, default=18, help="video quality, lower is better")
+    up.add_argument("--preset", default="medium", help="video encoder preset")
     up.add_argument("--device", default="auto", help="auto, cpu or cuda")
     up.set_defaults(run=_upscale)
 
@@ -234,6 +425,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--cache-dir", default=None, help="patch cache (default ~/.cache/subpixel)")
     tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     tr.set_defaults(run=_train)
+
+    ex = commands.add_parser("export", help="export a network to ONNX (dynamic height/width)")
+    ex.add_argument("--model", required=True, help="bundled name or .safetensors file")
+    ex.add_argument("--scale", type=int, default=None, help="which bundled scale (default 3)")
+    ex.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    ex.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    ex.add_argument(
+        "--deconv-form",
+        choices=("deconv", "subpixel"),
+        default="deconv",
+        help="FSRCNN's last layer as a transposed conv or its exact sub-pixel form",
+    )
+    ex.set_defaults(run=_export)
 
     ls = commands.add_parser("models", help="list models with parameters and MACs per pixel")
     ls.set_defaults(run=_models)

@@ -54,7 +54,9 @@ __all__ = [
     "TorchEngine",
     "calibrate",
     "clear_engine_cache",
+    "EngineModule",
     "default_cache_file",
+    "engine_module",
     "make_engine",
 ]
 
@@ -390,3 +392,33 @@ def _auto_engine(model: nn.Module, cache_file: Path | None) -> Engine:
             _store_choice(cache_file, calibration)
     _CHOICES[kind] = choice
     return ort_engine if choice == "onnxruntime" else torch_engine
+
+
+class EngineModule(nn.Module):
+    """An engine behind the ``nn.Module`` call contract, so the image and video pipelines
+    (tiling included) use it like the network it was made from.
+
+    The network stays attached as ``.network`` (its layers tell the tiler how much context
+    a tile needs) and its card as ``.card``.
+    """
+
+    def __init__(self, engine: Engine, network: nn.Module) -> None:
+        super().__init__()
+        self.engine = engine
+        self.network = network
+        card = getattr(network, "card", None)
+        if card is not None:
+            self.card = card
+        self.config = getattr(network, "config", None)
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        sr = self.engine(lr.detach().float().cpu().numpy())
+        return torch.from_numpy(np.ascontiguousarray(sr)).to(lr.device)
+
+
+def engine_module(model: nn.Module, name: str = "auto") -> nn.Module:
+    """``model`` run by the engine ``name`` (see :func:`make_engine`); torch returns it as is."""
+    engine = make_engine(model, name)
+    if isinstance(engine, TorchEngine):
+        return model
+    return EngineModule(engine, model)
