@@ -29,7 +29,7 @@ def test_folders_globs_and_recursion(tmp_path: Path) -> None:
 
 def test_output_is_a_file_for_one_input_and_a_mirrored_folder_otherwise(tmp_path: Path) -> None:
     a = _touch(tmp_path / "in" / "a.png")
-    b = _touch(tmp_path / "in" / "sub" / "b.jpg")
+    _touch(tmp_path / "in" / "sub" / "b.jpg")
     [job] = plan_jobs([str(a)], tmp_path / "out.png")
     assert job.target == tmp_path / "out.png"
     jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "out", recursive=True, extension=".webp")

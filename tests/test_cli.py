@@ -329,8 +329,9 @@ def test_video_through_the_cli(tmp_path: Path) -> None:
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     out = tmp_path / "clip_x2.mp4"
-    assert main(["upscale", str(source), "-o", str(out), "--scale", "2", "--preset",
-                 "ultrafast"]) == 0
+    assert (
+        main(["upscale", str(source), "-o", str(out), "--scale", "2", "--preset", "ultrafast"]) == 0
+    )
     with av.open(str(out)) as container:
         frames = list(container.decode(video=0))
     assert len(frames) == 5

@@ -9,7 +9,9 @@ import subpixel
 from subpixel import models
 from subpixel.colour import rgb_to_ycbcr
 from subpixel.errors import ImageError, ScaleError
+from subpixel.inference import MAX_SCALE, output_size, upscale_array
 from subpixel.resize import imresize
+from subpixel.tiling import TilingError
 from subpixel.weights import describe
 
 
@@ -116,6 +118,95 @@ def test_bad_arrays_and_scales_are_refused(bicubic3: torch.nn.Module) -> None:
     with pytest.raises(ImageError, match="empty"):
         subpixel.upscale_image(np.zeros((0, 4, 3), np.uint8), bicubic3)
     with pytest.raises(ScaleError):
-        subpixel.upscale_image(np.zeros((4, 4, 3), np.uint8), bicubic3, scale=2)
+        subpixel.upscale_image(np.zeros((4, 4, 3), np.uint8), bicubic3, scale=0)
     with pytest.raises(ImageError, match="unsupported image mode"):
         subpixel.upscale_image(Image.new("F", (3, 3)), bicubic3)
+
+
+@pytest.mark.parametrize(
+    "scale", [0, -2, 0.5, 0.999, MAX_SCALE + 0.5, 100, float("nan"), float("inf"), True, "3"]
+)
+def test_scales_outside_the_rule_are_refused(bicubic3: torch.nn.Module, scale: object) -> None:
+    with pytest.raises(ScaleError):
+        subpixel.upscale_image(np.zeros((4, 4, 3), np.uint8), bicubic3, scale=scale)  # type: ignore[arg-type]
+
+
+def test_output_size_is_the_input_times_the_scale_rounded_half_up() -> None:
+    assert output_size(3, 5, 2.5, native=2) == (8, 13)  # 7.5 -> 8, 12.5 -> 13
+    assert output_size(3, 5, None, native=4) == (12, 20)
+    assert output_size(3, 5, 3, native=2) == (9, 15)
+    assert output_size(150, 225, 1.5, native=2) == (225, 338)
+    assert output_size(1, 1, MAX_SCALE, native=2) == (16, 16)
+
+
+@pytest.mark.parametrize(("scale", "native"), [(2.5, 2), (1.5, 2), (1, 2), (4, 3), (3.3, 4)])
+def test_non_native_scale_is_the_network_then_matlab_bicubic(scale: float, native: int) -> None:
+    # Gray through a Y network: studio-swing Y, network, back, then imresize to the size.
+    torch.manual_seed(0)
+    net = models.build("espcn", scale=native).double().eval()
+    gray = np.random.default_rng(4).random((7, 10, 1))
+    out = upscale_array(gray.astype(np.float32), net, scale=scale)
+    y = torch.from_numpy((16.0 + 219.0 * gray[..., 0]) / 255.0)[None, None]
+    with torch.no_grad():
+        sr = (net(y)[0, 0].numpy() * 255.0 - 16.0) / 219.0
+    size = (int(7 * scale + 0.5), int(10 * scale + 0.5))
+    reference = np.clip(imresize(sr, output_shape=size), 0, 1)
+    assert out.shape == (*size, 1)
+    np.testing.assert_allclose(out[..., 0], reference, atol=2e-6)
+
+
+def test_non_native_scale_with_bicubic_matches_matlab_per_channel() -> None:
+    rgb = _random_rgb(6, 8)
+    model = subpixel.load_model("bicubic", scale=2)
+    out = upscale_array(rgb / 255.0, model, scale=2.5)
+    reference = np.clip(imresize(imresize(rgb / 255.0, scale=2), output_shape=(15, 20)), 0, 1)
+    np.testing.assert_allclose(out, reference, atol=1e-5)
+
+
+def test_tiled_integer_output_equals_untiled_and_pil_takes_the_options() -> None:
+    model = subpixel.load_model("bicubic", scale=3)
+    rgba = np.random.default_rng(5).integers(0, 256, (13, 17, 4), dtype=np.uint8)
+    whole = subpixel.upscale_image(rgba, model)
+    np.testing.assert_array_equal(subpixel.upscale_image(rgba, model, tile=4), whole)
+    calls: list[tuple[int, int]] = []
+    image = subpixel.upscale_image(
+        Image.fromarray(rgba), model, scale=2.5, tile=5, progress=lambda *c: calls.append(c)
+    )
+    assert (image.mode, image.size) == ("RGBA", (43, 33))
+    assert calls[-1] == (12, 12)  # 3 x 4 tiles of 5
+    sixteen = (rgba[..., 0].astype(np.uint16) * 257).astype(np.uint16)
+    np.testing.assert_array_equal(
+        subpixel.upscale_image(sixteen, model, max_memory=2**20),
+        subpixel.upscale_image(sixteen, model),
+    )
+
+
+def test_alpha_through_the_network_is_the_alpha_plane_upscaled_as_gray() -> None:
+    torch.manual_seed(0)
+    net = models.build("espcn", scale=2).eval()
+    describe(net, "espcn")
+    rgba = np.random.default_rng(6).integers(0, 256, (6, 7, 4), dtype=np.uint8)
+    by_network = subpixel.upscale_image(rgba, net, alpha="network")
+    np.testing.assert_array_equal(by_network[..., 3], subpixel.upscale_image(rgba[..., 3], net))
+    by_bicubic = subpixel.upscale_image(rgba, net)
+    np.testing.assert_array_equal(by_bicubic[..., :3], by_network[..., :3])
+    assert not np.array_equal(by_bicubic[..., 3], by_network[..., 3])
+    with pytest.raises(ValueError, match="alpha"):
+        subpixel.upscale_image(rgba, net, alpha="nearest")
+
+
+def test_alpha_through_an_rgb_network_goes_as_gray() -> None:
+    torch.manual_seed(0)
+    net = models.build("espcn", scale=2, channels=3).eval()
+    describe(net, "espcn")
+    la = np.random.default_rng(7).integers(0, 256, (5, 6, 2), dtype=np.uint8)
+    out = subpixel.upscale_image(la, net, alpha="network")
+    np.testing.assert_array_equal(out[..., 1], subpixel.upscale_image(la[..., 1], net))
+
+
+def test_tile_options_are_checked(bicubic3: torch.nn.Module) -> None:
+    image = np.zeros((4, 4, 3), np.uint8)
+    with pytest.raises(TilingError):
+        subpixel.upscale_image(image, bicubic3, tile=0)
+    with pytest.raises(TilingError):
+        subpixel.upscale_image(image, bicubic3, tile=3, max_memory=2**30)

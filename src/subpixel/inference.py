@@ -1,14 +1,39 @@
-"""Upscaling images with a network: colour handling, alpha, 8/16-bit, PIL or numpy in and out.
+"""Upscaling images with a network: colour, alpha, 8/16-bit, any scale, tiles, PIL or numpy.
 
-Y-channel networks (``card.colour_space == "y"``) upscale the BT.601 studio-swing luminance
-and bicubic upscales Cb/Cr, as the papers do; RGB networks take RGB. Grayscale images are
-taken to studio-swing Y (as an RGB image with R = G = B would be), so a gray picture and its
-RGB copy give the same result. Alpha is upscaled by bicubic. See ``subpixel.images`` for how
-each Pillow mode is handled.
+Colour. Y-channel networks (``card.colour_space == "y"``) upscale the BT.601 studio-swing
+luminance and bicubic upscales Cb/Cr, as the papers do; RGB networks take RGB. Grayscale
+images are taken to studio-swing Y (as an RGB image with R = G = B would be), so a gray
+picture and its RGB copy give the same result. See ``subpixel.images`` for how each Pillow
+mode is handled.
+
+Alpha. ``alpha="bicubic"`` (the default) upscales the alpha plane by MATLAB bicubic;
+``alpha="network"`` runs it through the network as a grayscale image (a Y network sees it as
+studio-swing luminance, an RGB network as R = G = B), which keeps cut-out edges sharper.
+
+Scale. A network has a native integer scale r. ``scale`` may be any number from 1 to
+``MAX_SCALE`` (16), integer or not. The output is ``round(H * scale) x round(W * scale)``
+pixels, rounded half up. When that is not ``r`` times the input, the network upscales by r and
+MATLAB bicubic resizes its float output to the requested size (``imresize(sr, output_shape=
+...)``: cubic a = -0.5, edge pixels replicated, antialiased when shrinking): a x2 network asked
+for x2.5 enlarges by 2 and then by 1.25; asked for x1.5, it enlarges by 2 and shrinks by 0.75.
+Every plane (Y, chroma, alpha) takes the same two steps. Anything else -- not a real number,
+NaN or infinite, below 1 (this is an upscaler), above ``MAX_SCALE``, or an output with no
+pixels -- raises ``ScaleError``.
+
+Tiles. With ``tile=N`` the image is processed in N x N tiles of input pixels, each with a
+margin of the network's receptive radius (``subpixel.tiling``), so memory is bounded by the
+tile and the result equals the untiled one to float rounding (at most 1e-6 before
+quantisation). ``max_memory`` picks the largest tile whose estimated working memory fits that
+many bytes (``subpixel.tiling.tile_for_memory``). ``progress(done, total)`` is called after
+each tile. Clipping to [0, 1] and quantising to 8/16 bits happen per tile, straight into the
+output, so no full-size float copy of the output exists.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar, overload
 
@@ -20,10 +45,24 @@ from torch import nn
 from subpixel.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from subpixel.errors import ImageError, ScaleError
 from subpixel.models.bicubic import Bicubic
+from subpixel.tiling import TilingError, receptive_radius, run_tiled, tile_for_memory
 
-__all__ = ["model_traits", "upscale_array", "upscale_image"]
+__all__ = [
+    "ALPHA_MODES",
+    "MAX_SCALE",
+    "model_traits",
+    "output_size",
+    "upscale_array",
+    "upscale_image",
+]
 
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
+Progress = Callable[[int, int], None]
+
+#: The largest total scale accepted; beyond it almost all of the output is interpolation.
+MAX_SCALE = 16.0
+#: How the alpha plane is upscaled.
+ALPHA_MODES = ("bicubic", "network")
 
 _CONVERTED_TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -50,17 +89,45 @@ def model_traits(model: nn.Module) -> ModelTraits:
     return ModelTraits(int(scale), "y" if channels == 1 else "rgb")
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
+def output_size(height: int, width: int, scale: float | None, native: int) -> tuple[int, int]:
+    """Output (height, width) for an input of ``height x width`` at ``scale``.
+
+    ``None`` means the network's ``native`` scale. Otherwise each side is ``input * scale``
+    rounded half up.
+
+    Raises:
+        ScaleError: ``scale`` is not a finite number in [1, ``MAX_SCALE``], or the output
+            would have no pixels.
+
+    Example:
+        >>> output_size(150, 225, 2.5, native=2)
+        (375, 563)
+    """
+    if scale is None:
+        return native * height, native * width
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise ScaleError(f"scale must be a number, got {scale!r}")
+    value = float(scale)
+    if not math.isfinite(value) or value <= 0:
+        raise ScaleError(f"scale must be a positive finite number, got {scale!r}")
+    if value < 1:
+        raise ScaleError(f"scale must be at least 1 (this is an upscaler), got {scale!r}")
+    if value > MAX_SCALE:
+        raise ScaleError(f"scale must be at most {MAX_SCALE:g}, got {scale!r}")
+    out = (math.floor(height * value + 0.5), math.floor(width * value + 0.5))
+    if min(out) < 1:
+        raise ScaleError(f"x{value:g} of a {width}x{height} image has no pixels")
+    return out
 
 
 def _run(model: nn.Module, planes: np.ndarray) -> np.ndarray:
     """(H, W, C) float32 -> network -> (rH, rW, C) float32."""
-    device = _device_of(model)
-    lr = torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1)))[None].to(device)
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None else torch.float32
+    lr = torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1)))[None]
     with torch.inference_mode():
-        sr = model(lr)
+        sr = model(lr.to(device=device, dtype=dtype))
     return sr[0].float().cpu().numpy().transpose(1, 2, 0)
 
 
@@ -85,25 +152,138 @@ def _upscale_colour(colour: np.ndarray, model: nn.Module, traits: ModelTraits) -
     return ycbcr_to_rgb(np.concatenate([y, cbcr], axis=-1)).astype(np.float32)
 
 
-def upscale_array(planes: np.ndarray, model: nn.Module, *, has_alpha: bool = False) -> np.ndarray:
-    """Upscale a float (H, W, C) array in [0, 1], C in {1, 3} plus an optional last alpha plane.
+def _layers_of(model: nn.Module) -> nn.Module:
+    """The module whose layers describe the computation: an engine wrapper
+    (``subpixel.engines.EngineModule``) keeps the network it runs as ``.network``."""
+    network = getattr(model, "network", None)
+    return network if isinstance(network, nn.Module) else model
 
-    Returns float32 (rH, rW, C) clipped to [0, 1].
+
+def _choose_tile(
+    model: nn.Module,
+    channels: int,
+    tile: int | None,
+    max_memory: int | None,
+    scale: float | None,
+) -> int | None:
+    if tile is not None and max_memory is not None:
+        raise TilingError("give a tile size or a memory budget, not both")
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
+        raise TilingError(f"tile must be a positive integer number of pixels, got {tile!r}")
+    if max_memory is not None:
+        return tile_for_memory(_layers_of(model), channels, max_memory, scale=scale)
+    return tile
+
+
+def _upscale(
+    source: np.ndarray,
+    peak: float,
+    model: nn.Module,
+    out_dtype: type[np.generic],
+    *,
+    has_alpha: bool,
+    scale: float | None,
+    tile: int | None,
+    max_memory: int | None,
+    progress: Progress | None,
+    alpha: str,
+) -> np.ndarray:
+    """(H, W, C) planes with values in [0, peak] -> (H', W', C) of ``out_dtype``, tile by tile.
+
+    A float ``out_dtype`` keeps the clipped [0, 1] values; an integer one is quantised to
+    ``0..peak``.
     """
     traits = model_traits(model)
-    colour, alpha = (planes[..., :-1], planes[..., -1:]) if has_alpha else (planes, None)
-    if colour.shape[-1] not in (1, 3):
-        raise ImageError(f"expected 1 or 3 colour channels, got {colour.shape[-1]}")
-    if min(colour.shape[:2]) < 1:
-        raise ImageError(f"image is empty: {colour.shape[1]}x{colour.shape[0]} pixels")
-    out = _upscale_colour(colour.astype(np.float32), model, traits)
-    if alpha is not None:
-        out = np.concatenate([out, _bicubic(alpha.astype(np.float32), traits.scale)], axis=-1)
-    return np.clip(out, 0.0, 1.0)
+    if alpha not in ALPHA_MODES:
+        raise ValueError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
+    colours = source.shape[-1] - int(has_alpha)
+    if colours not in (1, 3):
+        raise ImageError(f"expected 1 or 3 colour channels, got {colours}")
+    height, width = source.shape[:2]
+    if min(height, width) < 1:
+        raise ImageError(f"image is empty: {width}x{height} pixels")
+    out_h, out_w = output_size(height, width, scale, traits.scale)
+    tile = _choose_tile(model, source.shape[-1], tile, max_memory, scale)
+    radius = 0
+    if tile is not None and tile < max(height, width):
+        # Chroma and bicubic alpha go by bicubic in the same tiles: cover its taps too.
+        radius = max(receptive_radius(_layers_of(model)), receptive_radius(Bicubic(traits.scale)))
+
+    def upscale(crop: np.ndarray) -> np.ndarray:
+        planes = crop.astype(np.float32)
+        if peak != 1.0:
+            planes /= peak
+        out = _upscale_colour(planes[..., :colours], model, traits)
+        if has_alpha:
+            plane = planes[..., colours:]
+            if alpha == "network":
+                plane = _upscale_colour(plane, model, traits)
+            else:
+                plane = _bicubic(plane, traits.scale)
+            out = np.concatenate([out, plane], axis=-1)
+        return out
+
+    out = np.empty((out_h, out_w, source.shape[-1]), dtype=out_dtype)
+    quantise = np.issubdtype(out_dtype, np.integer)
+
+    def write(rows: slice, cols: slice, block: np.ndarray) -> None:
+        np.clip(block, 0.0, 1.0, out=block)
+        out[rows, cols] = np.rint(block * peak) if quantise else block
+
+    run_tiled(
+        upscale,
+        source,
+        traits.scale,
+        write,
+        out_shape=(out_h, out_w),
+        tile=tile,
+        radius=radius,
+        progress=progress,
+    )
+    return out
 
 
-def _array_to_planes(array: np.ndarray) -> tuple[np.ndarray, bool, float]:
-    """uint8/uint16 (H, W[, C]) -> float planes (H, W, C), whether the last is alpha, peak."""
+def upscale_array(
+    planes: np.ndarray,
+    model: nn.Module,
+    *,
+    has_alpha: bool = False,
+    scale: float | None = None,
+    tile: int | None = None,
+    max_memory: int | None = None,
+    progress: Progress | None = None,
+    alpha: str = "bicubic",
+) -> np.ndarray:
+    """Upscale a float (H, W, C) array in [0, 1], C in {1, 3} plus an optional last alpha plane.
+
+    Returns float32 (H', W', C) clipped to [0, 1], where (H', W') is ``output_size``. The
+    keywords are those of ``upscale_image``; this is its float form, without quantisation.
+
+    Example:
+        >>> import numpy as np, subpixel
+        >>> model = subpixel.load_model("bicubic", scale=2)
+        >>> upscale_array(np.zeros((4, 6, 3), np.float32), model, scale=2.5, tile=3).shape
+        (10, 15, 3)
+    """
+    planes = np.asarray(planes)
+    if planes.ndim != 3:
+        raise ImageError(f"planes must be (H, W, C), got shape {planes.shape}")
+    return _upscale(
+        planes,
+        1.0,
+        model,
+        np.float32,
+        has_alpha=has_alpha,
+        scale=scale,
+        tile=tile,
+        max_memory=max_memory,
+        progress=progress,
+        alpha=alpha,
+    )
+
+
+def _check_array(array: np.ndarray) -> tuple[np.ndarray, bool, float]:
+    """uint8/uint16 (H, W[, C]) -> (H, W, C) view, whether the last plane is alpha, peak."""
     if array.dtype == np.uint8:
         peak = 255.0
     elif array.dtype == np.uint16:
@@ -114,12 +294,7 @@ def _array_to_planes(array: np.ndarray) -> tuple[np.ndarray, bool, float]:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
         raise ImageError(f"arrays must be (H, W) or (H, W, C) with C in 1..4, got {array.shape}")
-    has_alpha = array.shape[-1] in (2, 4)
-    return array.astype(np.float32) / peak, has_alpha, peak
-
-
-def _quantise(planes: np.ndarray, peak: float, dtype: type[np.generic]) -> np.ndarray:
-    return np.rint(planes * peak).astype(dtype)
+    return array, array.shape[-1] in (2, 4), peak
 
 
 def _pil_to_array(image: Image.Image) -> tuple[np.ndarray, str]:
@@ -144,14 +319,35 @@ def _pil_to_array(image: Image.Image) -> tuple[np.ndarray, str]:
 
 @overload
 def upscale_image(
-    image: Image.Image, model: nn.Module, *, scale: int | None = None
+    image: Image.Image,
+    model: nn.Module,
+    *,
+    scale: float | None = None,
+    tile: int | None = None,
+    max_memory: int | None = None,
+    progress: Progress | None = None,
+    alpha: str = "bicubic",
 ) -> Image.Image: ...
 @overload
 def upscale_image(
-    image: np.ndarray, model: nn.Module, *, scale: int | None = None
+    image: np.ndarray,
+    model: nn.Module,
+    *,
+    scale: float | None = None,
+    tile: int | None = None,
+    max_memory: int | None = None,
+    progress: Progress | None = None,
+    alpha: str = "bicubic",
 ) -> np.ndarray: ...
 def upscale_image(
-    image: Image.Image | np.ndarray, model: nn.Module, *, scale: int | None = None
+    image: Image.Image | np.ndarray,
+    model: nn.Module,
+    *,
+    scale: float | None = None,
+    tile: int | None = None,
+    max_memory: int | None = None,
+    progress: Progress | None = None,
+    alpha: str = "bicubic",
 ) -> Image.Image | np.ndarray:
     """Upscale a PIL image or a uint8/uint16 numpy array with ``model``; returns the same kind.
 
@@ -159,23 +355,55 @@ def upscale_image(
         image: a PIL image (modes as in ``subpixel.images``) or an (H, W), (H, W, 1..4)
             uint8/uint16 array (2 or 4 channels: the last is alpha).
         model: a network from ``subpixel.load_model`` (or any with a card or config).
-        scale: if given, must be the model's scale.
+        scale: total factor, integer or not, in [1, 16]; ``None`` is the model's own. A
+            factor other than the model's is reached by MATLAB bicubic after the network;
+            each side becomes ``round(side * scale)`` (see the module docstring).
+        tile: process the image in tiles of ``tile x tile`` input pixels (plus a margin
+            of the network's receptive radius); the result is the same as untiled.
+        max_memory: choose the largest tile whose working memory is estimated to fit this
+            many bytes (not with ``tile``).
+        progress: called as ``progress(done_tiles, total_tiles)`` after each tile.
+        alpha: ``"bicubic"`` (default) or ``"network"``: how an alpha plane is upscaled.
+
+    Raises:
+        ImageError: unsupported or empty image.
+        ScaleError: a scale outside the rule above.
+        TilingError: a tile below 1, both ``tile`` and ``max_memory``, or a budget too
+            small for any tile (``subpixel.tiling``).
 
     Example:
         >>> import numpy as np, subpixel
         >>> model = subpixel.load_model("bicubic", scale=2)
         >>> subpixel.upscale_image(np.zeros((4, 6, 3), np.uint8), model).shape
         (8, 12, 3)
+        >>> subpixel.upscale_image(np.zeros((4, 6, 3), np.uint8), model, scale=1.5).shape
+        (6, 9, 3)
     """
-    traits = model_traits(model)
-    if scale is not None and scale != traits.scale:
-        raise ScaleError(f"this is a x{traits.scale} model; x{scale} was asked for")
     if isinstance(image, Image.Image):
         array, _mode = _pil_to_array(image)
-        out = upscale_image(array, model)
+        out = upscale_image(
+            array,
+            model,
+            scale=scale,
+            tile=tile,
+            max_memory=max_memory,
+            progress=progress,
+            alpha=alpha,
+        )
         # Pillow infers the mode from the array: L, LA, RGB, RGBA or I;16.
         return Image.fromarray(out)
-    array = np.asarray(image)
-    planes, has_alpha, peak = _array_to_planes(array)
-    out = _quantise(upscale_array(planes, model, has_alpha=has_alpha), peak, array.dtype.type)
-    return out.reshape(out.shape[:2]) if array.ndim == 2 else out
+    original = np.asarray(image)
+    array, has_alpha, peak = _check_array(original)
+    out = _upscale(
+        array,
+        peak,
+        model,
+        array.dtype.type,
+        has_alpha=has_alpha,
+        scale=scale,
+        tile=tile,
+        max_memory=max_memory,
+        progress=progress,
+        alpha=alpha,
+    )
+    return out.reshape(out.shape[:2]) if original.ndim == 2 else out

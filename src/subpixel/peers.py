@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
 import torch
 from torch import nn
 
@@ -82,7 +81,7 @@ def opencv_upscaler(
     path = (folder or data_root() / "peers" / "opencv_dnn_superres") / f"{prefix}_x{scale}.pb"
     if not path.is_file():
         raise ModelError(f"OpenCV peer model not found: {path}")
-    engine = cv2.dnn_superres.DnnSuperResImpl_create()
+    engine = cv2.dnn_superres.DnnSuperResImpl_create()  # type: ignore[attr-defined]
     engine.readModel(str(path))
     engine.setModel(algorithm, scale)
 
