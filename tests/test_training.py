@@ -245,6 +245,30 @@ def test_fsrcnn_scale_transfer_trains_only_the_deconvolution(
         same = torch.equal(value, donor[key])
         assert same != key.startswith("deconv"), key
 
+    # The two share a trunk: one file holds both heads, and one trunk run serves both.
+    multi = tmp_path / "fsrcnn-s_multi.safetensors"
+    x3_file, x2_file = tmp_path / "x3" / "best.safetensors", tmp_path / "x2" / "last.safetensors"
+    assert main(["combine", str(x3_file), str(x2_file), "-o", str(multi)]) == 0
+    combined = subpixel.load_model(multi)
+    assert combined.card.architecture == "fsrcnn-multiscale"
+    lr = torch.rand(1, 1, 9, 7)
+    with torch.no_grad():
+        outputs = combined.forward_all(lr)
+        for scale, path in ((3, x3_file), (2, x2_file)):
+            single = subpixel.load_model(path)
+            torch.testing.assert_close(outputs[scale], single(lr), rtol=0, atol=0)
+            head = subpixel.load_model(multi, scale=scale)
+            assert (head.card.architecture, head.card.scale) == ("fsrcnn", scale)
+            torch.testing.assert_close(head(lr), single(lr), rtol=0, atol=0)
+    # Networks whose trunks differ are refused.
+    other = dataclasses.replace(base, seed=7)
+    train(other, tmp_path / "other", cache_dir=tmp_path / "cache")
+    other_file = tmp_path / "other" / "best.safetensors"
+    assert (
+        main(["combine", str(x2_file), str(other_file), "-o", str(tmp_path / "bad.safetensors")])
+        == 1
+    )
+
 
 def test_cli_train_and_resume(
     folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -28,8 +28,10 @@ from subpixel.weights import (
     bundled_weights,
     card_of,
     choose_native_scale,
+    describe,
     load_model,
     native_scales,
+    save_weights,
 )
 
 
@@ -208,6 +210,31 @@ def _export(args: argparse.Namespace) -> int:
         model = models.fsrcnn_to_subpixel(model)
     path = export_onnx(model, args.output, opset=args.opset, card=card)
     print(f"{card.architecture} x{card.scale} -> {path} (input 'lr' (B, C, H, W), output 'sr')")
+    return 0
+
+
+def _combine(args: argparse.Namespace) -> int:
+    networks = []
+    for path in args.weights:
+        network = load_model(path)
+        if not isinstance(network, models.FSRCNN):
+            raise SubpixelError(f"{path} is not an FSRCNN; only FSRCNN heads can be combined")
+        networks.append(network)
+    try:
+        combined = models.combine_fsrcnn_heads(networks, default_scale=args.default_scale)
+    except ValueError as error:
+        raise SubpixelError(str(error)) from error
+    cards = [card_of(n) for n in networks]
+    describe(
+        combined,
+        "fsrcnn-multiscale",
+        degradation=cards[0].degradation,
+        training={f"x{c.scale}": c.training for c in cards},
+        metrics={f"x{c.scale}": c.metrics for c in cards},
+    )
+    save_weights(combined, args.output)
+    scales = "/".join(f"x{c.scale}" for c in sorted(cards, key=lambda c: c.scale))
+    print(f"{args.output}: one FSRCNN trunk with {scales} heads")
     return 0
 
 
@@ -438,6 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="FSRCNN's last layer as a transposed conv or its exact sub-pixel form",
     )
     ex.set_defaults(run=_export)
+
+    co = commands.add_parser("combine", help="put FSRCNN heads that share a trunk in one file")
+    co.add_argument("weights", nargs="+", help="FSRCNN .safetensors files, one per scale")
+    co.add_argument("-o", "--output", required=True, help="the multi-scale .safetensors file")
+    co.add_argument("--default-scale", type=int, default=None, help="the head a plain call uses")
+    co.set_defaults(run=_combine)
 
     ls = commands.add_parser("models", help="list models with parameters and MACs per pixel")
     ls.set_defaults(run=_models)

@@ -7,7 +7,11 @@ record, metrics). ``load_model`` builds the architecture from the card and loads
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
@@ -104,12 +108,20 @@ def describe(model: nn.Module, architecture: str, **card_fields: Any) -> ModelCa
 
 
 def save_weights(model: nn.Module, path: str | Path, card: ModelCard | None = None) -> Path:
-    """Write ``model``'s weights and card to a safetensors file."""
+    """Write ``model``'s weights and card to a safetensors file (atomically)."""
     card = card or card_of(model)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {FORMAT_KEY: FORMAT, CARD_KEY: json.dumps(asdict(card), sort_keys=True)}
     path = Path(path)
-    save_file(state, str(path), metadata=metadata)
+    # Through a temporary file and a rename: a reader never sees half a file.
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        save_file(state, temporary, metadata=metadata)
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
     return path
 
 
@@ -147,6 +159,18 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     return model.to(device).eval()
 
 
+def _single_head(model: nn.Module, scale: int) -> nn.Module:
+    """The x``scale`` network of a multi-scale FSRCNN file, with a card for that scale."""
+    if not isinstance(model, models.MultiScaleFSRCNN):
+        raise ModelError("only multi-scale FSRCNN files hold several scales")
+    card = card_of(model)
+    single = model.at_scale(scale).eval()
+    config = {k: v for k, v in card.config.items() if k != "scales"}
+    single_card = dataclasses.replace(card, architecture="fsrcnn", scale=scale, config=config)
+    setattr(single, _CARD_ATTR, single_card)
+    return single
+
+
 def bundled_weights() -> dict[tuple[str, int], Path]:
     """The pretrained weights shipped in the package, by (architecture, scale)."""
     found: dict[tuple[str, int], Path] = {}
@@ -170,7 +194,8 @@ def native_scales(name_or_path: str | Path) -> list[int]:
     """The scales a model name or weights file has networks for (reads only the card)."""
     text = str(name_or_path)
     if text.endswith(".safetensors") or Path(text).is_file():
-        return [_read_card(Path(text)).scale]
+        card = _read_card(Path(text))
+        return sorted(card.config.get("scales") or [card.scale])
     scales = sorted(s for (arch, s) in bundled_weights() if arch == text)
     if scales:
         return scales
@@ -218,6 +243,9 @@ def load_model(
     text = str(name_or_path)
     if text.endswith(".safetensors") or Path(text).is_file():
         model = load_weights(text, device)
+        heads = card_of(model).config.get("scales")
+        if heads and scale is not None and scale in heads:
+            return _single_head(model, scale)
         file_scale = card_of(model).scale
         if scale is not None and scale != file_scale:
             raise ScaleError(f"{text} is a x{file_scale} model; x{scale} was asked for")

@@ -17,7 +17,14 @@ from torch import nn
 from subpixel.models.bicubic import Bicubic
 from subpixel.models.complexity import Complexity, measure_complexity
 from subpixel.models.espcn import ESPCN, ESPCN7, ESPCNConfig
-from subpixel.models.fsrcnn import FSRCNN, FSRCNNConfig, fsrcnn_to_subpixel
+from subpixel.models.fsrcnn import (
+    FSRCNN,
+    FSRCNNConfig,
+    MultiScaleFSRCNN,
+    MultiScaleFSRCNNConfig,
+    combine_fsrcnn_heads,
+    fsrcnn_to_subpixel,
+)
 from subpixel.models.srcnn import SRCNN, SRCNNConfig
 
 __all__ = [
@@ -29,8 +36,11 @@ __all__ = [
     "Complexity",
     "ESPCNConfig",
     "FSRCNNConfig",
+    "MultiScaleFSRCNN",
+    "MultiScaleFSRCNNConfig",
     "SRCNNConfig",
     "build",
+    "combine_fsrcnn_heads",
     "fsrcnn_to_subpixel",
     "measure_complexity",
 ]
@@ -52,6 +62,10 @@ def _fsrcnn_s(**options: Any) -> nn.Module:
     return FSRCNN(FSRCNNConfig(**{"d": 32, "s": 5, "m": 1, **options}))
 
 
+def _fsrcnn_multiscale(**options: Any) -> nn.Module:
+    return MultiScaleFSRCNN(MultiScaleFSRCNNConfig(**options))
+
+
 def _srcnn(**options: Any) -> nn.Module:
     return SRCNN(SRCNNConfig(**options))
 
@@ -70,6 +84,7 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "espcn-7": _espcn7,
     "fsrcnn": _fsrcnn,
     "fsrcnn-s": _fsrcnn_s,
+    "fsrcnn-multiscale": _fsrcnn_multiscale,
     "srcnn": _srcnn,
     "srcnn-915": _srcnn_915,
     "bicubic": _bicubic,

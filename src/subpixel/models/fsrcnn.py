@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 
@@ -31,6 +32,10 @@ class FSRCNNConfig:
             raise ValueError(f"need d, s >= 1 and m >= 0, got {(self.d, self.s, self.m)}")
         if self.deconv_kernel % 2 == 0:
             raise ValueError(f"deconv_kernel must be odd, got {self.deconv_kernel}")
+
+    def trunk_config_key(self) -> tuple[int, ...]:
+        """What the trunk's shape depends on (everything but the scale)."""
+        return (self.channels, self.d, self.s, self.m, self.deconv_kernel)
 
 
 class FSRCNN(nn.Module):
@@ -98,3 +103,95 @@ def fsrcnn_to_subpixel(model: FSRCNN) -> FSRCNN:
     if isinstance(converted.deconv, nn.ConvTranspose2d):
         converted.deconv = deconv_to_subpixel(converted.deconv)
     return converted
+
+
+@dataclass(frozen=True)
+class MultiScaleFSRCNNConfig:
+    """One FSRCNN trunk with a deconvolution head for each of ``scales``; ``scale`` is the
+    head a plain call uses."""
+
+    scale: int = 3
+    channels: int = 1
+    d: int = 56
+    s: int = 12
+    m: int = 4
+    deconv_kernel: int = 9
+    scales: tuple[int, ...] = (2, 3, 4)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scales", tuple(sorted(int(s) for s in self.scales)))
+        if self.scale not in self.scales:
+            raise ValueError(f"scale {self.scale} is not one of the heads {self.scales}")
+        self.trunk_config(self.scale)  # validates the shared fields
+
+    def trunk_config(self, scale: int) -> FSRCNNConfig:
+        return FSRCNNConfig(scale, self.channels, self.d, self.s, self.m, self.deconv_kernel)
+
+
+class MultiScaleFSRCNN(nn.Module):
+    """FSRCNN's multi-scale form (Dong et al. 2016, section 3.4): the convolution layers are
+    shared by every scale and only the deconvolution differs, so one trunk run serves all.
+
+    ``forward(lr)`` uses the default head; ``forward_all(lr)`` returns every scale's output
+    from one trunk run; ``at_scale(r)`` is a plain FSRCNN sharing this module's parameters.
+    """
+
+    def __init__(self, config: MultiScaleFSRCNNConfig | None = None) -> None:
+        super().__init__()
+        self.config = c = config or MultiScaleFSRCNNConfig()
+        self.body = FSRCNN(c.trunk_config(c.scale)).body
+        self.heads = nn.ModuleDict({f"x{r}": FSRCNN(c.trunk_config(r)).deconv for r in c.scales})
+
+    def forward(self, lr: Tensor) -> Tensor:
+        return self.heads[f"x{self.config.scale}"](self.body(lr))  # (B, C, rH, rW)
+
+    def forward_all(self, lr: Tensor) -> dict[int, Tensor]:
+        features = self.body(lr)  # (B, d, H, W), computed once
+        return {r: self.heads[f"x{r}"](features) for r in self.config.scales}
+
+    def at_scale(self, scale: int) -> FSRCNN:
+        """A single-scale FSRCNN that shares (not copies) this trunk and the x``scale`` head."""
+        if scale not in self.config.scales:
+            raise ValueError(f"no x{scale} head; heads: {self.config.scales}")
+        single = FSRCNN(self.config.trunk_config(scale))
+        single.body = self.body
+        single.deconv = self.heads[f"x{scale}"]
+        return single
+
+
+def combine_fsrcnn_heads(
+    networks: list[FSRCNN], default_scale: int | None = None
+) -> MultiScaleFSRCNN:
+    """Put FSRCNNs that share one trunk (trained with ``--train-only head`` from the same run)
+    into one multi-scale network. Raises ValueError when the trunks differ."""
+    if not networks:
+        raise ValueError("give at least one FSRCNN")
+    first = networks[0].config
+    scales = [n.config.scale for n in networks]
+    if len(set(scales)) != len(scales):
+        raise ValueError(f"two networks have the same scale: {scales}")
+    trunk = networks[0].body.state_dict()
+    for network in networks[1:]:
+        other = network.body.state_dict()
+        same = all(torch.equal(trunk[k], other[k]) for k in trunk)
+        if network.config.trunk_config_key() != first.trunk_config_key() or not same:
+            raise ValueError(
+                f"the x{network.config.scale} network's trunk differs from the "
+                f"x{first.scale} network's; train heads with --train-only head from one run"
+            )
+    config = MultiScaleFSRCNNConfig(
+        scale=default_scale or first.scale,
+        channels=first.channels,
+        d=first.d,
+        s=first.s,
+        m=first.m,
+        deconv_kernel=first.deconv_kernel,
+        scales=tuple(scales),
+    )
+    combined = MultiScaleFSRCNN(config)
+    combined.body.load_state_dict(trunk)
+    for network in networks:
+        if not isinstance(network.deconv, nn.ConvTranspose2d):
+            raise ValueError("combine FSRCNNs in their deconvolution form")
+        combined.heads[f"x{network.config.scale}"].load_state_dict(network.deconv.state_dict())
+    return combined

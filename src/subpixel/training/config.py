@@ -14,6 +14,8 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "step", "cosine", "plateau")
 LOSSES = ("mse", "l1")
 TRAINABLE = ("all", "head")
+# Bicubic has nothing to learn; multi-scale FSRCNN files are assembled from trained heads.
+UNTRAINABLE = ("bicubic", "fsrcnn-multiscale")
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,8 @@ class TrainConfig:
         object.__setattr__(self, "downscale_augment", tuple(self.downscale_augment))
         checks = [
             (
-                self.model in models.BUILDERS and self.model != "bicubic",
-                f"model must be one of the networks, got {self.model!r}",
+                self.model in models.BUILDERS and self.model not in UNTRAINABLE,
+                f"model must be one of the trainable networks, got {self.model!r}",
             ),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),

@@ -340,16 +340,10 @@ def _write_outputs(
     if last.val_psnr is not None:
         metrics = {str(config.val): {"psnr": last.val_psnr, "ssim": last.val_ssim}}
     describe(network, config.model, metrics=metrics, **_card_fields(config, state))
-    _save_atomically(network, files.last)
+    save_weights(network, files.last)
     if improved:
-        _save_atomically(network, files.best)
+        save_weights(network, files.best)
     write_log(files.log, rows)
     plot_curves(rows, files.plot, f"{config.model} x{config.scale}")
     # The checkpoint goes last: whatever it records is already on disk.
     save_checkpoint(files.checkpoint, network, optimizer, state)
-
-
-def _save_atomically(network: nn.Module, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    save_weights(network, temporary)
-    temporary.replace(path)
