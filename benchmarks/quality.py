@@ -12,6 +12,7 @@ crops (docs/crops_x3.png: bicubic | OpenCV | ours | ground truth).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -23,8 +24,8 @@ import torch
 from PIL import Image, ImageDraw
 
 import subpixel
-from subpixel.evaluation import EvaluationReport, evaluate, evaluate_upscaler, resolve_dataset
 from subpixel.errors import SubpixelError
+from subpixel.evaluation import EvaluationReport, evaluate, evaluate_upscaler, resolve_dataset
 from subpixel.images import read_image
 from subpixel.peers import OPENCV_MODELS, opencv_upscaler
 from subpixel.resize import degrade, imresize, modcrop
@@ -182,10 +183,8 @@ def crops(path: Path, scale: int, panels: list[tuple[str, str, tuple[int, int, i
     """Side-by-side crops: bicubic | OpenCV ESPCN | ours (best bundled) | ground truth."""
     ours_path = bundled_weights().get(("espcn", scale)) or bundled_weights().get(("fsrcnn", scale))
     methods: list[tuple[str, object]] = [("bicubic", lambda lr: imresize(lr, scale=scale))]
-    try:
+    with contextlib.suppress(SubpixelError):
         methods.append(("OpenCV ESPCN", opencv_upscaler("espcn", scale)))
-    except SubpixelError:
-        pass
     if ours_path is not None:
         model = subpixel.load_model(ours_path)
         methods.append(
