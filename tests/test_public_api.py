@@ -14,6 +14,22 @@ def test_public_api_is_listed_and_importable() -> None:
         "load_model",
         "save_weights",
         "upscale_image",
+        "upscale_video",
+        "export_onnx",
     }
     for name in subpixel.__all__:
         assert hasattr(subpixel, name), name
+
+
+def test_optional_features_load_on_first_use() -> None:
+    import pytest
+
+    pytest.importorskip("av")
+    pytest.importorskip("onnxscript")
+    from subpixel.export import export_onnx
+    from subpixel.video import upscale_video
+
+    assert subpixel.upscale_video is upscale_video
+    assert subpixel.export_onnx is export_onnx
+    with pytest.raises(AttributeError):
+        _ = subpixel.no_such_thing

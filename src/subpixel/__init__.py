@@ -8,11 +8,27 @@ Example:
     (30, 24)
 """
 
+from typing import Any
+
 from subpixel.errors import ImageError, ModelError, ScaleError, SubpixelError
 from subpixel.inference import upscale_image
 from subpixel.weights import ModelCard, load_model, save_weights
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # Video (PyAV) and ONNX export are optional extras: import them on first use only.
+    if name == "upscale_video":
+        from subpixel.video import upscale_video
+
+        return upscale_video
+    if name == "export_onnx":
+        from subpixel.export import export_onnx
+
+        return export_onnx
+    raise AttributeError(f"module 'subpixel' has no attribute {name!r}")
+
 
 __all__ = [
     "ImageError",
@@ -21,7 +37,9 @@ __all__ = [
     "ScaleError",
     "SubpixelError",
     "__version__",
+    "export_onnx",
     "load_model",
     "save_weights",
     "upscale_image",
+    "upscale_video",
 ]
