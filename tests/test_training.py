@@ -185,6 +185,14 @@ def test_a_run_writes_its_files_and_loadable_weights(
     with pytest.raises(subpixel.SubpixelError, match="already holds a run"):
         train(_config(folders), out, cache_dir=tmp_path / "cache")
 
+    # Bundling records the whole config and fresh metrics in the card.
+    bundled = tmp_path / "espcn_x2.safetensors"
+    assert main(["bundle", str(out), "-o", str(bundled), "--datasets", str(folders[1])]) == 0
+    card = subpixel.load_model(bundled).card
+    assert TrainConfig(**card.training["config"]) == _config(folders)
+    assert card.training["best_iteration"] == result.best_iteration
+    assert set(card.metrics[str(folders[1])]) == {"psnr", "ssim", "bicubic_psnr"}
+
 
 _KILLED_RUN = textwrap.dedent(
     """

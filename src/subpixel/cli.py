@@ -238,6 +238,16 @@ def _combine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bundle(args: argparse.Namespace) -> int:
+    from subpixel.training.bundle import bundle_run
+
+    model = bundle_run(args.run_dir, args.output, datasets=args.datasets)
+    card = card_of(model)
+    scores = ", ".join(f"{name} {m['psnr']:.2f} dB" for name, m in card.metrics.items())
+    print(f"{args.output}: {card.architecture} x{card.scale} ({scores})")
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     bundled = bundled_weights()
     print(f"{'name':<12}{'parameters':>11}{'MACs/px x2':>12}{'x3':>9}{'x4':>9}  bundled weights")
@@ -471,6 +481,17 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("-o", "--output", required=True, help="the multi-scale .safetensors file")
     co.add_argument("--default-scale", type=int, default=None, help="the head a plain call uses")
     co.set_defaults(run=_combine)
+
+    bu = commands.add_parser("bundle", help="a run's best weights with its training record")
+    bu.add_argument("run_dir", metavar="RUN", help="a run folder made by `subpixel train`")
+    bu.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    bu.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["Set5", "Set14", "BSD100"],
+        help="benchmarks to measure into the card",
+    )
+    bu.set_defaults(run=_bundle)
 
     ls = commands.add_parser("models", help="list models with parameters and MACs per pixel")
     ls.set_defaults(run=_models)
