@@ -248,6 +248,24 @@ def _bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _figures(args: argparse.Namespace) -> int:
+    from subpixel.figures import build_default_guide
+
+    guide = build_default_guide(
+        args.output,
+        small=args.small,
+        espcn=args.espcn,
+        fsrcnn=args.fsrcnn,
+        image=args.image,
+        progress=lambda message: print(f"... {message}", file=sys.stderr),
+    )
+    print(
+        f"{len(guide.checks)} equivalences hold; wrote {guide.markdown} "
+        f"and {len(guide.figures)} figures"
+    )
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     bundled = bundled_weights()
     print(f"{'name':<12}{'parameters':>11}{'MACs/px x2':>12}{'x3':>9}{'x4':>9}  bundled weights")
@@ -492,6 +510,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmarks to measure into the card",
     )
     bu.set_defaults(run=_bundle)
+
+    fi = commands.add_parser("figures", help="draw the theory guide's figures, checking each")
+    fi.add_argument("-o", "--output", type=Path, required=True, help="folder for theory.md")
+    fi.add_argument("--small", action="store_true", help="tiny sizes (seconds)")
+    fi.add_argument("--espcn", type=Path, default=None, help="ESPCN weights (default: bundled)")
+    fi.add_argument("--fsrcnn", type=Path, default=None, help="FSRCNN weights (default: bundled)")
+    fi.add_argument("--image", type=Path, default=None, help="photograph for the examples")
+    fi.set_defaults(run=_figures)
 
     ls = commands.add_parser("models", help="list models with parameters and MACs per pixel")
     ls.set_defaults(run=_models)
