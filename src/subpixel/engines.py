@@ -1,17 +1,35 @@
 """Engines: run a network on (B, C, H, W) float32 numpy arrays with PyTorch or ONNX Runtime.
 
 An engine is anything with a ``name`` and ``__call__(lr) -> sr``; the same network gives the
-same output (to float rounding, 1e-5) whichever engine runs it. ``make_engine`` builds one by
-name, or with ``"auto"`` times both on a 64x64 input and keeps the faster one. Which is faster
-depends on the network and the machine: on a 2-core CPU ONNX Runtime ran ESPCN and FSRCNN
-2-4x faster than eager PyTorch, and FSRCNN's sub-pixel form slower than its deconvolution
-(see PERF-NOTES.md).
+same output (to float rounding, 1e-5; to about 1e-2 in bfloat16) whichever engine runs it.
 
-The choice is remembered per network kind (architecture, FSRCNN's form, scale, channels) for
-the process, and, given ``cache_file`` (``default_cache_file()`` is
+- ``torch``: eager PyTorch, as the model is.
+- ``torch-channels-last``: eager on a channels-last copy (oneDNN's preferred layout on CPU).
+- ``torch-compile``: ``torch.compile`` with inductor's ``freezing`` (weights folded into the
+  graph as constants, convolutions prepacked). The first call compiles (15 s on 2 cores, a
+  few seconds for each later input shape), so it pays off on video, not on one image.
+- ``onnxruntime``: the network exported in memory (``subpixel.export``) and run by ONNX
+  Runtime on CPU.
+
+The torch engines also run in ``precision="bfloat16"`` (autocast: convolutions in bfloat16
+on CPUs with native bfloat16, AVX-512 BF16 or AMX; outputs back in float32), opt-in until
+the loss on Set5/Set14 of the shipped weights is measured (``benchmarks/speed.py`` prints
+it). ONNX Runtime runs float32 only.
+
+``make_engine(model, "auto")`` times the candidates (``AUTO_ENGINES``: torch,
+torch-channels-last and onnxruntime; in bfloat16 the two torch engines in bfloat16 and
+onnxruntime) interleaved on a 128x128 input and keeps the fastest; for FSRCNN it tries
+both forms of its last layer, the transposed convolution and its exact sub-pixel form
+(``models.fsrcnn_to_subpixel``), since which is faster depends on the engine (see
+PERF-NOTES.md). ``torch-compile`` is not among the candidates: its compile time would
+dominate a calibration, and in float32 it did not beat ONNX Runtime here.
+
+The choice is remembered per network kind (architecture, FSRCNN's form, scale, channels,
+precision) for the process, and, given ``cache_file`` (``default_cache_file()`` is
 ``~/.cache/subpixel/engines.json``), on disk: one small JSON object mapping that kind to the
-chosen engine, the median milliseconds of each, and the core count and library versions it
-was measured with (an entry measured on other cores or versions is measured again).
+chosen engine, the milliseconds of each candidate, and the core count and library
+versions it was measured with (an entry measured on other cores or versions is measured
+again).
 
 Example:
     >>> import numpy as np
@@ -31,7 +49,6 @@ import importlib
 import json
 import logging
 import os
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -46,7 +63,9 @@ from subpixel.errors import SubpixelError
 from subpixel.layers import SubpixelConv2d
 
 __all__ = [
+    "AUTO_ENGINES",
     "ENGINES",
+    "PRECISIONS",
     "Calibration",
     "Engine",
     "EngineError",
@@ -60,9 +79,18 @@ __all__ = [
     "make_engine",
 ]
 
-ENGINES = ("torch", "onnxruntime")
-CALIBRATION_SIZE = 64  # pixels, square: small enough to take well under a second
-CALIBRATION_RUNS = 5
+ENGINES = ("torch", "torch-channels-last", "torch-compile", "onnxruntime")
+PRECISIONS = ("float32", "bfloat16")
+#: The engines ``"auto"`` chooses from, by precision (onnxruntime always runs float32).
+AUTO_ENGINES = {
+    "float32": ("torch", "torch-channels-last", "onnxruntime"),
+    "bfloat16": ("torch", "torch-channels-last", "onnxruntime"),
+}
+# Square input side for calibration: large enough that arithmetic, not per-call overhead,
+# decides (ESPCN x3 is about 5 ms on 2 cores), small enough to stay well under a second.
+CALIBRATION_SIZE = 128
+CALIBRATION_RUNS = 7
+SUBPIXEL_FORM = "+subpixel"  # suffix of a choice that runs FSRCNN in its sub-pixel form
 
 logger = logging.getLogger(__name__)
 
@@ -94,31 +122,67 @@ def _cores() -> int:
     return os.cpu_count() or 1
 
 
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise EngineError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+
+
 class TorchEngine:
-    """Eager PyTorch under ``inference_mode`` on the model's own device.
+    """PyTorch under ``inference_mode`` on the model's own device.
 
     Args:
-        model: the network; it is put in eval mode, and run as is unless ``channels_last``.
+        model: the network; it is put in eval mode, and run as is unless ``channels_last``
+            or ``compiled``.
         channels_last: run a copy of the model with channels-last weights and input, which
             is faster for eager convolutions on CPU (same outputs, to float rounding).
+        compiled: run ``torch.compile(model, options={"freezing": True})``: the weights are
+            frozen into the graph when the first call compiles it, so later changes to the
+            model are not seen (as with an ONNX export).
+        precision: ``"float32"`` or ``"bfloat16"`` (autocast on the model's device type).
+
+    Raises:
+        EngineError: an unknown precision; a failed compilation (at the first call).
     """
 
-    name = "torch"
+    form = ""  # "sub-pixel" when "auto" chose FSRCNN in its sub-pixel form
 
-    def __init__(self, model: nn.Module, *, channels_last: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        channels_last: bool = False,
+        compiled: bool = False,
+        precision: str = "float32",
+    ) -> None:
+        _check_precision(precision)
         if channels_last:
             model = copy.deepcopy(model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = model.eval()
         self.channels_last = channels_last
+        self.compiled = compiled
+        self.precision = precision
         first = next(model.parameters(), None)
         self.device = first.device if first is not None else torch.device("cpu")
+        self._run: Any = torch.compile(model, options={"freezing": True}) if compiled else model
+        self.name = (
+            "torch-compile" if compiled else "torch-channels-last" if channels_last else "torch"
+        )
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(_check_input(lr)).to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            sr = self.model(x)  # (B, C, rH, rW)
+        bf16 = self.precision == "bfloat16"
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16),
+        ):
+            try:
+                sr = self._run(x)  # (B, C, rH, rW)
+            except Exception as error:  # inductor raises many kinds; re-raised with the cause
+                if not self.compiled:
+                    raise
+                raise EngineError(f"torch.compile failed: {error}") from error
         return np.ascontiguousarray(sr.float().cpu().numpy())
 
 
@@ -139,12 +203,12 @@ class OnnxRuntimeEngine:
     """
 
     name = "onnxruntime"
+    precision = "float32"
+    form = ""  # "sub-pixel" when "auto" chose FSRCNN in its sub-pixel form
 
     def __init__(self, model: nn.Module, *, threads: int | None = None) -> None:
         _require_onnxruntime()
-        from subpixel.export import onnx_bytes
-
-        self._open(onnx_bytes(model), threads)
+        self._open(_exported(model), threads)
 
     @classmethod
     def from_onnx(
@@ -179,6 +243,32 @@ class OnnxRuntimeEngine:
         return sr
 
 
+_EXPORTS: dict[str, bytes] = {}  # weights digest -> ONNX bytes, the last few exports
+_EXPORTS_KEPT = 8
+
+
+def _exported(model: nn.Module) -> bytes:
+    """``export.onnx_bytes(model)``, remembered by the model's class, card and weights.
+
+    An export takes a second or two; ``"auto"`` and a benchmark ask for the same network
+    several times. The key hashes every parameter and buffer, so a model whose weights
+    changed since (a training run evaluating as it goes) is exported again.
+    """
+    from subpixel.export import onnx_bytes
+
+    digest = hashlib.sha256(_network_kind(model).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    key = digest.hexdigest()
+    if key not in _EXPORTS:
+        data = onnx_bytes(model)
+        while len(_EXPORTS) >= _EXPORTS_KEPT:
+            del _EXPORTS[next(iter(_EXPORTS))]
+        _EXPORTS[key] = data
+    return _EXPORTS[key]
+
+
 def _require_onnxruntime() -> None:
     """Raise a clear error unless onnxruntime, and onnx and onnxscript to export, are there."""
     missing = []
@@ -200,7 +290,10 @@ def _require_onnxruntime() -> None:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Median milliseconds per call of each engine that could run, and the fastest."""
+    """Milliseconds per call (the fastest of a few) of each candidate, and the fastest.
+
+    Candidates are engine names, with ``"+subpixel"`` for FSRCNN in its sub-pixel form.
+    """
 
     kind: str
     milliseconds: dict[str, float]
@@ -210,7 +303,7 @@ class Calibration:
         return min(self.milliseconds, key=self.milliseconds.__getitem__)
 
 
-_CHOICES: dict[str, str] = {}  # network kind -> engine name, for this process
+_CHOICES: dict[str, str] = {}  # network kind -> candidate name, for this process
 
 
 def clear_engine_cache() -> None:
@@ -238,7 +331,7 @@ def _network_kind(model: nn.Module) -> str:
         return f"{type(model).__module__}.{type(model).__qualname__}"
     config = json.dumps(card.config, sort_keys=True).encode()
     digest = hashlib.sha256(config).hexdigest()[:8]
-    form = "+subpixel" if isinstance(getattr(model, "deconv", None), SubpixelConv2d) else ""
+    form = SUBPIXEL_FORM if isinstance(getattr(model, "deconv", None), SubpixelConv2d) else ""
     return f"{card.architecture}{form}/x{card.scale}/c{card.channels}/{digest}"
 
 
@@ -275,8 +368,9 @@ def calibrate(
 ) -> Calibration:
     """Time each engine on a (1, C, size, size) input: one warm-up call, then ``runs`` rounds.
 
-    The rounds interleave the engines (one call each per round), so a load change on a noisy
-    machine hits them alike; the median of each is kept.
+    The rounds interleave the engines (one call each per round) and each keeps its fastest
+    call: another job on the machine only ever adds time, and a median of a few calls on a
+    busy 2-core machine still picked a 3x slower engine now and then.
     """
     lr = np.random.default_rng(0).random((1, channels, size, size), dtype=np.float32)
     for engine in engines.values():
@@ -285,7 +379,7 @@ def calibrate(
     for _ in range(runs):
         for name, engine in engines.items():
             samples[name].append(_time_ms(engine, lr))
-    return Calibration(kind, {name: statistics.median(t) for name, t in samples.items()})
+    return Calibration(kind, {name: min(t) for name, t in samples.items()})
 
 
 def _read_cache(path: Path) -> dict[str, Any]:
@@ -296,11 +390,15 @@ def _read_cache(path: Path) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
+def _valid_candidate(name: object) -> bool:
+    return isinstance(name, str) and name.removesuffix(SUBPIXEL_FORM) in ENGINES
+
+
 def _cached_choice(path: Path, kind: str) -> str | None:
     entry = _read_cache(path).get(kind)
     if (
         isinstance(entry, dict)
-        and entry.get("engine") in ENGINES
+        and _valid_candidate(entry.get("engine"))
         and entry.get("cores") == _cores()
         and entry.get("versions") == _versions()
     ):
@@ -331,24 +429,51 @@ def _store_choice(path: Path, calibration: Calibration) -> None:
         logger.warning("could not write the engine cache %s: %s", path, error)
 
 
+def _build(model: nn.Module, name: str, precision: str, threads: int | None) -> Engine:
+    """One engine by name (no ``"auto"``); ``threads`` only reaches ONNX Runtime."""
+    if name == "torch":
+        return TorchEngine(model, precision=precision)
+    if name == "torch-channels-last":
+        return TorchEngine(model, channels_last=True, precision=precision)
+    if name == "torch-compile":
+        return TorchEngine(model, compiled=True, precision=precision)
+    if name == "onnxruntime":
+        if precision != "float32":
+            raise EngineError("the onnxruntime engine runs float32 only")
+        return OnnxRuntimeEngine(model, threads=threads)
+    choices = ", ".join(("auto", *ENGINES))
+    raise EngineError(f"unknown engine {name!r}; choose from {choices}")
+
+
 def make_engine(
-    model: nn.Module, name: str = "auto", *, cache_file: str | Path | None = None
+    model: nn.Module,
+    name: str = "auto",
+    *,
+    precision: str = "float32",
+    threads: int | None = None,
+    cache_file: str | Path | None = None,
 ) -> Engine:
-    """An engine running ``model``: ``"torch"``, ``"onnxruntime"`` or ``"auto"``.
+    """An engine running ``model``: one of ``ENGINES``, or ``"auto"``.
 
     ``"auto"`` uses the choice remembered for this kind of network (in this process, then
-    in ``cache_file`` if given), else times both engines on a 64x64 input and keeps the
-    faster. It falls back to torch, without an error, when onnxruntime is not installed or
-    cannot export the network, and picks torch for a model on a GPU.
+    in ``cache_file`` if given), else times the candidates of ``AUTO_ENGINES`` on a 128x128
+    input, interleaved, and keeps the fastest. For FSRCNN each candidate also runs in the
+    sub-pixel form of the last layer. Candidates that cannot run are left out: onnxruntime
+    when it is not installed or cannot export the network. A model on a GPU gets ``torch``.
 
     Args:
         model: the network (a ``subpixel`` model, card attached or not).
-        name: ``"auto"``, ``"torch"`` or ``"onnxruntime"``.
+        name: ``"auto"`` or one of ``ENGINES``.
+        precision: ``"float32"``, or ``"bfloat16"`` for the torch engines (``"auto"`` then
+            also considers onnxruntime in float32).
+        threads: intra-op threads for ONNX Runtime (default: the usable cores). PyTorch's
+            are process-wide: ``torch.set_num_threads``.
         cache_file: a JSON file to read and record ``"auto"`` choices in, for example
             ``default_cache_file()``; ``None`` remembers them for this process only.
 
     Raises:
-        EngineError: an unknown name, or ``"onnxruntime"`` asked for and not installed.
+        EngineError: an unknown name or precision, onnxruntime asked for and not installed
+            or asked for in bfloat16.
         subpixel.export.ExportError: ``"onnxruntime"`` asked for and the network cannot be
             exported.
 
@@ -357,41 +482,68 @@ def make_engine(
         >>> make_engine(models.build("fsrcnn", scale=3), "torch").name
         'torch'
     """
-    if name == "torch":
-        return TorchEngine(model)
-    if name == "onnxruntime":
-        return OnnxRuntimeEngine(model)
+    _check_precision(precision)
     if name != "auto":
-        choices = ", ".join(("auto", *ENGINES))
-        raise EngineError(f"unknown engine {name!r}; choose from {choices}")
-    return _auto_engine(model, None if cache_file is None else Path(cache_file))
+        return _build(model, name, precision, threads)
+    return _auto_engine(model, precision, threads, None if cache_file is None else Path(cache_file))
 
 
-def _auto_engine(model: nn.Module, cache_file: Path | None) -> Engine:
-    torch_engine = TorchEngine(model)
-    if torch_engine.device.type != "cpu":
-        return torch_engine  # ONNX Runtime here is CPU only; a GPU model stays on its GPU
-    kind = _network_kind(model)
+def _forms(model: nn.Module) -> dict[str, nn.Module]:
+    """The model, and for FSRCNN with a transposed convolution also its sub-pixel form."""
+    from subpixel.models import FSRCNN, fsrcnn_to_subpixel
+
+    forms = {"": model}
+    if isinstance(model, FSRCNN) and isinstance(model.deconv, nn.ConvTranspose2d):
+        forms[SUBPIXEL_FORM] = fsrcnn_to_subpixel(model)  # a deep copy: the card comes along
+    return forms
+
+
+def _candidate(
+    model: nn.Module, candidate: str, precision: str, threads: int | None
+) -> Engine | None:
+    """The engine for ``"name[+subpixel]"``, or ``None`` when it cannot run here."""
+    name = candidate.removesuffix(SUBPIXEL_FORM)
+    network = _forms(model)[SUBPIXEL_FORM] if candidate.endswith(SUBPIXEL_FORM) else model
+    engine_precision = "float32" if name == "onnxruntime" else precision
+    try:
+        engine = _build(network, name, engine_precision, threads)
+    except SubpixelError as error:  # not installed, or not exportable
+        logger.info("auto engine: %s unavailable (%s)", candidate, error)
+        return None
+    if network is not model:
+        engine.form = "sub-pixel"  # type: ignore[attr-defined]
+    return engine
+
+
+def _auto_engine(
+    model: nn.Module, precision: str, threads: int | None, cache_file: Path | None
+) -> Engine:
+    first = next(model.parameters(), None)
+    if first is not None and first.device.type != "cpu":
+        # ONNX Runtime here is CPU only; a GPU model stays on its GPU.
+        return TorchEngine(model, precision=precision)
+    kind = f"{_network_kind(model)}/{precision}"
     choice = _CHOICES.get(kind)
     if choice is None and cache_file is not None:
         choice = _cached_choice(cache_file, kind)
-    if choice == "torch":
-        return torch_engine
-    try:
-        ort_engine = OnnxRuntimeEngine(model)
-    except SubpixelError as error:  # not installed, or not exportable: torch it is
-        logger.info("auto engine: using torch, onnxruntime unavailable (%s)", error)
-        _CHOICES[kind] = "torch"
-        return torch_engine
-    if choice is None:
-        engines: dict[str, Engine] = {"torch": torch_engine, "onnxruntime": ort_engine}
-        calibration = calibrate(engines, _channels(model), kind=kind)
-        choice = calibration.fastest
-        logger.info("auto engine for %s: %s (ms: %s)", kind, choice, calibration.milliseconds)
-        if cache_file is not None:
-            _store_choice(cache_file, calibration)
+    if choice is not None:
+        engine = _candidate(model, choice, precision, threads)
+        if engine is not None:
+            _CHOICES[kind] = choice
+            return engine
+    engines: dict[str, Engine] = {}
+    for form in _forms(model):
+        for name in AUTO_ENGINES[precision]:
+            engine = _candidate(model, name + form, precision, threads)
+            if engine is not None:
+                engines[name + form] = engine
+    calibration = calibrate(engines, _channels(model), kind=kind)
+    choice = calibration.fastest
+    logger.info("auto engine for %s: %s (ms: %s)", kind, choice, calibration.milliseconds)
+    if cache_file is not None:
+        _store_choice(cache_file, calibration)
     _CHOICES[kind] = choice
-    return ort_engine if choice == "onnxruntime" else torch_engine
+    return engines[choice]
 
 
 class EngineModule(nn.Module):
@@ -416,9 +568,30 @@ class EngineModule(nn.Module):
         return torch.from_numpy(np.ascontiguousarray(sr)).to(lr.device)
 
 
-def engine_module(model: nn.Module, name: str = "auto") -> nn.Module:
-    """``model`` run by the engine ``name`` (see :func:`make_engine`); torch returns it as is."""
-    engine = make_engine(model, name)
-    if isinstance(engine, TorchEngine):
+def engine_module(
+    model: nn.Module,
+    name: str = "auto",
+    *,
+    precision: str = "float32",
+    threads: int | None = None,
+    cache_file: str | Path | None = None,
+) -> nn.Module:
+    """``model`` run by the engine ``name`` (see :func:`make_engine` for the keywords).
+
+    Eager float32 torch returns the model itself; any other engine is wrapped in an
+    ``EngineModule``, which the image and video pipelines use like the network.
+
+    Example:
+        >>> import subpixel
+        >>> model = subpixel.load_model("bicubic", scale=2)
+        >>> engine_module(model, "torch") is model
+        True
+    """
+    engine = make_engine(model, name, precision=precision, threads=threads, cache_file=cache_file)
+    if (
+        isinstance(engine, TorchEngine)
+        and (engine.name, engine.precision) == ("torch", "float32")
+        and engine.model is model
+    ):
         return model
     return EngineModule(engine, model)

@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from subpixel.colour import rgb_to_ycbcr, ycbcr_to_rgb
+from subpixel import fastpath
 from subpixel.errors import ImageError, ScaleError
 from subpixel.models.bicubic import Bicubic
 from subpixel.tiling import TilingError, receptive_radius, run_tiled, tile_for_memory
@@ -121,35 +121,86 @@ def output_size(height: int, width: int, scale: float | None, native: int) -> tu
 
 
 def _run(model: nn.Module, planes: np.ndarray) -> np.ndarray:
-    """(H, W, C) float32 -> network -> (rH, rW, C) float32."""
+    """(C, H, W) float32 planes -> network -> (C, rH, rW) float32 planes."""
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None else torch.float32
-    lr = torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1)))[None]
+    lr = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))[None]
     with torch.inference_mode():
-        sr = model(lr.to(device=device, dtype=dtype))
-    return sr[0].float().cpu().numpy().transpose(1, 2, 0)
+        sr = model(lr.to(device=device, dtype=dtype))  # (1, C, rH, rW)
+    return np.asarray(sr[0].float().cpu().numpy(), dtype=np.float32)
 
 
-def _bicubic(planes: np.ndarray, scale: int) -> np.ndarray:
-    return _run(Bicubic(scale), planes)
+def _network_planes(
+    planes: np.ndarray, model: nn.Module, traits: ModelTraits
+) -> tuple[np.ndarray, float, float]:
+    """(C, H, W) colour planes in [0, 1] (C = 1 gray, 3 RGB) through the network.
 
-
-def _upscale_colour(colour: np.ndarray, model: nn.Module, traits: ModelTraits) -> np.ndarray:
-    """Float (H, W, 3) RGB or (H, W, 1) gray in [0, 1] -> the same at r times the size."""
-    gray = colour.shape[-1] == 1
+    Returns (C, rH, rW) planes and the (gain, offset) that bring them back to [0, 1]: a Y
+    network sees gray as studio-swing Y (as R = G = B would be), so its output is mapped
+    back from it; an RGB network sees gray as R = G = B and gives the mean of its colours.
+    """
     if traits.colour_space == "rgb":
-        rgb = np.repeat(colour, 3, axis=-1) if gray else colour
-        sr = _run(model, rgb)
-        return sr.mean(axis=-1, keepdims=True) if gray else sr
-    if gray:
-        # Studio-swing Y of an R = G = B pixel, and back.
-        y = (16.0 + 219.0 * colour) / 255.0
-        return (_run(model, y.astype(np.float32)) * 255.0 - 16.0) / 219.0
-    ycbcr = rgb_to_ycbcr(colour).astype(np.float32)
-    y = _run(model, ycbcr[..., :1])
-    cbcr = _bicubic(ycbcr[..., 1:], traits.scale)
-    return ycbcr_to_rgb(np.concatenate([y, cbcr], axis=-1)).astype(np.float32)
+        if planes.shape[0] == 1:
+            return _run(model, np.repeat(planes, 3, axis=0)).mean(axis=0, keepdims=True), 1.0, 0.0
+        return _run(model, planes), 1.0, 0.0
+    y = (16.0 + 219.0 * planes) / 255.0
+    return _run(model, y), 255.0 / 219.0, -16.0 / 219.0
+
+
+def _upscale_tile(
+    crop: np.ndarray,
+    peak: float,
+    model: nn.Module,
+    traits: ModelTraits,
+    *,
+    has_alpha: bool,
+    alpha: str,
+    out_dtype: type[np.generic],
+    out_peak: float,
+) -> np.ndarray:
+    """(h, w, C) values in [0, peak] -> (r h, r w, C) of ``out_dtype`` on the 0..out_peak scale.
+
+    An integer ``out_dtype`` is rounded and clipped (half to even, as ``np.rint``); float32
+    is not clipped (a non-native scale resamples it first). The arithmetic around the
+    network is ``subpixel.fastpath``'s: RGB with a Y network is one matrix product at LR
+    size, the network, bicubic on three chroma terms and one pass per output colour.
+    """
+    colours = crop.shape[-1] - int(has_alpha)
+    planes: list[np.ndarray] = []  # (rh, rw) float32 each
+    gains: list[float] = []
+    addends: list[np.ndarray | float] = []
+    if colours == 3 and traits.colour_space == "y":
+        y, chroma = fastpath.split_luma(crop[..., :3], peak, out_peak)
+        y_sr = _run(model, y[None])[0]
+        planes += [y_sr] * 3
+        gains += fastpath.luma_gains(out_peak)
+        addends += fastpath.bicubic_planes(chroma, traits.scale)
+    else:
+        colour = _planes(crop[..., :colours], peak)
+        sr, gain, offset = _network_planes(colour, model, traits)
+        planes += list(sr)
+        gains += [gain * out_peak] * colours
+        addends += [offset * out_peak] * colours
+    if has_alpha:
+        plane = _planes(crop[..., colours:], peak)  # (1, h, w)
+        if alpha == "network":
+            sr, gain, offset = _network_planes(plane, model, traits)
+            planes.append(sr[0])
+        else:
+            planes += fastpath.bicubic_planes([plane[0]], traits.scale)
+            gain, offset = 1.0, 0.0
+        gains.append(gain * out_peak)
+        addends.append(offset * out_peak)
+    return fastpath.finish(planes, gains, addends, out_dtype)
+
+
+def _planes(values: np.ndarray, peak: float) -> np.ndarray:
+    """(h, w, C) values in [0, peak] -> (C, h, w) float32 in [0, 1]."""
+    planes = np.ascontiguousarray(values.transpose(2, 0, 1), dtype=np.float32)
+    if peak != 1.0:
+        planes *= np.float32(1.0 / peak)
+    return planes
 
 
 def _layers_of(model: nn.Module) -> nn.Module:
@@ -204,29 +255,44 @@ def _upscale(
         raise ImageError(f"image is empty: {width}x{height} pixels")
     out_h, out_w = output_size(height, width, scale, traits.scale)
     tile = _choose_tile(model, source.shape[-1], tile, max_memory, scale)
+    native = (out_h, out_w) == (traits.scale * height, traits.scale * width)
+    quantise = np.issubdtype(out_dtype, np.integer)
+    # At the native scale nothing follows the network, so a tile's output is final: it is
+    # rounded into the output type in the pass that makes it. Otherwise it stays float
+    # (on the [0, 1] scale) until MATLAB bicubic has resized it.
+    tile_dtype: type[np.generic] = out_dtype if native else np.float32
+    tile_peak = peak if native and quantise else 1.0
+
+    def upscale(crop: np.ndarray) -> np.ndarray:
+        return _upscale_tile(
+            crop,
+            peak,
+            model,
+            traits,
+            has_alpha=has_alpha,
+            alpha=alpha,
+            out_dtype=tile_dtype,
+            out_peak=tile_peak,
+        )
+
+    if native and (tile is None or tile >= max(height, width)):
+        out = upscale(source)  # one tile: no copy into a separate output
+        if not quantise:
+            np.clip(out, 0.0, 1.0, out=out)
+        if progress is not None:
+            progress(1, 1)
+        return out
+
     radius = 0
     if tile is not None and tile < max(height, width):
         # Chroma and bicubic alpha go by bicubic in the same tiles: cover its taps too.
         radius = max(receptive_radius(_layers_of(model)), receptive_radius(Bicubic(traits.scale)))
-
-    def upscale(crop: np.ndarray) -> np.ndarray:
-        planes = crop.astype(np.float32)
-        if peak != 1.0:
-            planes /= peak
-        out = _upscale_colour(planes[..., :colours], model, traits)
-        if has_alpha:
-            plane = planes[..., colours:]
-            if alpha == "network":
-                plane = _upscale_colour(plane, model, traits)
-            else:
-                plane = _bicubic(plane, traits.scale)
-            out = np.concatenate([out, plane], axis=-1)
-        return out
-
     out = np.empty((out_h, out_w, source.shape[-1]), dtype=out_dtype)
-    quantise = np.issubdtype(out_dtype, np.integer)
 
     def write(rows: slice, cols: slice, block: np.ndarray) -> None:
+        if native and quantise:  # already rounded: run_tiled hands it over as float32
+            out[rows, cols] = block
+            return
         np.clip(block, 0.0, 1.0, out=block)
         out[rows, cols] = np.rint(block * peak) if quantise else block
 

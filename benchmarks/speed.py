@@ -1,0 +1,691 @@
+"""Speed of subpixel's networks and image pipeline, beside OpenCV and this CPU's matmul peak.
+
+For each network and workload (an LR frame whose output is 1080p: 960x540 at x2, 640x360 at
+x3, 480x270 at x4; and 1280x720 at x3, whose output is 4K) one run measures, interleaved
+(every round calls every method once, so a change in the machine's load hits them alike),
+the median of ``--runs`` calls after a warm-up call:
+
+- **RGB, end to end**: a uint8 RGB array to a uint8 RGB array, colour conversion and chroma
+  upsampling included. ``subpixel default`` is ``subpixel.upscale_image(rgb,
+  engine_module(model))``, what ``subpixel upscale`` runs: the engine chosen by ``"auto"``
+  (float32). Also the same path with ``"auto"`` in bfloat16 (opt-in) and with the compiled
+  bfloat16 graph. OpenCV's ``dnn_superres`` with its pretrained model of the same
+  architecture and scale (``$SUBPIXEL_DATA/peers/opencv_dnn_superres``) and OpenCV's bicubic
+  ``cv2.resize`` are the peers.
+- **Y network**: the network alone on a (1, 1, H, W) float32 luminance frame, for every
+  engine (``subpixel.engines.ENGINES``) in float32 and, for the torch engines, bfloat16
+  (autocast); FSRCNN also in the exact sub-pixel form of its deconvolution.
+
+Each row gives ms, frames/s, the ratio of frames/s to OpenCV dnn_superres end to end, and
+GFLOP/s: the network's own FLOPs (2 x multiply-accumulates of the network as defined, its
+transposed convolution counted as such, whatever form runs) per second, and that as a share
+of the fp32 or bf16 peak of a 4096^3 torch matmul measured at the start of the same run,
+on the same threads. Compile time (the first call of ``torch-compile``) is reported apart.
+Random weights: speed does not depend on them. For networks with bundled weights
+(``subpixel.weights.bundled_weights()``) the loss of PSNR of bfloat16 against float32 on
+Set5 and Set14 is printed beside the bf16 rows.
+
+Writes ``OUT/speed.md`` (the machine, library versions, a summary and the full table),
+``OUT/speed.png`` and ``OUT/speed.json`` (the records).
+
+Usage::
+
+    python benchmarks/speed.py                         # everything (about 30 min on 2 cores)
+    python benchmarks/speed.py --quick --out /tmp/s    # 2 networks, 3 runs: a smoke test
+    python benchmarks/speed.py --networks espcn-x3,fsrcnn-s-x3 --runs 20
+    python benchmarks/speed.py --engines torch,onnxruntime --no-quality
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import subpixel
+from subpixel import models
+from subpixel.engines import ENGINES, EngineModule, make_engine
+from subpixel.errors import SubpixelError
+from subpixel.weights import bundled_weights, describe
+
+# name -> (architecture, scale)
+NETWORKS = {
+    "espcn-x2": ("espcn", 2),
+    "espcn-x3": ("espcn", 3),
+    "espcn-x4": ("espcn", 4),
+    "fsrcnn-x2": ("fsrcnn", 2),
+    "fsrcnn-x3": ("fsrcnn", 3),
+    "fsrcnn-x4": ("fsrcnn", 4),
+    "fsrcnn-s-x3": ("fsrcnn-s", 3),
+    "srcnn-x3": ("srcnn", 3),
+}
+# Output frame -> LR (width, height) per scale; "--workloads WxH" adds an LR size for every
+# scale (a quick check at a small size).
+WORKLOADS = {
+    "1080p": {2: (960, 540), 3: (640, 360), 4: (480, 270)},
+    "4K": {3: (1280, 720)},
+}
+# SRCNN runs every convolution at the output size (119 GMAC a 1080p frame, 4x that at 4K):
+# its 4K row would take longer than all the others together.
+SKIP = {("srcnn-x3", "4K")}
+QUICK_NETWORKS = ("espcn-x3", "fsrcnn-s-x3")
+RGB, Y = "RGB end to end", "Y network"
+QUALITY_SETS = ("Set5", "Set14")
+
+
+@dataclass
+class Method:
+    """One thing to time: ``call()`` runs it once on its prepared input."""
+
+    label: str
+    path: str  # RGB or Y
+    engine: str
+    precision: str
+    call: Callable[[], object]
+    form: str = ""  # "sub-pixel" for FSRCNN converted by models.fsrcnn_to_subpixel
+    peer: bool = False
+
+
+@dataclass
+class Record:
+    """One measured row of the table."""
+
+    network: str
+    workload: str
+    lr_size: tuple[int, int]  # (width, height)
+    path: str
+    label: str
+    engine: str
+    precision: str
+    form: str
+    ms: float
+    runs: int
+    gflop: float  # network FLOPs per frame / 1e9
+    first_call_s: float
+    peer: bool = False
+    psnr_loss: dict[str, float] = field(default_factory=dict)  # bf16 vs fp32, dB
+
+    @property
+    def fps(self) -> float:
+        return 1e3 / self.ms
+
+    @property
+    def gflops(self) -> float:
+        return self.gflop / (self.ms / 1e3)
+
+
+# --------------------------------------------------------------------------- #
+# The machine
+# --------------------------------------------------------------------------- #
+
+
+def matmul_peak(dtype: torch.dtype, size: int, runs: int = 5) -> float:
+    """GFLOP/s of a size^3 torch matmul (median of ``runs`` after one warm-up)."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(dtype)
+    b = torch.randn(size, size, generator=generator).to(dtype)
+    torch.mm(a, b)
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        seconds.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(seconds) / 1e9
+
+
+def _cpu_model() -> tuple[str, list[str]]:
+    """The CPU's model name and the SIMD flags that matter here (Linux's /proc/cpuinfo)."""
+    name, flags = platform.processor() or platform.machine(), list[str]()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return name, flags
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            name = value.strip()
+        elif key.strip() == "flags":
+            wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+            flags = [f for f in value.split() if f in wanted]
+            break
+    return name, flags
+
+
+def _version(module: str) -> str:
+    try:
+        return str(__import__(module).__version__)
+    except ImportError:
+        return "not installed"
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages: another job running makes timings noisy."""
+    if not hasattr(os, "getloadavg"):
+        return "unknown"
+    return " / ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def machine() -> dict[str, Any]:
+    name, flags = _cpu_model()
+    return {
+        "cpu": name,
+        "flags": flags,
+        "cores": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "onnxruntime": _version("onnxruntime"),
+        "opencv": _version("cv2"),
+        "subpixel": subpixel.__version__,
+        "platform": platform.platform(),
+        "load_average": _load(),
+    }
+
+
+# --------------------------------------------------------------------------- #
+# What is timed
+# --------------------------------------------------------------------------- #
+
+
+def build_network(architecture: str, scale: int) -> nn.Module:
+    torch.manual_seed(0)
+    network = models.build(architecture, scale=scale).eval()
+    describe(network, architecture)
+    return network
+
+
+def network_gflop(network: nn.Module, scale: int, lr_size: tuple[int, int]) -> float:
+    """FLOPs of one frame / 1e9: 2 x MACs per output pixel x output pixels."""
+    per_pixel = models.measure_complexity(network, channels=1).macs_per_pixel
+    width, height = lr_size
+    return 2 * per_pixel * (scale * width) * (scale * height) / 1e9
+
+
+def _engine_call(engine: Callable[[np.ndarray], np.ndarray], y: np.ndarray) -> Callable[[], object]:
+    return lambda: engine(y)
+
+
+def _rgb_call(module: nn.Module, rgb: np.ndarray) -> Callable[[], object]:
+    return lambda: subpixel.upscale_image(rgb, module)
+
+
+def network_methods(
+    network: nn.Module, y: np.ndarray, engines: Sequence[str], threads: int
+) -> list[Method]:
+    """The network alone in every engine, precision and (FSRCNN) form."""
+    forms = {"": network}
+    if isinstance(network, models.FSRCNN):
+        forms["sub-pixel"] = models.fsrcnn_to_subpixel(network)
+    methods = []
+    for form, net in forms.items():
+        for name in engines:
+            for precision in ("float32", "bfloat16"):
+                if name == "onnxruntime" and precision == "bfloat16":
+                    continue  # ONNX Runtime's CPU kernels are float32
+                try:
+                    engine = make_engine(net, name, precision=precision, threads=threads)
+                except SubpixelError as error:
+                    print(f"  skipped {name} {precision} {form}: {error}", file=sys.stderr)
+                    continue
+                label = f"{name} {precision}" + (f" {form}" if form else "")
+                methods.append(
+                    Method(label, Y, name, precision, _engine_call(engine, y), form=form)
+                )
+    return methods
+
+
+def rgb_methods(
+    network: nn.Module,
+    architecture: str,
+    scale: int,
+    rgb: np.ndarray,
+    engines: Sequence[str],
+    threads: int,
+) -> list[Method]:
+    """The whole pipeline, ours and OpenCV's, uint8 RGB in and out."""
+    from subpixel.engines import engine_module
+
+    methods = []
+    for precision in ("float32", "bfloat16"):
+        module = engine_module(network, "auto", precision=precision, threads=threads)
+        chosen = _engine_name(module)
+        label = f"subpixel default (auto: {chosen})"
+        if precision == "bfloat16":  # "auto" may still pick a float32 engine
+            label = f"subpixel, bf16 opt-in (auto: {chosen})"
+        ran = getattr(getattr(module, "engine", None), "precision", "float32")
+        methods.append(Method(label, RGB, chosen, ran, _rgb_call(module, rgb)))
+    if "torch-compile" in engines:
+        engine = make_engine(network, "torch-compile", precision="bfloat16")
+        module = EngineModule(engine, network)
+        methods.append(
+            Method(
+                "subpixel, torch-compile bf16",
+                RGB,
+                "torch-compile",
+                "bfloat16",
+                _rgb_call(module, rgb),
+            )
+        )
+    peer = _opencv_dnn(architecture, scale)
+    if peer is not None:
+        methods.append(
+            Method(
+                "OpenCV dnn_superres", RGB, "opencv-dnn", "float32", lambda: peer(rgb), peer=True
+            )
+        )
+    bicubic = _opencv_bicubic(scale)
+    if bicubic is not None:
+        methods.append(
+            Method("OpenCV bicubic", RGB, "cv2.resize", "-", lambda: bicubic(rgb), peer=True)
+        )
+    return methods
+
+
+def _engine_name(module: nn.Module) -> str:
+    """The engine an ``engine_module`` runs, and the form (FSRCNN) it chose."""
+    engine = getattr(module, "engine", None)
+    if engine is None:
+        return "torch"
+    return f"{engine.name} sub-pixel" if getattr(engine, "form", "") else str(engine.name)
+
+
+def _opencv_dnn(architecture: str, scale: int) -> Callable[[np.ndarray], np.ndarray] | None:
+    from subpixel.peers import OPENCV_MODELS, opencv_upscaler
+
+    if architecture not in OPENCV_MODELS:
+        return None
+    try:
+        return opencv_upscaler(architecture, scale)
+    except SubpixelError as error:
+        print(f"  no OpenCV dnn_superres peer: {error}", file=sys.stderr)
+        return None
+
+
+def _opencv_bicubic(scale: int) -> Callable[[np.ndarray], np.ndarray] | None:
+    try:
+        import cv2
+    except ImportError:
+        return None
+
+    def resize(rgb: np.ndarray) -> np.ndarray:
+        height, width = rgb.shape[:2]
+        return cv2.resize(rgb, (scale * width, scale * height), interpolation=cv2.INTER_CUBIC)
+
+    return resize
+
+
+def time_interleaved(methods: Sequence[Method], runs: int) -> dict[str, tuple[float, float]]:
+    """label -> (median ms, first call s): one warm-up call each, then ``runs`` rounds."""
+    first = {}
+    for method in methods:
+        start = time.perf_counter()
+        method.call()
+        first[method.label] = time.perf_counter() - start
+    samples: dict[str, list[float]] = {m.label: [] for m in methods}
+    for _ in range(runs):
+        for method in methods:
+            start = time.perf_counter()
+            method.call()
+            samples[method.label].append((time.perf_counter() - start) * 1e3)
+    return {label: (statistics.median(ms), first[label]) for label, ms in samples.items()}
+
+
+# --------------------------------------------------------------------------- #
+# Quality of bfloat16
+# --------------------------------------------------------------------------- #
+
+
+def psnr_loss(
+    network: nn.Module, datasets: Sequence[str | Path], engine: str = "torch-channels-last"
+) -> dict[str, float]:
+    """PSNR (matlab protocol) of float32 minus that of bfloat16, per dataset, in dB."""
+    from subpixel.evaluation import evaluate
+
+    bf16 = EngineModule(make_engine(network, engine, precision="bfloat16"), network)
+    losses = {}
+    for dataset in datasets:
+        fp32 = evaluate(network, dataset).mean("psnr")
+        losses[Path(str(dataset)).name] = fp32 - evaluate(bf16, dataset).mean("psnr")
+    return losses
+
+
+def bundled_psnr_losses(names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """network name -> {dataset: loss} for the networks that ship with weights."""
+    bundled = bundled_weights()
+    losses = {}
+    for name in names:
+        architecture, scale = NETWORKS[name]
+        if (architecture, scale) not in bundled:
+            continue
+        network = subpixel.load_model(str(bundled[(architecture, scale)]))
+        try:
+            losses[name] = psnr_loss(network, QUALITY_SETS)
+        except SubpixelError as error:  # the benchmark sets are missing
+            print(f"  no bf16 quality for {name}: {error}", file=sys.stderr)
+    return losses
+
+
+# --------------------------------------------------------------------------- #
+# Reports
+# --------------------------------------------------------------------------- #
+
+
+def _peer_fps(records: Sequence[Record], record: Record) -> float | None:
+    for other in records:
+        if (other.network, other.workload, other.engine) == (
+            record.network,
+            record.workload,
+            "opencv-dnn",
+        ):
+            return other.fps
+    return None
+
+
+def _row(records: Sequence[Record], r: Record, peaks: dict[str, float]) -> list[str]:
+    peer = _peer_fps(records, r)
+    ratio = f"{r.fps / peer:.2f}x" if peer else "-"
+    if r.engine == "cv2.resize":
+        gflops = share = "-"
+    else:
+        peak = peaks["bfloat16" if r.precision == "bfloat16" else "float32"]
+        gflops, share = f"{r.gflops:.0f}", f"{100 * r.gflops / peak:.0f}%"
+    loss = ", ".join(f"{name} {value:+.3f}" for name, value in r.psnr_loss.items()) or "-"
+    width, height = r.lr_size
+    return [
+        r.network,
+        f"{width}x{height}",
+        r.path,
+        r.label,
+        f"{r.ms:.1f}",
+        f"{r.fps:.1f}",
+        ratio,
+        gflops,
+        share,
+        f"{r.first_call_s:.1f}" if r.engine == "torch-compile" else "-",
+        loss if r.precision == "bfloat16" else "-",
+    ]
+
+
+HEADER = [
+    "network",
+    "LR",
+    "path",
+    "method",
+    "ms",
+    "frames/s",
+    "vs OpenCV dnn",
+    "GFLOP/s",
+    "of peak",
+    "compile s",
+    "bf16 PSNR loss (dB)",
+]
+
+
+def _table(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary(records: Sequence[Record]) -> list[Record]:
+    """Per network and workload: our default, the fastest of ours per path, the peers."""
+    keep: list[Record] = []
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for record in records:
+        groups.setdefault((record.network, record.workload), []).append(record)
+    for group in groups.values():
+        picks = [r for r in group if r.label.startswith("subpixel default")]
+        for path in (RGB, Y):
+            for precision in ("float32", "bfloat16"):
+                ours = [r for r in group if r.path == path and r.precision == precision]
+                ours = [r for r in ours if not r.peer]
+                if ours:
+                    best = min(ours, key=lambda r: r.ms)
+                    if best not in picks:
+                        picks.append(best)
+        picks += [r for r in group if r.peer]
+        keep += picks
+    return keep
+
+
+def write_markdown(
+    path: Path,
+    records: Sequence[Record],
+    info: dict[str, Any],
+    peaks: dict[str, float],
+    args: argparse.Namespace,
+) -> None:
+    flags = ", ".join(info["flags"]) or "none of avx2/avx512/amx"
+    lines = [
+        "# Speed",
+        "",
+        f"Measured by `python benchmarks/speed.py {' '.join(args.argv)}`".rstrip() + ".",
+        "",
+        f"- CPU: {info['cpu']} ({flags}); {info['cores']} usable cores, {info['threads']} "
+        f"threads; {info['platform']}",
+        f"- Python {info['python']}, torch {info['torch']}, numpy {info['numpy']}, "
+        f"onnxruntime {info['onnxruntime']}, OpenCV {info['opencv']}, subpixel {info['subpixel']}",
+        f"- Matmul peak ({args.peak_size}^3, torch, {info['threads']} threads): "
+        f"**{peaks['float32']:.0f} GFLOP/s fp32**, **{peaks['bfloat16']:.0f} GFLOP/s bf16**",
+        f"- Median of {args.runs} interleaved calls after one warm-up; load average at the "
+        f"start {info['load_average']}, at the end {info['load_average_end']}",
+        "",
+        "Frames/s are for one output frame (1080p, or 4K for the 1280x720 input). *RGB end "
+        "to end* is a uint8 RGB array to a uint8 RGB array; *Y network* is the network alone "
+        "on a float32 luminance frame. GFLOP/s counts the network's FLOPs only (2 x its "
+        "multiply-accumulates as defined), also on the end-to-end rows; *of peak* is against "
+        "the fp32 or bf16 matmul peak above. *vs OpenCV dnn* is frames/s over those of "
+        "OpenCV's dnn_superres with its own model of the same architecture and scale, end "
+        "to end. bf16 PSNR loss: Set5/Set14 PSNR of float32 minus bfloat16, for networks "
+        'with bundled weights ("-" otherwise).',
+        "",
+        "## Summary",
+        "",
+        _table([_row(records, r, peaks) for r in summary(records)]),
+        "",
+        "## Everything",
+        "",
+        _table([_row(records, r, peaks) for r in records]),
+        "",
+    ]
+    if args.skipped:
+        lines += ["Not run: " + "; ".join(args.skipped) + ".", ""]
+    path.write_text("\n".join(lines))
+
+
+def write_plot(path: Path, records: Sequence[Record]) -> bool:
+    """Frames/s per network and workload for the summary's methods, log scale."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = summary(records)
+    groups = list(dict.fromkeys((r.network, r.workload) for r in rows))
+    kinds = list(dict.fromkeys(_kind(r) for r in rows))
+    figure, axes = plt.subplots(figsize=(11, 1.5 + 0.25 * len(groups) * len(kinds)))
+    height = 0.8 / max(1, len(kinds))
+    for k, kind in enumerate(kinds):
+        ys, xs = [], []
+        for g, group in enumerate(groups):
+            match = [r for r in rows if (r.network, r.workload) == group and _kind(r) == kind]
+            if match:
+                ys.append(g + k * height)
+                xs.append(match[0].fps)
+        axes.barh(ys, xs, height=height, label=kind)
+    axes.set_yticks([g + 0.4 - height / 2 for g in range(len(groups))])
+    axes.set_yticklabels([f"{n} {w}" for n, w in groups])
+    axes.invert_yaxis()
+    axes.set_xscale("log")
+    axes.set_xlabel("frames/s (log scale)")
+    axes.axvline(25, color="grey", linewidth=0.8, linestyle=":")
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes.set_title("subpixel vs OpenCV, one output frame")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def _kind(record: Record) -> str:
+    if record.peer:
+        return record.label
+    if record.label.startswith("subpixel default"):
+        return "subpixel default, RGB"
+    return f"fastest {record.precision}, {'RGB' if record.path == RGB else 'Y network'}"
+
+
+# --------------------------------------------------------------------------- #
+# Main
+# --------------------------------------------------------------------------- #
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", help=f"comma-separated, from {', '.join(NETWORKS)}")
+    parser.add_argument(
+        "--workloads", help="1080p, 4K and/or an LR size WxH (any scale); default 1080p,4K"
+    )
+    parser.add_argument("--engines", default=",".join(ENGINES), help="network engines to time")
+    parser.add_argument("--runs", type=int, default=10, help="timed calls per method (10)")
+    parser.add_argument("--threads", type=int, default=None, help="default: usable cores")
+    parser.add_argument("--peak-size", type=int, default=4096, help="matmul side (4096)")
+    parser.add_argument("--no-quality", action="store_true", help="skip the bf16 PSNR check")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 networks, 1080p, 3 runs, no compile"
+    )
+    parser.add_argument("--out", type=Path, default=Path("docs"), help="output folder (docs)")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.quick:
+        args.networks = args.networks or ",".join(QUICK_NETWORKS)
+        args.workloads = args.workloads or "1080p"
+        args.runs, args.peak_size = min(args.runs, 3), min(args.peak_size, 1024)
+        args.engines = ",".join(e for e in args.engines.split(",") if e != "torch-compile")
+        args.no_quality = True
+    args.workloads = args.workloads or ",".join(WORKLOADS)
+    for workload in args.workloads.split(","):
+        if workload not in WORKLOADS and not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", workload):
+            parser.error(f"a workload is 1080p, 4K or WxH, got {workload!r}")
+    names = args.networks.split(",") if args.networks else list(NETWORKS)
+    unknown = [n for n in names if n not in NETWORKS]
+    if unknown:
+        parser.error(f"unknown networks {unknown}; choose from {', '.join(NETWORKS)}")
+    args.names = names
+    args.engine_list = [e for e in args.engines.split(",") if e]
+    if any(e not in ENGINES for e in args.engine_list):
+        parser.error(f"engines must be among {', '.join(ENGINES)}")
+    return args
+
+
+def _lr_size(workload: str, scale: int) -> tuple[int, int] | None:
+    """(width, height) of the LR frame of ``workload`` at ``scale``; None: not at this scale."""
+    if workload in WORKLOADS:
+        return WORKLOADS[workload].get(scale)
+    width, _, height = workload.partition("x")
+    return int(width), int(height)
+
+
+def set_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+    try:
+        import cv2
+
+        cv2.setNumThreads(threads)
+    except ImportError:
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Every compiled engine is another entry for the same forward(); the default limit of 8
+    # would silently send the later ones back to eager.
+    torch._dynamo.config.recompile_limit = 256
+    threads = args.threads or (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    )
+    set_threads(threads)
+    info = machine()
+    print(f"{info['cpu']}, {info['cores']} cores, {threads} threads", file=sys.stderr)
+    peaks = {
+        "float32": matmul_peak(torch.float32, args.peak_size),
+        "bfloat16": matmul_peak(torch.bfloat16, args.peak_size),
+    }
+    print(
+        f"matmul peak: {peaks['float32']:.0f} fp32, {peaks['bfloat16']:.0f} bf16 GFLOP/s",
+        file=sys.stderr,
+    )
+    losses = {} if args.no_quality else bundled_psnr_losses(args.names)
+    records: list[Record] = []
+    args.skipped = []
+    rng = np.random.default_rng(0)
+    for name in args.names:
+        architecture, scale = NETWORKS[name]
+        network = build_network(architecture, scale)
+        for workload in args.workloads.split(","):
+            lr_size = _lr_size(workload, scale)
+            if lr_size is None:
+                continue
+            if (name, workload) in SKIP:
+                args.skipped.append(f"{name} at {workload} (SRCNN works at the output size)")
+                continue
+            width, height = lr_size
+            rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            y = rng.random((1, 1, height, width), dtype=np.float32)
+            print(f"{name} {workload}: building engines", file=sys.stderr)
+            methods = rgb_methods(network, architecture, scale, rgb, args.engine_list, threads)
+            methods += network_methods(network, y, args.engine_list, threads)
+            gflop = network_gflop(network, scale, lr_size)
+            timings = time_interleaved(methods, args.runs)
+            for method in methods:
+                ms, first = timings[method.label]
+                record = Record(
+                    network=name,
+                    workload=workload,
+                    lr_size=lr_size,
+                    path=method.path,
+                    label=method.label,
+                    engine=method.engine,
+                    precision=method.precision,
+                    form=method.form,
+                    ms=ms,
+                    runs=args.runs,
+                    gflop=gflop,
+                    first_call_s=first,
+                    peer=method.peer,
+                )
+                if method.precision == "bfloat16":
+                    record.psnr_loss = losses.get(name, {})
+                records.append(record)
+                print(f"  {method.label:48s} {ms:9.1f} ms {record.fps:7.1f} fps", file=sys.stderr)
+    info["load_average_end"] = _load()
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_markdown(args.out / "speed.md", records, info, peaks, args)
+    plotted = write_plot(args.out / "speed.png", records)
+    data = {"machine": info, "peaks": peaks, "records": [asdict(r) for r in records]}
+    (args.out / "speed.json").write_text(json.dumps(data, indent=1))
+    written = ["speed.md", "speed.json"] + (["speed.png"] if plotted else [])
+    print(f"wrote {', '.join(str(args.out / w) for w in written)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The image pipeline's arithmetic around the network, in as few passes over the pixels as we
+could make it.
+
+Upscaling an RGB image with a luminance network is: Y, Cb and Cr from RGB; the network on Y;
+MATLAB bicubic on Cb and Cr; RGB back from the three; rounding and clipping to 8 bits. Done
+plainly (float64 matrices, a gathering bicubic, one pass per step) that took as long as the
+network. Here the steps are merged by linearity:
+
+* **LR side, one matrix product.** From the input values (0..peak) one 4 x 3 matrix and an
+  offset give Y on the network's [0, 1] scale and, for each output colour k, its *chroma
+  term* ``c_k = A_k . (Cb, Cr) + b_k`` already on the output's 0..out_peak scale: RGB from
+  YCbCr is ``g Y + c_k`` with one gain ``g`` per colour.
+* **Chroma by MATLAB bicubic, phase by phase.** Bicubic commutes with affine maps (its
+  weights sum to one), so upscaling the three chroma terms equals upscaling Cb and Cr and
+  applying the matrix afterwards. At an integer scale every output phase takes the same 5
+  weights from its neighbourhood (``models.bicubic.phase_weights``): a 1-D filter per phase,
+  no gathering.
+* **HR side, one pass per colour.** ``out_k = round(clip(g_k * Y_sr + c_k))`` straight into
+  the output type (``finish``), then the planes are interleaved once.
+
+The maths is that of ``subpixel.colour`` and ``subpixel.models.Bicubic``, to float rounding
+(float32 here; ``tests/test_engines.py`` compares both). With OpenCV installed (the
+``peers`` extra) the HR-side steps run as OpenCV's SIMD filters and ``addWeighted`` with
+saturation; without it, as numpy and torch with the same results to float rounding. OpenCV
+rounds half to even, as ``np.rint`` does.
+
+Example:
+    >>> import numpy as np
+    >>> rgb = np.full((2, 3, 3), 128, np.uint8)
+    >>> y, chroma = split_luma(rgb, peak=255.0, out_peak=255.0)
+    >>> y.shape, len(chroma), chroma[0].shape
+    ((2, 3), 3, (2, 3))
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from subpixel.colour import RGB_TO_YCBCR_MATRIX, YCBCR_OFFSET
+from subpixel.models.bicubic import REACH, phase_weights, upscale_axis
+
+cv2: Any
+try:  # optional (the ``peers`` extra): the fast kernels
+    cv2 = importlib.import_module("cv2")
+except ImportError:  # the numpy/torch fallback; tests switch HAVE_OPENCV off to check it
+    cv2 = None
+
+__all__ = ["HAVE_OPENCV", "bicubic_planes", "finish", "luma_gains", "split_luma"]
+
+#: Whether OpenCV's kernels are used (tests switch it off to check the fallback).
+HAVE_OPENCV = cv2 is not None
+
+_YCBCR_TO_RGB = np.linalg.inv(RGB_TO_YCBCR_MATRIX)
+
+
+@functools.cache
+def _split_matrix(peak: float, out_peak: float) -> tuple[np.ndarray, np.ndarray]:
+    """(4, 3) float32 matrix and (4, 1) offset: input values -> Y in [0, 1], chroma terms.
+
+    Row 0 is MATLAB's Y / 255 for RGB / peak. Rows 1..3 are the chroma terms of R, G and B
+    on the 0..out_peak scale: ``out_peak * T^-1[k, 1:] (255 (Cb, Cr) - (128, 128))`` minus
+    the luma offset's share ``out_peak * T^-1[k, 0] * 16``.
+    """
+    luma = RGB_TO_YCBCR_MATRIX[0] / (255.0 * peak)
+    # 255 (Cb, Cr) = T[1:] rgb / peak + offset[1:]; RGB = T^-1 (255 YCbCr - offset).
+    inverse = out_peak * _YCBCR_TO_RGB
+    chroma = inverse[:, 1:] @ RGB_TO_YCBCR_MATRIX[1:] / peak
+    chroma_offset = inverse[:, 1:] @ YCBCR_OFFSET[1:] - inverse @ YCBCR_OFFSET
+    matrix = np.vstack([luma, chroma]).astype(np.float32)
+    offset = np.concatenate([[YCBCR_OFFSET[0] / 255.0], chroma_offset]).astype(np.float32)
+    return matrix, offset[:, None]
+
+
+def luma_gains(out_peak: float) -> tuple[float, float, float]:
+    """``g_k``: R, G and B on the 0..out_peak scale are ``g_k Y + c_k`` for Y in [0, 1].
+
+    All three are ``255 out_peak / 219`` (a studio-swing Y step), kept per colour to stay
+    the exact matrix inverse.
+    """
+    gains = out_peak * 255.0 * _YCBCR_TO_RGB[:, 0]
+    return float(gains[0]), float(gains[1]), float(gains[2])
+
+
+def split_luma(
+    rgb: np.ndarray, peak: float, out_peak: float
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(H, W, 3) RGB values in 0..peak -> Y (H, W) in [0, 1] and three (H, W) chroma terms.
+
+    One float32 matrix product over the LR pixels; ``out_peak`` is the scale of the output
+    the chroma terms will be added into (``finish``).
+    """
+    height, width = rgb.shape[:2]
+    matrix, offset = _split_matrix(float(peak), float(out_peak))
+    values = np.asarray(rgb, dtype=np.float32)
+    if HAVE_OPENCV:
+        planes = cv2.split(cv2.transform(values, np.hstack([matrix, offset])))
+        return planes[0], list(planes[1:])
+    stacked = matrix @ values.reshape(-1, 3).T  # (4, H W): BLAS reads the transposed view
+    stacked += offset
+    y, *chroma = stacked.reshape(4, height, width)
+    return y, chroma
+
+
+def bicubic_planes(planes: Sequence[np.ndarray], scale: int) -> list[np.ndarray]:
+    """MATLAB bicubic by an integer ``scale`` of (H, W) float32 planes -> (rH, rW) planes.
+
+    Equal to ``models.Bicubic`` to float rounding: rows first, then columns, edge pixels
+    replicated.
+    """
+    if not HAVE_OPENCV:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.stack(planes).astype(np.float32, copy=False))[None]
+            rows = upscale_axis(x, scale, dim=-2)
+            return list(upscale_axis(rows, scale, dim=-1)[0].numpy())
+    return [_bicubic_plane_cv2(np.asarray(plane, np.float32), scale) for plane in planes]
+
+
+def _bicubic_plane_cv2(plane: np.ndarray, scale: int) -> np.ndarray:
+    """One (H, W) plane by OpenCV's SIMD filters: each output phase is a 1-D 5-tap filter.
+
+    Rows: r vertical filters of the edge-padded plane, interleaved row by row into
+    (rH, W + 4), still at LR width. Columns: r horizontal filters of that, interleaved by
+    ``merge`` (phase j of column x is channel j of pixel x) into (rH, rW). ``filter2D``
+    with a 1-D kernel, not ``sepFilter2D``, which would make a second, identity pass.
+    """
+    height, width = plane.shape
+    weights = phase_weights(scale).astype(np.float32)
+    padded = cv2.copyMakeBorder(plane, REACH, REACH, REACH, REACH, cv2.BORDER_REPLICATE)
+
+    def correlate(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+        # anchor (0, 0): output x reads padded x .. x + 4, i.e. input x - 2 .. x + 2; the
+        # last 4 outputs run off the padded image and are cut off.
+        return cv2.filter2D(image, -1, kernel, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
+
+    rows = [correlate(padded, w[:, None])[:height] for w in weights]  # r x (H, W + 4)
+    tall = np.stack(rows, axis=1).reshape(scale * height, width + 2 * REACH)
+    columns = [correlate(tall, w[None, :])[:, :width] for w in weights]  # r x (rH, W)
+    return cv2.merge(columns).reshape(scale * height, scale * width)
+
+
+def _cv2_depth(dtype: np.dtype[Any]) -> int:
+    depths = {np.dtype(np.uint8): cv2.CV_8U, np.dtype(np.uint16): cv2.CV_16U}
+    return depths.get(dtype, cv2.CV_32F)
+
+
+def finish(
+    planes: Sequence[np.ndarray],
+    gains: Sequence[float],
+    addends: Sequence[np.ndarray | float],
+    dtype: type[np.generic] | np.dtype[Any],
+) -> np.ndarray:
+    """(H, W, K) of ``dtype``: channel k is ``gains[k] * planes[k] + addends[k]``.
+
+    Integer types are rounded half to even and clipped to their range (``np.rint`` and
+    ``np.clip``), in the same pass; float32 is left unclipped. ``planes`` are (H, W)
+    float32 (the same plane may be given for several channels); an addend is a plane or a
+    number.
+    """
+    dtype = np.dtype(dtype)
+    if HAVE_OPENCV:
+        depth = _cv2_depth(dtype)
+        channels = []
+        for plane, gain, addend in zip(planes, gains, addends, strict=True):
+            if isinstance(addend, np.ndarray):
+                channel = cv2.addWeighted(plane, gain, addend, 1.0, 0.0, dtype=depth)
+            else:
+                channel = cv2.addWeighted(plane, gain, plane, 0.0, float(addend), dtype=depth)
+            channels.append(channel)
+        merged = channels[0][..., None] if len(channels) == 1 else cv2.merge(channels)
+        return np.asarray(merged, dtype=dtype)
+    height, width = planes[0].shape
+    out = np.empty((height, width, len(planes)), dtype)
+    for k, (plane, gain, addend) in enumerate(zip(planes, gains, addends, strict=True)):
+        value = plane * np.float32(gain)
+        value += addend if isinstance(addend, np.ndarray) else np.float32(addend)
+        if np.issubdtype(dtype, np.integer):
+            np.rint(value, out=value)
+            np.clip(value, 0, np.iinfo(dtype).max, out=value)
+        out[..., k] = value
+    return out
