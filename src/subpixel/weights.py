@@ -118,6 +118,7 @@ def save_weights(model: nn.Module, path: str | Path, card: ModelCard | None = No
     os.close(handle)
     try:
         save_file(state, temporary, metadata=metadata)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; weights are ordinary files
         os.replace(temporary, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -184,7 +185,7 @@ def bundled_weights() -> dict[tuple[str, int], Path]:
     return found
 
 
-DEFAULT_MODEL = "bicubic"
+DEFAULT_MODEL = "espcn"
 DEFAULT_SCALE = 3
 MAX_SCALE = 16
 BICUBIC_SCALES = tuple(range(2, MAX_SCALE + 1))
