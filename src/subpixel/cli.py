@@ -443,8 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--engine",
         choices=("auto", "torch", "onnxruntime"),
-        default="torch",
-        help="inference engine",
+        default="auto",
+        help="inference engine (default auto: the fastest measured for this kind of network)",
     )
     up.add_argument("--codec", default="libx264", help="video codec (default libx264)")
     up.add_argument("--crf", type=int, default=18, help="video quality, lower is better")
