@@ -57,7 +57,7 @@ from torch import nn
 
 import subpixel
 from subpixel import models
-from subpixel.engines import ENGINES, EngineModule, make_engine
+from subpixel.engines import ENGINES, EngineModule, make_engine, set_threads
 from subpixel.errors import SubpixelError
 from subpixel.weights import bundled_weights, describe
 
@@ -153,14 +153,21 @@ def _cpu_model() -> tuple[str, list[str]]:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return name, flags
+    family = model = ""
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "model name":
             name = value.strip()
+        elif key.strip() == "cpu family":
+            family = value.strip()
+        elif key.strip() == "model":
+            model = value.strip()
         elif key.strip() == "flags":
             wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
             flags = [f for f in value.split() if f in wanted]
             break
+    if family:  # a hypervisor may show only "AMD EPYC": family and model tell the generation
+        name += f" (family {family}, model {model})"
     return name, flags
 
 
@@ -365,15 +372,20 @@ def psnr_loss(
     return losses
 
 
-def bundled_psnr_losses(names: Sequence[str]) -> dict[str, dict[str, float]]:
-    """network name -> {dataset: loss} for the networks that ship with weights."""
-    bundled = bundled_weights()
+def weights_psnr_losses(
+    names: Sequence[str], extra: Sequence[Path] = ()
+) -> dict[str, dict[str, float]]:
+    """network name -> {dataset: loss} for the networks with bundled weights, or with a
+    weights file in ``extra`` (matched by the architecture and scale on its card)."""
+    files = {key: Path(path) for key, path in bundled_weights().items()}
+    for path in extra:
+        card = subpixel.load_model(str(path)).card  # type: ignore[union-attr]
+        files[(card.architecture, card.scale)] = Path(path)
     losses = {}
     for name in names:
-        architecture, scale = NETWORKS[name]
-        if (architecture, scale) not in bundled:
+        if NETWORKS[name] not in files:
             continue
-        network = subpixel.load_model(str(bundled[(architecture, scale)]))
+        network = subpixel.load_model(str(files[NETWORKS[name]]))
         try:
             losses[name] = psnr_loss(network, QUALITY_SETS)
         except SubpixelError as error:  # the benchmark sets are missing
@@ -477,7 +489,7 @@ def write_markdown(
         "",
         f"Measured by `python benchmarks/speed.py {' '.join(args.argv)}`".rstrip() + ".",
         "",
-        f"- CPU: {info['cpu']} ({flags}); {info['cores']} usable cores, {info['threads']} "
+        f"- CPU: {info['cpu']}, with {flags}; {info['cores']} usable cores, {info['threads']} "
         f"threads; {info['platform']}",
         f"- Python {info['python']}, torch {info['torch']}, numpy {info['numpy']}, "
         f"onnxruntime {info['onnxruntime']}, OpenCV {info['opencv']}, subpixel {info['subpixel']}",
@@ -492,8 +504,9 @@ def write_markdown(
         "multiply-accumulates as defined), also on the end-to-end rows; *of peak* is against "
         "the fp32 or bf16 matmul peak above. *vs OpenCV dnn* is frames/s over those of "
         "OpenCV's dnn_superres with its own model of the same architecture and scale, end "
-        "to end. bf16 PSNR loss: Set5/Set14 PSNR of float32 minus bfloat16, for networks "
-        'with bundled weights ("-" otherwise).',
+        "to end. bf16 PSNR loss: Set5/Set14 PSNR of float32 minus bfloat16 (eager "
+        "channels-last), for networks with bundled weights or given by --weights "
+        '("-" otherwise).',
         "",
         "## Summary",
         "",
@@ -570,6 +583,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--peak-size", type=int, default=4096, help="matmul side (4096)")
     parser.add_argument("--no-quality", action="store_true", help="skip the bf16 PSNR check")
     parser.add_argument(
+        "--weights",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="weights files to check bf16 quality with, besides the bundled ones",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="2 networks, 1080p, 3 runs, no compile"
     )
     parser.add_argument("--out", type=Path, default=Path("docs"), help="output folder (docs)")
@@ -604,16 +624,6 @@ def _lr_size(workload: str, scale: int) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
-def set_threads(threads: int) -> None:
-    torch.set_num_threads(threads)
-    try:
-        import cv2
-
-        cv2.setNumThreads(threads)
-    except ImportError:
-        pass
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # Every compiled engine is another entry for the same forward(); the default limit of 8
@@ -633,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"matmul peak: {peaks['float32']:.0f} fp32, {peaks['bfloat16']:.0f} bf16 GFLOP/s",
         file=sys.stderr,
     )
-    losses = {} if args.no_quality else bundled_psnr_losses(args.names)
+    losses = {} if args.no_quality else weights_psnr_losses(args.names, args.weights)
     records: list[Record] = []
     args.skipped = []
     rng = np.random.default_rng(0)

@@ -12,9 +12,11 @@ same output (to float rounding, 1e-5; to about 1e-2 in bfloat16) whichever engin
   Runtime on CPU.
 
 The torch engines also run in ``precision="bfloat16"`` (autocast: convolutions in bfloat16
-on CPUs with native bfloat16, AVX-512 BF16 or AMX; outputs back in float32), opt-in until
-the loss on Set5/Set14 of the shipped weights is measured (``benchmarks/speed.py`` prints
-it). ONNX Runtime runs float32 only.
+on CPUs with native bfloat16, AVX-512 BF16 or AMX; outputs back in float32). It is opt-in
+because what it costs depends on the weights: Set5/Set14 PSNR fell by 0.023/0.014 dB for
+the bundled ESPCN x3 but by 0.117/0.054 dB for the published FSRCNN x2 weights
+(``benchmarks/speed.py`` prints the loss of bundled weights). ONNX Runtime runs float32
+only.
 
 ``make_engine(model, "auto")`` times the candidates (``AUTO_ENGINES``: torch,
 torch-channels-last and onnxruntime; in bfloat16 the two torch engines in bfloat16 and
@@ -27,9 +29,8 @@ dominate a calibration, and in float32 it did not beat ONNX Runtime here.
 The choice is remembered per network kind (architecture, FSRCNN's form, scale, channels,
 precision) for the process, and, given ``cache_file`` (``default_cache_file()`` is
 ``~/.cache/subpixel/engines.json``), on disk: one small JSON object mapping that kind to the
-chosen engine, the milliseconds of each candidate, and the core count and library
-versions it was measured with (an entry measured on other cores or versions is measured
-again).
+chosen engine, the milliseconds of each candidate, and the core and thread counts and
+library versions it was measured with (an entry measured with others is measured again).
 
 Example:
     >>> import numpy as np
@@ -77,6 +78,7 @@ __all__ = [
     "default_cache_file",
     "engine_module",
     "make_engine",
+    "set_threads",
 ]
 
 ENGINES = ("torch", "torch-channels-last", "torch-compile", "onnxruntime")
@@ -120,6 +122,21 @@ def _cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` threads for PyTorch, OpenCV and the ONNX Runtime sessions made later.
+
+    All three default to the machine's cores; fewer leave room for other work (several
+    processes side by side, say, each with ``threads=1``). Process-wide.
+    """
+    if threads < 1:
+        raise EngineError(f"threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+    with contextlib.suppress(ImportError):
+        import cv2
+
+        cv2.setNumThreads(threads)
 
 
 def _check_precision(precision: str) -> None:
@@ -190,12 +207,13 @@ class OnnxRuntimeEngine:
     """ONNX Runtime on CPU, running the network exported in memory by ``subpixel.export``.
 
     The session is made once, here, and reused by every call. It runs one op at a time
-    (``inter_op_num_threads = 1``) with ``intra_op_num_threads`` = the cores this process
-    may use, and all graph optimisations.
+    (``inter_op_num_threads = 1``) with as many intra-op threads as PyTorch uses
+    (``torch.get_num_threads()``: the physical cores, or what ``set_threads`` set), and all
+    graph optimisations; its threads sleep when idle rather than spin.
 
     Args:
         model: the network (exported as a float32 CPU copy; the model is not changed).
-        threads: intra-op threads; default: all usable cores.
+        threads: intra-op threads; default: ``torch.get_num_threads()``.
 
     Raises:
         EngineError: onnxruntime (or onnx/onnxscript, needed to export) is not installed.
@@ -224,10 +242,13 @@ class OnnxRuntimeEngine:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or _cores()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle threads sleep instead of spinning: spinning ones took the cores from the
+        # OpenCV and torch work right after a run, and from other sessions (+20-45% there).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
                 source, sess_options=options, providers=["CPUExecutionProvider"]
@@ -400,6 +421,7 @@ def _cached_choice(path: Path, kind: str) -> str | None:
         isinstance(entry, dict)
         and _valid_candidate(entry.get("engine"))
         and entry.get("cores") == _cores()
+        and entry.get("threads") == torch.get_num_threads()
         and entry.get("versions") == _versions()
     ):
         return str(entry["engine"])
@@ -413,6 +435,7 @@ def _store_choice(path: Path, calibration: Calibration) -> None:
         "engine": calibration.fastest,
         "milliseconds": {k: round(v, 3) for k, v in calibration.milliseconds.items()},
         "cores": _cores(),
+        "threads": torch.get_num_threads(),
         "versions": _versions(),
     }
     try:
@@ -466,8 +489,8 @@ def make_engine(
         name: ``"auto"`` or one of ``ENGINES``.
         precision: ``"float32"``, or ``"bfloat16"`` for the torch engines (``"auto"`` then
             also considers onnxruntime in float32).
-        threads: intra-op threads for ONNX Runtime (default: the usable cores). PyTorch's
-            are process-wide: ``torch.set_num_threads``.
+        threads: intra-op threads for ONNX Runtime (default: ``torch.get_num_threads()``).
+            PyTorch's and OpenCV's are process-wide: ``set_threads``.
         cache_file: a JSON file to read and record ``"auto"`` choices in, for example
             ``default_cache_file()``; ``None`` remembers them for this process only.
 

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from subpixel.colour import RGB_TO_YCBCR_MATRIX, YCBCR_OFFSET
-from subpixel.models.bicubic import REACH, phase_weights, upscale_axis
+from subpixel.models.bicubic import REACH, phase_taps, phase_weights, upscale_axis
 
 cv2: Any
 try:  # optional (the ``peers`` extra): the fast kernels
@@ -116,8 +116,9 @@ def bicubic_planes(planes: Sequence[np.ndarray], scale: int) -> list[np.ndarray]
     if not HAVE_OPENCV:
         with torch.inference_mode():
             x = torch.from_numpy(np.stack(planes).astype(np.float32, copy=False))[None]
-            rows = upscale_axis(x, scale, dim=-2)
-            return list(upscale_axis(rows, scale, dim=-1)[0].numpy())
+            taps = phase_taps(scale)
+            rows = upscale_axis(x, taps, dim=-2)
+            return list(upscale_axis(rows, taps, dim=-1)[0].numpy())
     return [_bicubic_plane_cv2(np.asarray(plane, np.float32), scale) for plane in planes]
 
 

@@ -27,6 +27,12 @@ quantisation). ``max_memory`` picks the largest tile whose estimated working mem
 many bytes (``subpixel.tiling.tile_for_memory``). ``progress(done, total)`` is called after
 each tile. Clipping to [0, 1] and quantising to 8/16 bits happen per tile, straight into the
 output, so no full-size float copy of the output exists.
+
+Speed. Around the network the arithmetic is ``subpixel.fastpath``'s: Y and the chroma terms
+of RGB in one matrix product at input size, MATLAB bicubic phase by phase, and each output
+colour rounded into the output type in the pass that makes it (OpenCV's kernels when it is
+installed). Which engine runs the network is the model's business: wrap it with
+``subpixel.engines.engine_module`` (``"auto"`` picks the fastest measured).
 """
 
 from __future__ import annotations

@@ -42,8 +42,20 @@ def phase_weights(scale: int) -> np.ndarray:
     return table
 
 
-def upscale_axis(x: Tensor, scale: int, dim: int) -> Tensor:
-    """MATLAB bicubic by ``scale`` along one dimension of ``x``, computed phase by phase.
+Taps = tuple[tuple[tuple[int, float], ...], ...]
+
+
+def phase_taps(scale: int) -> Taps:
+    """``phase_weights`` as plain numbers: per phase, (offset into the padded input, weight)
+    for the nonzero weights only (even scales have a zero tap in every phase)."""
+    return tuple(
+        tuple((k, w) for k, w in enumerate(weights.tolist()) if w != 0.0)
+        for weights in phase_weights(scale)
+    )
+
+
+def upscale_axis(x: Tensor, taps: Taps, dim: int) -> Tensor:
+    """MATLAB bicubic along one dimension of ``x``, phase by phase (``taps = phase_taps(r)``).
 
     Edge padding by 2 and, for each of the r output phases, a weighted sum of 5 shifted
     views: the whole pass is 5 r multiply-adds per input value with no index tensors, and
@@ -58,11 +70,9 @@ def upscale_axis(x: Tensor, scale: int, dim: int) -> Tensor:
     padding = (REACH, REACH, 0, 0) if dim == x.dim() - 1 else (0, 0, REACH, REACH)
     padded = F.pad(x, padding, mode="replicate")
     phases = []
-    for weights in phase_weights(scale):
-        # Even scales have a zero tap in every phase: skip it.
-        (k0, w0), *taps = [(k, w) for k, w in enumerate(weights.tolist()) if w != 0.0]
+    for (k0, w0), *rest in taps:
         acc = padded.narrow(dim, k0, length) * w0
-        for k, weight in taps:
+        for k, weight in rest:
             acc.add_(padded.narrow(dim, k, length), alpha=weight)
         phases.append(acc)
     return torch.stack(phases, dim=dim + 1).flatten(dim, dim + 1)
@@ -90,8 +100,10 @@ class Bicubic(nn.Module):
             raise ValueError(f"scale must be >= 1, got {scale}")
         self.scale = scale
         self.channels = channels
+        # Plain numbers, worked out once: nothing for torch.compile to trace into.
+        self.taps = phase_taps(scale)
 
     def forward(self, lr: Tensor) -> Tensor:
         # Rows first, then columns, as MATLAB's imresize does at equal scales.
-        rows = upscale_axis(lr, self.scale, dim=-2)  # (B, C, rH, W)
-        return upscale_axis(rows, self.scale, dim=-1)  # (B, C, rH, rW)
+        rows = upscale_axis(lr, self.taps, dim=-2)  # (B, C, rH, W)
+        return upscale_axis(rows, self.taps, dim=-1)  # (B, C, rH, rW)

@@ -1,0 +1,391 @@
+"""Engines (subpixel.engines), the pipeline's fast arithmetic (subpixel.fastpath) and the
+speed benchmark (benchmarks/speed.py).
+
+Every engine is checked against eager PyTorch float32 on the same network: float32 to 1e-5,
+bfloat16 to 2% of the output's range (and it must differ, or bfloat16 was not used). The fast
+colour pipeline is checked against the plain float64 maths of ``subpixel.colour`` and
+``models.Bicubic``, with OpenCV and without.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import subpixel
+from subpixel import engines, fastpath, models
+from subpixel.colour import rgb_to_ycbcr, ycbcr_to_rgb
+from subpixel.engines import (
+    AUTO_ENGINES,
+    ENGINES,
+    Engine,
+    EngineError,
+    EngineModule,
+    TorchEngine,
+    clear_engine_cache,
+    engine_module,
+    make_engine,
+)
+from subpixel.inference import upscale_array
+from subpixel.layers import SubpixelConv2d
+from subpixel.models.bicubic import phase_weights
+from subpixel.resize import imresize
+from subpixel.weights import describe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _has(*packages: str) -> bool:
+    return all(importlib.util.find_spec(p) is not None for p in packages)
+
+
+HAS_ORT = _has("onnx", "onnxscript", "onnxruntime")
+HAS_CV2 = _has("cv2")
+needs_ort = pytest.mark.skipif(not HAS_ORT, reason="onnx, onnxscript or onnxruntime missing")
+needs_cv2 = pytest.mark.skipif(not HAS_CV2, reason="OpenCV is not installed")
+
+
+@functools.cache
+def _network(name: str, scale: int = 3, form: str = "") -> nn.Module:
+    """Weights giving outputs of about unit size, so tolerances mean something (fresh
+    FSRCNN's deconvolution is N(0, 0.001))."""
+    network = models.build(name, scale=scale)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            fan_in = parameter[0].numel() if parameter.dim() > 1 else 10
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) / math.sqrt(fan_in))
+    describe(network, name)
+    if form == "subpixel":
+        network = models.fsrcnn_to_subpixel(network)  # type: ignore[arg-type]
+    return network.eval()
+
+
+def _lr(height: int = 13, width: int = 17, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((1, 1, height, width), dtype=np.float32)
+
+
+def _eager(network: nn.Module, lr: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return network(torch.from_numpy(lr)).numpy()
+
+
+def _check(engine: Engine, network: nn.Module, lr: np.ndarray, precision: str) -> None:
+    expected = _eager(network, lr)
+    sr = engine(lr)
+    assert sr.dtype == np.float32 and sr.shape == expected.shape, engine.name
+    error = np.abs(sr - expected).max()
+    if precision == "float32":
+        assert error <= 1e-5, (engine.name, error)
+    else:  # bfloat16 keeps 8 bits: about 1% of the output's range, never exactly float32
+        assert 1e-4 < error <= 0.02 * np.abs(expected).max(), (engine.name, error)
+
+
+# --------------------------------------------------------------------------- #
+# Engines against eager PyTorch
+# --------------------------------------------------------------------------- #
+
+CASES = [("espcn", ""), ("fsrcnn", ""), ("fsrcnn", "subpixel"), ("fsrcnn-s", ""), ("srcnn", "")]
+
+
+@pytest.mark.parametrize(("name", "form"), CASES)
+@pytest.mark.parametrize(
+    ("engine", "precision"),
+    [
+        ("torch", "bfloat16"),
+        ("torch-channels-last", "float32"),
+        ("torch-channels-last", "bfloat16"),
+        ("onnxruntime", "float32"),
+    ],
+)
+def test_engines_agree_with_eager_torch(name: str, form: str, engine: str, precision: str) -> None:
+    if engine == "onnxruntime" and not HAS_ORT:
+        pytest.skip("onnx, onnxscript or onnxruntime missing")
+    network = _network(name, 3, form)
+    _check(make_engine(network, engine, precision=precision), network, _lr(), precision)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_compiled_engine_agrees_in_both_precisions_and_at_a_new_size() -> None:
+    network = _network("fsrcnn-s", 2)
+    for precision in ("float32", "bfloat16"):
+        try:
+            engine = make_engine(network, "torch-compile", precision=precision)
+            _check(engine, network, _lr(), precision)
+        except EngineError as error:  # no C++ compiler for inductor, for example
+            pytest.skip(f"torch.compile does not work here: {error}")
+        _check(engine, network, _lr(9, 20, seed=1), precision)  # recompiles for the shape
+        assert engine.name == "torch-compile"
+
+
+def test_bad_precisions_and_engines_are_errors() -> None:
+    network = _network("espcn", 2)
+    with pytest.raises(EngineError, match="unknown precision 'float16'"):
+        make_engine(network, "torch", precision="float16")
+    with pytest.raises(EngineError, match="float32 only"):
+        make_engine(network, "onnxruntime", precision="bfloat16")
+    with pytest.raises(EngineError, match="unknown engine 'openvino'"):
+        make_engine(network, "openvino")
+    assert set(AUTO_ENGINES["float32"]) <= set(ENGINES) and "torch-compile" in ENGINES
+
+
+# --------------------------------------------------------------------------- #
+# The automatic choice
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_auto_tries_both_fsrcnn_forms_and_returns_a_working_engine(
+    precision: str, tmp_path: Path
+) -> None:
+    clear_engine_cache()
+    network = _network("fsrcnn", 3)
+    cache = tmp_path / "engines.json"
+    engine = make_engine(network, "auto", precision=precision, cache_file=cache)
+    assert isinstance(engine, Engine) and engine.name in ENGINES
+    ran = getattr(engine, "precision", "float32")  # onnxruntime is float32 in either case
+    _check(engine, network, _lr(), ran)
+    (kind, entry), *others = json.loads(cache.read_text()).items()
+    assert not others and kind.startswith("fsrcnn/x3/c1/") and kind.endswith(f"/{precision}")
+    tried = set(entry["milliseconds"])
+    expected = {e + form for e in AUTO_ENGINES[precision] for form in ("", "+subpixel")}
+    assert tried == (expected if HAS_ORT else {t for t in expected if "onnx" not in t})
+    assert entry["engine"] == min(entry["milliseconds"], key=entry["milliseconds"].get)
+    assert (getattr(engine, "form", "") == "sub-pixel") == entry["engine"].endswith("+subpixel")
+
+    # Whatever was chosen, a later process rebuilds it from the file, in the same form.
+    clear_engine_cache()
+    again = make_engine(network, "auto", precision=precision, cache_file=cache)
+    assert (again.name, getattr(again, "form", "")) == (engine.name, getattr(engine, "form", ""))
+    clear_engine_cache()
+
+
+def test_a_cached_sub_pixel_choice_runs_the_sub_pixel_form(tmp_path: Path) -> None:
+    clear_engine_cache()
+    network = _network("fsrcnn", 2)
+    kind = f"{engines._network_kind(network)}/float32"
+    cache = tmp_path / "engines.json"
+    entry = {"engine": "torch+subpixel", "milliseconds": {}, "cores": engines._cores()}
+    entry["threads"] = torch.get_num_threads()
+    cache.write_text(json.dumps({kind: {**entry, "versions": engines._versions()}}))
+    engine = make_engine(network, "auto", cache_file=cache)
+    assert isinstance(engine, TorchEngine) and engine.form == "sub-pixel"
+    assert isinstance(engine.model.deconv, SubpixelConv2d)
+    _check(engine, network, _lr(), "float32")
+    clear_engine_cache()
+
+
+def test_engine_module_wraps_all_but_plain_eager_torch() -> None:
+    clear_engine_cache()
+    network = _network("espcn", 2)
+    assert engine_module(network, "torch") is network
+    wrapped = engine_module(network, "torch-channels-last")
+    assert isinstance(wrapped, EngineModule) and wrapped.network is network
+    assert wrapped.card == network.card
+    rgb = np.random.default_rng(0).integers(0, 256, (11, 13, 3), dtype=np.uint8)
+    np.testing.assert_allclose(
+        subpixel.upscale_image(rgb, wrapped), subpixel.upscale_image(rgb, network), atol=1
+    )
+    auto = engine_module(network)
+    assert subpixel.upscale_image(rgb, auto).shape == (22, 26, 3)
+    clear_engine_cache()
+
+
+@needs_ort
+def test_exports_are_reused_until_the_weights_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subpixel.export
+
+    calls = []
+    original = subpixel.export.onnx_bytes
+
+    def counting(model: nn.Module, **kwargs: object) -> bytes:
+        calls.append(model)
+        return original(model, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(subpixel.export, "onnx_bytes", counting)
+    network = models.build("fsrcnn-s", scale=4).eval()
+    first = make_engine(network, "onnxruntime")
+    make_engine(network, "onnxruntime")
+    assert len(calls) == 1
+    with torch.no_grad():
+        network.deconv.bias.fill_(0.5)  # type: ignore[union-attr]
+    second = make_engine(network, "onnxruntime")
+    assert len(calls) == 2
+    lr = _lr()
+    assert np.abs(second(lr) - first(lr)).min() > 0.4  # the new weights are the ones run
+    _check(second, network, lr, "float32")
+
+
+# --------------------------------------------------------------------------- #
+# The fast pipeline arithmetic
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture(params=[True, False], ids=["opencv", "fallback"])
+def opencv(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    if request.param and not HAS_CV2:
+        pytest.skip("OpenCV is not installed")
+    monkeypatch.setattr(fastpath, "HAVE_OPENCV", request.param)
+    return bool(request.param)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 7), (9, 13), (16, 5)])
+def test_bicubic_by_phases_is_matlab_bicubic_in_float64(scale: int, shape: tuple[int, int]) -> None:
+    image = np.random.default_rng(scale).random(shape)
+    ours = models.Bicubic(scale)(torch.from_numpy(image)[None, None])[0, 0].numpy()
+    assert ours.dtype == np.float64
+    np.testing.assert_allclose(ours, imresize(image, scale=scale), rtol=0, atol=1e-12)
+    assert phase_weights(scale).sum(axis=1) == pytest.approx(np.ones(scale), abs=1e-15)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_fast_bicubic_planes_match_matlab_bicubic(opencv: bool, scale: int) -> None:
+    planes = np.random.default_rng(scale).random((2, 7, 12)).astype(np.float32)
+    for plane, out in zip(planes, fastpath.bicubic_planes(planes, scale), strict=True):
+        assert out.dtype == np.float32 and out.shape == (7 * scale, 12 * scale)
+        np.testing.assert_allclose(out, imresize(plane.astype(np.float64), scale=scale), atol=2e-6)
+
+
+@pytest.mark.parametrize("peak", [255.0, 65535.0, 1.0])
+def test_split_and_finish_are_the_colour_module_maths(opencv: bool, peak: float) -> None:
+    rng = np.random.default_rng(1)
+    values = rng.integers(0, int(peak) + 1, (6, 7, 3)) if peak > 1 else rng.random((6, 7, 3))
+    rgb = values.astype({255.0: np.uint8, 65535.0: np.uint16, 1.0: np.float32}[peak])
+    ycbcr = rgb_to_ycbcr(rgb / peak)
+    y, chroma = fastpath.split_luma(rgb, peak, out_peak=255.0)
+    np.testing.assert_allclose(y, ycbcr[..., 0], atol=1e-6)
+    # Chroma terms plus the gains times Y give RGB back (here without any upscaling).
+    back = fastpath.finish([y] * 3, fastpath.luma_gains(255.0), chroma, np.float32)
+    np.testing.assert_allclose(back, 255.0 * ycbcr_to_rgb(ycbcr), atol=2e-3)
+    rounded = fastpath.finish([y] * 3, fastpath.luma_gains(255.0), chroma, np.uint8)
+    reference = np.clip(np.rint(255.0 * ycbcr_to_rgb(ycbcr)), 0, 255)
+    assert rounded.dtype == np.uint8 and np.abs(rounded - reference).max() <= 1
+
+
+def test_finish_rounds_half_to_even_and_saturates(opencv: bool) -> None:
+    plane = np.array([[0.5, 1.5, 2.5, -0.6, 255.4, 255.6, 70000.0]], np.float32)
+    for dtype, top in ((np.uint8, 255), (np.uint16, 65535)):
+        out = fastpath.finish([plane], [1.0], [0.0], dtype)[..., 0]
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(out, np.clip(np.rint(plane), 0, top))
+
+
+def _plain_pipeline(rgb: np.ndarray, network: nn.Module, scale: int) -> np.ndarray:
+    """The upscaling as the README describes it, in float64, one step at a time."""
+    ycbcr = rgb_to_ycbcr(rgb / 255.0)
+    with torch.no_grad():
+        y = network(torch.from_numpy(ycbcr[..., 0].astype(np.float32))[None, None])[0, 0]
+    chroma = [imresize(ycbcr[..., c], scale=scale) for c in (1, 2)]
+    sr = ycbcr_to_rgb(np.dstack([y.double().numpy(), *chroma]))
+    return np.clip(np.rint(255.0 * np.clip(sr, 0, 1)), 0, 255)
+
+
+def test_the_image_pipeline_matches_the_plain_maths(opencv: bool) -> None:
+    network = _network("espcn", 3)
+    rgb = np.random.default_rng(2).integers(0, 256, (17, 23, 3), dtype=np.uint8)
+    ours = subpixel.upscale_image(rgb, network)
+    reference = _plain_pipeline(rgb, network, 3)
+    assert ours.dtype == np.uint8 and np.abs(ours - reference).max() <= 1
+    assert (ours != reference).mean() < 1e-3  # only float rounding at a .5 boundary
+
+
+def test_opencv_and_the_fallback_give_the_same_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not HAS_CV2:
+        pytest.skip("OpenCV is not installed")
+    network = _network("fsrcnn", 2)
+    rgba = np.random.default_rng(3).integers(0, 256, (15, 12, 4), dtype=np.uint8)
+    sixteen = np.random.default_rng(4).integers(0, 65536, (9, 8, 3), dtype=np.uint16)
+    results = {}
+    for flag in (True, False):
+        monkeypatch.setattr(fastpath, "HAVE_OPENCV", flag)
+        results[flag] = [
+            subpixel.upscale_image(rgba, network).astype(int),
+            subpixel.upscale_image(rgba, network, alpha="network").astype(int),
+            subpixel.upscale_image(sixteen, network).astype(int),
+            subpixel.upscale_image(rgba[..., 0], network).astype(int),
+        ]
+    for with_cv2, without in zip(results[True], results[False], strict=True):
+        assert with_cv2.shape == without.shape and np.abs(with_cv2 - without).max() <= 1
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_tiles_rounded_in_place_equal_the_whole_image(opencv: bool, channels: int) -> None:
+    network = _network("espcn", 2)
+    image = np.random.default_rng(5).integers(0, 256, (21, 26, channels), dtype=np.uint8)
+    whole = subpixel.upscale_image(image, network)
+    np.testing.assert_array_equal(subpixel.upscale_image(image, network, tile=8), whole)
+    pil = subpixel.upscale_image(Image.fromarray(image), network, tile=10)
+    np.testing.assert_array_equal(np.asarray(pil), whole)
+
+
+def test_float_arrays_keep_float_and_are_clipped(opencv: bool) -> None:
+    network = _network("espcn", 2)
+    planes = np.random.default_rng(6).random((5, 6, 3)).astype(np.float32)
+    out = upscale_array(planes, network)
+    assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+    tiled = upscale_array(planes, network, tile=3)
+    np.testing.assert_allclose(tiled, out, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- #
+# The speed benchmark
+# --------------------------------------------------------------------------- #
+
+
+def _speed_module() -> ModuleType:
+    name = "subpixel_speed_benchmark"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "speed.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_ort
+def test_speed_benchmark_quick_mode_writes_its_table_and_plot(tmp_path: Path) -> None:
+    command = [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick"]
+    command += ["--networks", "fsrcnn-s-x3", "--workloads", "64x48", "--runs", "1"]
+    command += ["--out", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    records = json.loads((tmp_path / "speed.json").read_text())["records"]
+    labels = {r["label"] for r in records}
+    assert {
+        "torch float32",
+        "onnxruntime float32 sub-pixel",
+        "torch-channels-last bfloat16",
+    } <= labels
+    assert any(r["label"].startswith("subpixel default (auto: ") for r in records)
+    if HAS_CV2:
+        assert "OpenCV bicubic" in labels
+    assert all(r["ms"] > 0 and r["lr_size"] == [64, 48] for r in records)
+    table = (tmp_path / "speed.md").read_text()
+    assert "GFLOP/s fp32" in table and "| fsrcnn-s-x3 | 64x48 | RGB end to end |" in table
+    if _has("matplotlib"):
+        assert (tmp_path / "speed.png").stat().st_size > 1000
+
+
+def test_speed_benchmark_reports_the_bf16_loss_of_psnr(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    for index in range(2):
+        image = rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+        Image.fromarray(image).resize((60, 48)).save(tmp_path / f"{index}.png")
+    losses = _speed_module().psnr_loss(_network("espcn", 2), [tmp_path])
+    assert list(losses) == [tmp_path.name]
+    assert 0 < abs(losses[tmp_path.name]) < 0.5  # bfloat16 moves a few pixels by a level
