@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from subpixel import models
 from subpixel.cli import main
+from subpixel.engines import set_threads
 from subpixel.weights import describe, save_weights
 
 Capsys = pytest.CaptureFixture[str]
@@ -44,6 +46,39 @@ def test_upscale_with_a_weights_file(image_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.jpg"
     assert main(["upscale", str(image_file), "-o", str(out), "--model", str(weights)]) == 0
     assert Image.open(out).size == (40, 48)
+
+
+def test_upscale_engine_precision_and_threads_options(
+    image_file: Path, tmp_path: Path, private_cache_home: Path
+) -> None:
+    outputs = {}
+    threads = torch.get_num_threads()
+    try:
+        for engine, precision in (("torch", "float32"), ("torch", "bfloat16"), ("auto", "float32")):
+            out = tmp_path / f"{engine}-{precision}.png"
+            argv = ["upscale", str(image_file), "-o", str(out), "--scale", "2"]
+            argv += ["--engine", engine, "--precision", precision, "--threads", "1"]
+            assert main(argv) == 0
+            outputs[engine, precision] = np.asarray(Image.open(out), dtype=np.int16)
+            assert torch.get_num_threads() == 1
+    finally:
+        set_threads(threads)
+    reference = outputs["torch", "float32"]
+    assert np.array_equal(outputs["auto", "float32"], reference) or (
+        np.abs(outputs["auto", "float32"] - reference).max() <= 1
+    )
+    assert np.abs(outputs["torch", "bfloat16"] - reference).max() <= 4
+    cached = json.loads((private_cache_home / "subpixel" / "engines.json").read_text())
+    assert any(kind.startswith("espcn/") for kind in cached), cached
+
+
+def test_upscale_rejects_bad_threads_and_engines(image_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.png"
+    for flags in (["--threads", "0"], ["--engine", "openvino"], ["--precision", "float16"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["upscale", str(image_file), "-o", str(out), *flags])
+        assert exit_info.value.code == 2
+    assert not out.exists()
 
 
 def _broken_inputs(tmp_path: Path, image_file: Path) -> dict[str, Path]:

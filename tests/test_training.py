@@ -87,6 +87,37 @@ def test_unshuffled_targets_give_the_same_loss_and_gradients(folders: tuple[Path
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
 
 
+def test_loss_border_leaves_out_exactly_the_outputs_padding_reaches(
+    folders: tuple[Path, Path],
+) -> None:
+    torch.manual_seed(0)
+    lr, hr = torch.rand(2, 1, 14, 15), torch.rand(2, 1, 42, 45)
+    base = _config(folders, scale=3, patch_size=14)
+    net = build_network(base)
+    radius = 4  # espcn 5-3-3
+    # The full image the patch was cut from: the interior outputs of the patch equal those
+    # of the same pixels computed with real neighbours instead of zero padding.
+    context = torch.rand(2, 1, 24, 25)
+    context[..., 5:19, 5:20] = lr
+    with torch.no_grad():
+        inside = net(context)[
+            ..., 15 + 3 * radius : 57 - 3 * radius, 15 + 3 * radius : 60 - 3 * radius
+        ]
+        expected = torch.mean((inside - hr[..., 12:-12, 12:-12]) ** 2)
+    losses = []
+    for unshuffled in (False, True):
+        config = dataclasses.replace(base, loss_border=radius, unshuffled_targets=unshuffled)
+        with torch.no_grad():
+            losses.append(compute_loss(TrainingView(net), lr, hr, config))
+    torch.testing.assert_close(losses[0], expected, rtol=1e-5, atol=0)
+    torch.testing.assert_close(losses[1], expected, rtol=1e-5, atol=0)
+    with torch.no_grad():
+        full = compute_loss(TrainingView(net), lr, hr, base)
+    assert not torch.isclose(full, expected, rtol=1e-3)
+    with pytest.raises(ValueError, match="loss_border"):
+        dataclasses.replace(base, loss_border=7)
+
+
 def test_output_layer_trains_ten_times_slower_and_head_only_freezes_the_trunk(
     folders: tuple[Path, Path],
 ) -> None:

@@ -28,6 +28,12 @@ class TrainConfig:
     ``plateau_factor`` when the relative improvement is below ``plateau_mu`` (down to
     ``min_lr``). ``step`` multiplies by ``step_gamma`` every ``step_size`` iterations;
     ``cosine`` anneals from ``lr`` to ``min_lr`` over the run.
+
+    ``loss_border`` leaves that many LR pixels on each side of a patch (``r`` times as many
+    HR pixels) out of the loss: outputs there see the zero padding that a whole image has
+    only at its edges. The papers trained with unpadded ("valid") convolutions for the same
+    reason; the network's receptive radius (``subpixel.tiling.receptive_radius``) leaves
+    exactly the outputs that padding cannot reach.
     """
 
     model: str = "espcn"
@@ -58,6 +64,7 @@ class TrainConfig:
     plateau_mu: float = 0.001
     plateau_factor: float = 0.1
     loss: str = "mse"
+    loss_border: int = 0
     unshuffled_targets: bool = False
     val_every: int = 1_000
     seed: int = 0
@@ -87,6 +94,10 @@ class TrainConfig:
             (self.lr > 0 and self.head_lr_scale > 0, "learning rates must be positive"),
             (len(self.data) > 0, "give at least one training-data folder"),
             (self.workers >= 0, "workers must be >= 0"),
+            (
+                0 <= 2 * self.loss_border < self.patch_size,
+                "loss_border must be >= 0 and leave part of the patch",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -163,12 +163,20 @@ def compute_loss(
 
     With ``unshuffled_targets`` the loss compares the pre-shuffle output with the
     pixel-unshuffled target: the shuffle is a permutation, so loss and gradients are the same.
+    ``loss_border`` LR pixels on each side (``r`` times as many HR pixels) are left out.
     ``view`` is a ``TrainingView`` (or DDP around one).
     """
     criterion = F.mse_loss if config.loss == "mse" else F.l1_loss
     if config.unshuffled_targets:
-        return criterion(view(lr, phases=True), F.pixel_unshuffle(hr, config.scale))
-    return criterion(view(lr), hr)
+        output, target = view(lr, phases=True), F.pixel_unshuffle(hr, config.scale)
+        border = config.loss_border
+    else:
+        output, target = view(lr), hr
+        border = config.loss_border * config.scale
+    if border:
+        output = output[..., border:-border, border:-border]
+        target = target[..., border:-border, border:-border]
+    return criterion(output, target)
 
 
 def _distributed() -> tuple[int, int]:
