@@ -1,0 +1,193 @@
+"""Video end to end: decode + upscale + encode frames/s, and where the time goes.
+
+For each network (default: FSRCNN-s x3 and ESPCN x3, as ``subpixel upscale`` runs them:
+the engine chosen by ``"auto"``, float32) and x264 preset, ``subpixel.upscale_video``
+upscales ``$SUBPIXEL_DATA/video/slow_traffic_small.mp4`` (640x360, 914 frames, 29.97 fps)
+to 1920x1080 and the table gives frames/s of the whole job. Beside it, on the same frames:
+
+- **decode**: the input decoded and nothing else;
+- **network**: the network alone on one 640x360 luminance frame (median of 20 calls);
+- **bicubic pipeline**: the whole job with the bicubic model, the floor that decoding,
+  chroma upsampling and encoding set whatever the network.
+
+Weights are the bundled ones where the package ships them, random otherwise (speed does not
+depend on them). Writes ``OUT/video-speed.md`` and ``OUT/video-speed.json``.
+
+Usage::
+
+    python benchmarks/video_speed.py                       # about 10 min on 2 cores
+    python benchmarks/video_speed.py --frames 120 --presets veryfast --out /tmp/v
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+from speed import machine
+from torch import nn
+
+import subpixel
+from subpixel import models
+from subpixel.engines import engine_module, set_threads
+from subpixel.paths import data_root
+from subpixel.video import upscale_video
+from subpixel.weights import bundled_weights, describe
+
+NETWORKS = ("fsrcnn-s-x3", "espcn-x3")
+PRESETS = ("ultrafast", "veryfast", "medium")
+VIDEO = "video/slow_traffic_small.mp4"
+
+
+def load_network(name: str) -> tuple[nn.Module, str]:
+    """(model on its ``auto`` engine, where its weights came from)."""
+    architecture, _, scale_text = name.rpartition("-x")
+    scale = int(scale_text)
+    if architecture == "bicubic":
+        return models.build("bicubic", scale=scale), "none (fixed)"
+    if (architecture, scale) in bundled_weights():
+        model, weights = subpixel.load_model(architecture, scale=scale), "bundled"
+    else:
+        torch.manual_seed(0)
+        model, weights = models.build(architecture, scale=scale).eval(), "random"
+        describe(model, architecture)
+    return engine_module(model, "auto"), weights
+
+
+def decode_fps(source: Path, frames: int) -> float:
+    started, count = time.perf_counter(), 0
+    with av.open(str(source)) as container:
+        for _ in container.decode(video=0):
+            count += 1
+            if count == frames:
+                break
+    return count / (time.perf_counter() - started)
+
+
+def network_ms(model: nn.Module, size: tuple[int, int], runs: int = 20) -> float:
+    width, height = size
+    y = torch.rand(1, 1, height, width)
+    with torch.inference_mode():
+        model(y)
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            model(y)
+            times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+def job_fps(source: Path, model: nn.Module, preset: str, frames: int | None) -> float:
+    with tempfile.TemporaryDirectory() as folder:
+        report = upscale_video(
+            source, Path(folder) / "out.mp4", model, preset=preset, max_frames=frames
+        )
+    return report.fps
+
+
+def write_markdown(path: Path, rows: list[dict[str, Any]], facts: dict[str, Any]) -> None:
+    header = "| network | weights | preset | frames/s | network alone (ms, fps) |"
+    lines = [
+        "# Video end to end: decode + upscale + encode",
+        "",
+        f"`python benchmarks/video_speed.py`: {facts['video']} ({facts['input']}, "
+        f"{facts['frames']} frames) to {facts['output']}, x264 at CRF 18, yuv420p, "
+        "luminance through the network, chroma bicubic.",
+        "",
+        f"Decode alone: {facts['decode_fps']:.0f} frames/s.",
+        "",
+        header,
+        "|---|---|---|---:|---:|",
+    ]
+    for row in rows:
+        alone = (
+            "-"
+            if row["network_ms"] is None
+            else f"{row['network_ms']:.1f} ms, {1000 / row['network_ms']:.0f} fps"
+        )
+        lines.append(
+            f"| {row['network']} | {row['weights']} | {row['preset']} | "
+            f"{row['fps']:.1f} | {alone} |"
+        )
+    m = facts["machine"]
+    lines += [
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['threads']} threads), "
+        f"load {m['load_average']}; Python {m['python']}, torch {m['torch']}, "
+        f"PyAV {facts['pyav']}, subpixel {m['subpixel']}.",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated")
+    parser.add_argument("--presets", default=",".join(PRESETS), help="x264 presets")
+    parser.add_argument("--frames", type=int, default=None, help="default: the whole video")
+    parser.add_argument("--threads", type=int, default=None, help="default: usable cores")
+    parser.add_argument("--out", type=Path, default=Path("docs"), help="output folder (docs)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        set_threads(args.threads)
+    source = data_root() / VIDEO
+    if not source.is_file():
+        print(f"video_speed: {source} not found (set SUBPIXEL_DATA)", file=sys.stderr)
+        return 1
+    with av.open(str(source)) as container:
+        stream = container.streams.video[0]
+        size, total = (stream.width, stream.height), stream.frames
+    frames = min(args.frames or total, total)
+    presets = args.presets.split(",")
+    facts: dict[str, Any] = {
+        "video": VIDEO,
+        "input": f"{size[0]}x{size[1]}",
+        "output": f"{3 * size[0]}x{3 * size[1]}",
+        "frames": frames,
+        "decode_fps": decode_fps(source, frames),
+        "pyav": av.__version__,
+        "machine": machine(),
+    }
+    print(f"decode alone: {facts['decode_fps']:.0f} frames/s", file=sys.stderr)
+    rows: list[dict[str, Any]] = []
+    for name in [*args.networks.split(","), "bicubic-x3"]:
+        model, weights = load_network(name)
+        alone = None if name.startswith("bicubic") else network_ms(model, size)
+        for preset in presets:
+            fps = job_fps(source, model, preset, frames)
+            rows.append(
+                {
+                    "network": name,
+                    "weights": weights,
+                    "preset": preset,
+                    "fps": fps,
+                    "network_ms": alone,
+                }
+            )
+            print(f"{name:12s} {preset:10s} {fps:6.1f} frames/s", file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_markdown(args.out / "video-speed.md", rows, facts)
+    (args.out / "video-speed.json").write_text(
+        json.dumps({"facts": facts, "rows": rows}, indent=1, default=str)
+    )
+    print((args.out / "video-speed.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())
