@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+import subpixel.weights
 from subpixel import figures, layers, models
 from subpixel.errors import ModelError
 from subpixel.weights import bundled_weights, describe, save_weights
@@ -280,12 +281,17 @@ def test_script_fails_on_a_broken_equivalence(
     assert list(out.iterdir()) == []  # nothing half-built is left behind
 
 
-def test_load_figure_model_order(tmp_path: Path, weights: tuple[Path, Path]) -> None:
+def test_load_figure_model_order(
+    tmp_path: Path, weights: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     espcn, _ = weights
     model, source = figures.load_figure_model("espcn", 3, espcn)
     assert source == str(espcn) and isinstance(model, models.ESPCN)
-    if ("fsrcnn", 3) in bundled_weights():
-        pytest.skip("bundled FSRCNN weights take precedence over fallbacks")
+    if ("espcn", 3) in bundled_weights():
+        _, source = figures.load_figure_model("espcn", 3)
+        assert source == "bundled espcn_x3.safetensors"
+    # Without bundled weights: the fallbacks in order, then an untrained network if allowed.
+    monkeypatch.setattr(subpixel.weights, "bundled_weights", dict)
     missing = tmp_path / "missing.safetensors"
     _, source = figures.load_figure_model("fsrcnn", 3, fallbacks=[missing], untrained=True)
     assert source.startswith("untrained")
