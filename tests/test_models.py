@@ -106,7 +106,10 @@ def test_fsrcnn_sub_pixel_form_gives_the_same_output() -> None:
             fast = models.fsrcnn_to_subpixel(net)
             x = torch.rand(2, 1, 9, 11)
             assert not isinstance(fast.deconv, nn.ConvTranspose2d)
-            torch.testing.assert_close(fast(x), net(x), rtol=1e-5, atol=1e-5)
+            expected = net(x)
+            # float32 sums of 56 x 81 terms in another order: tolerance relative to the output
+            tolerance = 1e-5 * float(expected.abs().max())
+            torch.testing.assert_close(fast(x), expected, rtol=1e-5, atol=tolerance)
 
 
 def _conv_macs(cin: int, cout: int, k: int) -> int:
