@@ -8,29 +8,34 @@ the median of ``--runs`` calls after a warm-up call:
 - **RGB, end to end**: a uint8 RGB array to a uint8 RGB array, colour conversion and chroma
   upsampling included. ``subpixel default`` is ``subpixel.upscale_image(rgb,
   engine_module(model))``, what ``subpixel upscale`` runs: the engine chosen by ``"auto"``
-  (float32). Also the same path with ``"auto"`` in bfloat16 (opt-in) and with the compiled
-  bfloat16 graph. OpenCV's ``dnn_superres`` with its pretrained model of the same
-  architecture and scale (``$SUBPIXEL_DATA/peers/opencv_dnn_superres``) and OpenCV's bicubic
-  ``cv2.resize`` are the peers.
+  in the precision chosen by ``"auto"`` (bfloat16 for bundled weights whose recorded loss
+  allows it, on a CPU with native bfloat16; see ``subpixel.precision``). Also the same
+  path forced to float32 or bfloat16, and with the compiled bfloat16 graph. OpenCV's
+  ``dnn_superres`` with its pretrained model of the same architecture and scale
+  (``$SUBPIXEL_DATA/peers/opencv_dnn_superres``) and OpenCV's bicubic ``cv2.resize`` are
+  the peers.
 - **Y network**: the network alone on a (1, 1, H, W) float32 luminance frame, for every
-  engine (``subpixel.engines.ENGINES``) in float32 and, for the torch engines, bfloat16
-  (autocast); FSRCNN also in the exact sub-pixel form of its deconvolution.
+  engine (``subpixel.engines.ENGINES``) in float32 and, for the torch and OpenVINO engines,
+  bfloat16; FSRCNN also in the exact sub-pixel form of its deconvolution.
 
 Each row gives ms, frames/s, the ratio of frames/s to OpenCV dnn_superres end to end, and
 GFLOP/s: the network's own FLOPs (2 x multiply-accumulates of the network as defined, its
 transposed convolution counted as such, whatever form runs) per second, and that as a share
 of the fp32 or bf16 peak of a 4096^3 torch matmul measured at the start of the same run,
 on the same threads. Compile time (the first call of ``torch-compile``) is reported apart.
-Random weights: speed does not depend on them. For networks with bundled weights
-(``subpixel.weights.bundled_weights()``) the loss of PSNR of bfloat16 against float32 on
-Set5 and Set14 is printed beside the bf16 rows.
+The bundled weights where there are some (``subpixel.weights.bundled_weights()``), random
+ones otherwise: speed does not depend on them, but the automatic precision does. For
+networks with weights the loss of PSNR of bfloat16 against float32 on Set5 and Set14,
+measured in this run for each bfloat16 engine (torch autocast, OpenVINO), is printed beside
+the bf16 rows.
 
 Writes ``OUT/speed.md`` (the machine, library versions, a summary and the full table),
 ``OUT/speed.png`` and ``OUT/speed.json`` (the records).
 
 Usage::
 
-    python benchmarks/speed.py                         # everything (about 30 min on 2 cores)
+    python benchmarks/speed.py                         # everything (over an hour on 2 cores)
+    python benchmarks/speed.py --workloads 1080p       # the 1080p frames only
     python benchmarks/speed.py --quick --out /tmp/s    # 2 networks, 3 runs: a smoke test
     python benchmarks/speed.py --networks espcn-x3,fsrcnn-s-x3 --runs 20
     python benchmarks/speed.py --engines torch,onnxruntime --no-quality
@@ -59,6 +64,7 @@ import subpixel
 from subpixel import models
 from subpixel.engines import ENGINES, EngineModule, make_engine, set_threads
 from subpixel.errors import SubpixelError
+from subpixel.precision import measure_bfloat16_loss, resolve_precision
 from subpixel.weights import bundled_weights, describe
 
 # name -> (architecture, scale)
@@ -198,6 +204,7 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "onnxruntime": _version("onnxruntime"),
+        "openvino": _version("openvino"),
         "opencv": _version("cv2"),
         "subpixel": subpixel.__version__,
         "platform": platform.platform(),
@@ -210,7 +217,13 @@ def machine() -> dict[str, Any]:
 # --------------------------------------------------------------------------- #
 
 
-def build_network(architecture: str, scale: int) -> nn.Module:
+def build_network(architecture: str, scale: int, extra: Sequence[Path] = ()) -> nn.Module:
+    """The weights ``subpixel upscale`` would use (a file in ``extra`` for this architecture
+    and scale, else the bundled one), or random ones with a card where there are none."""
+    for path in [*extra, *bundled_weights().values()]:
+        card = subpixel.load_model(str(path)).card  # type: ignore[union-attr]
+        if (card.architecture, card.scale) == (architecture, scale):
+            return subpixel.load_model(str(path))
     torch.manual_seed(0)
     network = models.build(architecture, scale=scale).eval()
     describe(network, architecture)
@@ -269,13 +282,16 @@ def rgb_methods(
     from subpixel.engines import engine_module
 
     methods = []
-    for precision in ("float32", "bfloat16"):
+    default = resolve_precision(network, "auto")
+    for precision in ("auto", "float32", "bfloat16"):
+        if precision == default:
+            continue  # the same as "auto"
         module = engine_module(network, "auto", precision=precision, threads=threads)
         chosen = _engine_name(module)
-        label = f"subpixel default (auto: {chosen})"
-        if precision == "bfloat16":  # "auto" may still pick a float32 engine
-            label = f"subpixel, bf16 opt-in (auto: {chosen})"
         ran = getattr(getattr(module, "engine", None), "precision", "float32")
+        label = f"subpixel default (auto: {chosen} {ran})"
+        if precision != "auto":  # the engine may still run float32 (onnxruntime)
+            label = f"subpixel, {precision} (auto: {chosen} {ran})"
         methods.append(Method(label, RGB, chosen, ran, _rgb_call(module, rgb)))
     if "torch-compile" in engines:
         engine = make_engine(network, "torch-compile", precision="bfloat16")
@@ -358,38 +374,27 @@ def time_interleaved(methods: Sequence[Method], runs: int) -> dict[str, tuple[fl
 # --------------------------------------------------------------------------- #
 
 
-def psnr_loss(
-    network: nn.Module, datasets: Sequence[str | Path], engine: str = "torch-channels-last"
-) -> dict[str, float]:
-    """PSNR (matlab protocol) of float32 minus that of bfloat16, per dataset, in dB."""
-    from subpixel.evaluation import evaluate
-
-    bf16 = EngineModule(make_engine(network, engine, precision="bfloat16"), network)
-    losses = {}
-    for dataset in datasets:
-        fp32 = evaluate(network, dataset).mean("psnr")
-        losses[Path(str(dataset)).name] = fp32 - evaluate(bf16, dataset).mean("psnr")
-    return losses
+def _loss_engine(engine: str) -> str:
+    """The engine whose bfloat16 arithmetic a row's engine shares: OpenVINO's own kernels,
+    or torch's autocast (eager, channels-last and compiled alike)."""
+    return "openvino" if engine == "openvino" else "torch-channels-last"
 
 
 def weights_psnr_losses(
-    names: Sequence[str], extra: Sequence[Path] = ()
-) -> dict[str, dict[str, float]]:
-    """network name -> {dataset: loss} for the networks with bundled weights, or with a
-    weights file in ``extra`` (matched by the architecture and scale on its card)."""
-    files = {key: Path(path) for key, path in bundled_weights().items()}
-    for path in extra:
-        card = subpixel.load_model(str(path)).card  # type: ignore[union-attr]
-        files[(card.architecture, card.scale)] = Path(path)
+    networks: dict[str, nn.Module], engines: Sequence[str]
+) -> dict[tuple[str, str], dict[str, float]]:
+    """(network name, loss engine) -> {dataset: float32 PSNR - bfloat16 PSNR} for the
+    networks with trained weights (a card with training metrics)."""
     losses = {}
-    for name in names:
-        if NETWORKS[name] not in files:
+    loss_engines = sorted({_loss_engine(e) for e in engines if e != "onnxruntime"})
+    for name, network in networks.items():
+        if not getattr(network, "card", None) or not network.card.metrics:  # type: ignore[union-attr]
             continue
-        network = subpixel.load_model(str(files[NETWORKS[name]]))
-        try:
-            losses[name] = psnr_loss(network, QUALITY_SETS)
-        except SubpixelError as error:  # the benchmark sets are missing
-            print(f"  no bf16 quality for {name}: {error}", file=sys.stderr)
+        for engine in loss_engines:
+            try:
+                losses[name, engine] = measure_bfloat16_loss(network, QUALITY_SETS, [engine])
+            except SubpixelError as error:  # the benchmark sets are missing, no openvino
+                print(f"  no bf16 quality for {name} on {engine}: {error}", file=sys.stderr)
     return losses
 
 
@@ -492,7 +497,8 @@ def write_markdown(
         f"- CPU: {info['cpu']}, with {flags}; {info['cores']} usable cores, {info['threads']} "
         f"threads; {info['platform']}",
         f"- Python {info['python']}, torch {info['torch']}, numpy {info['numpy']}, "
-        f"onnxruntime {info['onnxruntime']}, OpenCV {info['opencv']}, subpixel {info['subpixel']}",
+        f"onnxruntime {info['onnxruntime']}, OpenVINO {info['openvino']}, "
+        f"OpenCV {info['opencv']}, subpixel {info['subpixel']}",
         f"- Matmul peak ({args.peak_size}^3, torch, {info['threads']} threads): "
         f"**{peaks['float32']:.0f} GFLOP/s fp32**, **{peaks['bfloat16']:.0f} GFLOP/s bf16**",
         f"- Median of {args.runs} interleaved calls after one warm-up; load average at the "
@@ -504,9 +510,10 @@ def write_markdown(
         "multiply-accumulates as defined), also on the end-to-end rows; *of peak* is against "
         "the fp32 or bf16 matmul peak above. *vs OpenCV dnn* is frames/s over those of "
         "OpenCV's dnn_superres with its own model of the same architecture and scale, end "
-        "to end. bf16 PSNR loss: Set5/Set14 PSNR of float32 minus bfloat16 (eager "
-        "channels-last), for networks with bundled weights or given by --weights "
-        '("-" otherwise).',
+        "to end. bf16 PSNR loss: Set5/Set14 PSNR of float32 minus bfloat16 with that "
+        "row's bfloat16 arithmetic (torch autocast or OpenVINO), for networks with bundled "
+        'weights or given by --weights ("-" otherwise: random weights). The default path '
+        "runs bfloat16 only where that loss, recorded on the weights, is under 0.05 dB.",
         "",
         "## Summary",
         "",
@@ -587,7 +594,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=Path,
         nargs="*",
         default=[],
-        help="weights files to check bf16 quality with, besides the bundled ones",
+        help="weights files to time and check bf16 quality with, instead of the bundled ones",
     )
     parser.add_argument(
         "--quick", action="store_true", help="2 networks, 1080p, 3 runs, no compile"
@@ -643,13 +650,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"matmul peak: {peaks['float32']:.0f} fp32, {peaks['bfloat16']:.0f} bf16 GFLOP/s",
         file=sys.stderr,
     )
-    losses = {} if args.no_quality else weights_psnr_losses(args.names, args.weights)
+    networks = {name: build_network(*NETWORKS[name], args.weights) for name in args.names}
+    losses = {} if args.no_quality else weights_psnr_losses(networks, args.engine_list)
     records: list[Record] = []
     args.skipped = []
     rng = np.random.default_rng(0)
     for name in args.names:
         architecture, scale = NETWORKS[name]
-        network = build_network(architecture, scale)
+        network = networks[name]
         for workload in args.workloads.split(","):
             lr_size = _lr_size(workload, scale)
             if lr_size is None:
@@ -683,7 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     peer=method.peer,
                 )
                 if method.precision == "bfloat16":
-                    record.psnr_loss = losses.get(name, {})
+                    record.psnr_loss = losses.get((name, _loss_engine(method.engine)), {})
                 records.append(record)
                 print(f"  {method.label:48s} {ms:9.1f} ms {record.fps:7.1f} fps", file=sys.stderr)
     info["load_average_end"] = _load()

@@ -11,6 +11,7 @@ import pytest
 
 import subpixel
 from subpixel.evaluation import evaluate
+from subpixel.precision import recorded_bfloat16_loss
 from subpixel.weights import DEFAULT_MODEL, bundled_weights
 
 BUNDLED = sorted(bundled_weights())
@@ -34,6 +35,9 @@ def test_bundled_file_is_small_and_carries_its_record(architecture: str, scale: 
     for dataset in BENCHMARKS:
         scores = card.metrics[dataset]
         assert scores["psnr"] > scores["bicubic_psnr"], dataset
+    # What "auto" precision decides by: the measured bfloat16 loss on Set5 and Set14.
+    losses = recorded_bfloat16_loss(subpixel.load_model(architecture, scale=scale))
+    assert losses is not None and all(-0.05 < loss < 0.5 for loss in losses.values())
 
 
 # OpenCV's peers run in a child process: after dnn_superres has run, cv2.dnn nets read

@@ -10,20 +10,23 @@ same output (to float rounding, 1e-5; to about 1e-2 in bfloat16) whichever engin
   few seconds for each later input shape), so it pays off on video, not on one image.
 - ``onnxruntime``: the network exported in memory (``subpixel.export``) and run by ONNX
   Runtime on CPU.
+- ``openvino``: the same export compiled by OpenVINO's CPU plugin (the ``openvino`` extra),
+  in float32 or, with ``precision="bfloat16"``, in its native bfloat16 kernels.
 
-The torch engines also run in ``precision="bfloat16"`` (autocast: convolutions in bfloat16
-on CPUs with native bfloat16, AVX-512 BF16 or AMX; outputs back in float32). It is opt-in
-because what it costs depends on the weights: Set5/Set14 PSNR fell by 0.023/0.014 dB for
-the bundled ESPCN x3 but by 0.117/0.054 dB for the published FSRCNN x2 weights
-(``benchmarks/speed.py`` prints the loss of bundled weights). ONNX Runtime runs float32
-only.
+The torch and OpenVINO engines also run in ``precision="bfloat16"`` (torch: autocast,
+convolutions in bfloat16 on CPUs with native bfloat16, AVX-512 BF16 or AMX; outputs back in
+float32). What it costs depends on the weights: Set5/Set14 PSNR fell by 0.023/0.014 dB for
+the bundled ESPCN x3 but by 0.117/0.054 dB for the published FSRCNN x2 weights. So
+``precision="auto"`` (``subpixel.precision``) runs bfloat16 only for weights whose card
+records a measured loss under 0.05 dB on both sets, on a CPU with native bfloat16; float32
+otherwise. ONNX Runtime runs float32 only.
 
 ``make_engine(model, "auto")`` times the candidates (``AUTO_ENGINES``: torch,
-torch-channels-last and onnxruntime; in bfloat16 the two torch engines in bfloat16 and
-onnxruntime) interleaved on a 128x128 input and keeps the fastest; for FSRCNN it tries
-both forms of its last layer, the transposed convolution and its exact sub-pixel form
-(``models.fsrcnn_to_subpixel``), since which is faster depends on the engine (see
-PERF-NOTES.md). ``torch-compile`` is not among the candidates: its compile time would
+torch-channels-last, onnxruntime and openvino, each where installed; in bfloat16 the same,
+onnxruntime staying float32) interleaved on a 128x128 input and keeps the fastest; for
+FSRCNN it tries both forms of its last layer, the transposed convolution and its exact
+sub-pixel form (``models.fsrcnn_to_subpixel``), since which is faster depends on the
+engine (see PERF-NOTES.md). ``torch-compile`` is not among the candidates: its compile time would
 dominate a calibration, and in float32 it did not beat ONNX Runtime here.
 
 The choice is remembered per network kind (architecture, FSRCNN's form, scale, channels,
@@ -51,6 +54,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +66,7 @@ from torch import nn
 
 from subpixel.errors import SubpixelError
 from subpixel.layers import SubpixelConv2d
+from subpixel.precision import resolve_precision
 
 __all__ = [
     "AUTO_ENGINES",
@@ -72,6 +77,7 @@ __all__ = [
     "EngineError",
     "EngineModule",
     "OnnxRuntimeEngine",
+    "OpenVinoEngine",
     "TorchEngine",
     "calibrate",
     "clear_engine_cache",
@@ -81,12 +87,12 @@ __all__ = [
     "set_threads",
 ]
 
-ENGINES = ("torch", "torch-channels-last", "torch-compile", "onnxruntime")
+ENGINES = ("torch", "torch-channels-last", "torch-compile", "onnxruntime", "openvino")
 PRECISIONS = ("float32", "bfloat16")
 #: The engines ``"auto"`` chooses from, by precision (onnxruntime always runs float32).
 AUTO_ENGINES = {
-    "float32": ("torch", "torch-channels-last", "onnxruntime"),
-    "bfloat16": ("torch", "torch-channels-last", "onnxruntime"),
+    "float32": ("torch", "torch-channels-last", "onnxruntime", "openvino"),
+    "bfloat16": ("torch", "torch-channels-last", "onnxruntime", "openvino"),
 }
 # Square input side for calibration: large enough that arithmetic, not per-call overhead,
 # decides (ESPCN x3 is about 5 ms on 2 cores), small enough to stay well under a second.
@@ -264,6 +270,57 @@ class OnnxRuntimeEngine:
         return sr
 
 
+class OpenVinoEngine:
+    """OpenVINO's CPU plugin, compiling the network exported in memory by ``subpixel.export``.
+
+    The model is compiled once, here, for any input size (a new size costs a few
+    milliseconds at its first call), with as many threads as PyTorch uses and the latency
+    hint. ``precision`` is OpenVINO's inference precision: ``"float32"`` or ``"bfloat16"``
+    (which the plugin runs natively on CPUs with AVX-512 BF16 or AMX, and in float32
+    elsewhere). One request serves the calls, one at a time.
+
+    Args:
+        model: the network (exported as a float32 CPU copy; the model is not changed).
+        precision: ``"float32"`` or ``"bfloat16"``.
+        threads: inference threads; default: ``torch.get_num_threads()``.
+
+    Raises:
+        EngineError: openvino (or onnx/onnxscript, needed to export) is not installed, or it
+            cannot compile the network.
+        subpixel.export.ExportError: the network cannot be exported.
+    """
+
+    name = "openvino"
+    form = ""  # "sub-pixel" when "auto" chose FSRCNN in its sub-pixel form
+
+    def __init__(
+        self, model: nn.Module, *, precision: str = "float32", threads: int | None = None
+    ) -> None:
+        _check_precision(precision)
+        _require("openvino", "openvino", "onnx", "onnxscript")
+        import openvino
+
+        self.precision = precision
+        config = {
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bfloat16" else "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+        }
+        try:
+            core = openvino.Core()
+            compiled = core.compile_model(core.read_model(_exported(model), b""), "CPU", config)
+        except Exception as error:  # openvino's own exception types; re-raised with cause
+            raise EngineError(f"openvino cannot compile the model: {error}") from error
+        self._request = compiled.create_infer_request()
+        self._lock = threading.Lock()
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self._request.infer({0: _check_input(lr)})
+            # The output tensor is the request's own buffer, reused by the next call.
+            return np.array(self._request.get_output_tensor(0).data, np.float32, copy=True)
+
+
 _EXPORTS: dict[str, bytes] = {}  # weights digest -> ONNX bytes, the last few exports
 _EXPORTS_KEPT = 8
 
@@ -292,15 +349,20 @@ def _exported(model: nn.Module) -> bytes:
 
 def _require_onnxruntime() -> None:
     """Raise a clear error unless onnxruntime, and onnx and onnxscript to export, are there."""
+    _require("onnxruntime", "onnx", "onnxruntime", "onnx", "onnxscript")
+
+
+def _require(engine: str, extra: str, *packages: str) -> None:
+    """Raise a clear error naming the extra to install unless all ``packages`` import."""
     missing = []
-    for package in ("onnxruntime", "onnx", "onnxscript"):
+    for package in packages:
         try:
             importlib.import_module(package)
         except ImportError:
             missing.append(package)
     if missing:
         raise EngineError(
-            f"the onnxruntime engine needs {', '.join(missing)}: pip install 'subpixel[onnx]'"
+            f"the {engine} engine needs {', '.join(missing)}: pip install 'subpixel[{extra}]'"
         )
 
 
@@ -364,13 +426,14 @@ def _channels(model: nn.Module) -> int:
 
 
 def _versions() -> str:
-    try:
-        import onnxruntime
-
-        ort_version = onnxruntime.__version__
-    except ImportError:
-        ort_version = "none"
-    return f"torch {torch.__version__}, onnxruntime {ort_version}"
+    versions = [f"torch {torch.__version__}"]
+    for package in ("onnxruntime", "openvino"):
+        try:
+            version = importlib.import_module(package).__version__
+        except ImportError:
+            version = "none"
+        versions.append(f"{package} {version}")
+    return ", ".join(versions)
 
 
 def _time_ms(engine: Engine, lr: np.ndarray) -> float:
@@ -464,6 +527,8 @@ def _build(model: nn.Module, name: str, precision: str, threads: int | None) -> 
         if precision != "float32":
             raise EngineError("the onnxruntime engine runs float32 only")
         return OnnxRuntimeEngine(model, threads=threads)
+    if name == "openvino":
+        return OpenVinoEngine(model, precision=precision, threads=threads)
     choices = ", ".join(("auto", *ENGINES))
     raise EngineError(f"unknown engine {name!r}; choose from {choices}")
 
@@ -472,7 +537,7 @@ def make_engine(
     model: nn.Module,
     name: str = "auto",
     *,
-    precision: str = "float32",
+    precision: str = "auto",
     threads: int | None = None,
     cache_file: str | Path | None = None,
 ) -> Engine:
@@ -487,8 +552,10 @@ def make_engine(
     Args:
         model: the network (a ``subpixel`` model, card attached or not).
         name: ``"auto"`` or one of ``ENGINES``.
-        precision: ``"float32"``, or ``"bfloat16"`` for the torch engines (``"auto"`` then
-            also considers onnxruntime in float32).
+        precision: ``"float32"``; ``"bfloat16"`` for the torch and OpenVINO engines
+            (engine ``"auto"`` then also considers onnxruntime in float32); or ``"auto"``:
+            ``subpixel.precision.resolve_precision`` (bfloat16 only for weights whose
+            recorded loss allows it, on hardware that has it).
         threads: intra-op threads for ONNX Runtime (default: ``torch.get_num_threads()``).
             PyTorch's and OpenCV's are process-wide: ``set_threads``.
         cache_file: a JSON file to read and record ``"auto"`` choices in, for example
@@ -505,6 +572,7 @@ def make_engine(
         >>> make_engine(models.build("fsrcnn", scale=3), "torch").name
         'torch'
     """
+    precision = resolve_precision(model, precision)
     _check_precision(precision)
     if name != "auto":
         return _build(model, name, precision, threads)
@@ -595,7 +663,7 @@ def engine_module(
     model: nn.Module,
     name: str = "auto",
     *,
-    precision: str = "float32",
+    precision: str = "auto",
     threads: int | None = None,
     cache_file: str | Path | None = None,
 ) -> nn.Module:

@@ -11,6 +11,7 @@ from pathlib import Path
 from torch import nn
 
 from subpixel.evaluation import evaluate
+from subpixel.precision import LOSS_DATASETS, LOSS_KEY, measure_bfloat16_loss
 from subpixel.training.loop import RunFiles
 from subpixel.training.records import read_log
 from subpixel.weights import card_of, load_weights, save_weights
@@ -28,7 +29,8 @@ def bundle_run(
 
     The card's ``training`` holds the run's resolved config, the iteration the weights come
     from, the iterations and wall time of the whole run; ``metrics`` holds mean PSNR/SSIM on
-    each of ``datasets`` under the default protocol.
+    each of ``datasets`` under the default protocol and, on Set5 and Set14, the PSNR lost in
+    bfloat16 (``subpixel.precision``), which decides whether ``"auto"`` precision uses it.
     """
     files = RunFiles(Path(run))
     model = load_weights(files.best)
@@ -50,6 +52,10 @@ def bundle_run(
             "ssim": round(report.mean("ssim"), 5),
             "bicubic_psnr": round(report.mean("bicubic_psnr"), 4),
         }
+    loss_sets = [d for d in LOSS_DATASETS if d in datasets]
+    if loss_sets:
+        for dataset, loss in measure_bfloat16_loss(model, loss_sets).items():
+            metrics[dataset][LOSS_KEY] = round(loss, 4)
     card = dataclasses.replace(card, training=training, metrics=metrics)
     save_weights(model, output, card=card)
     setattr(model, "card", card)  # noqa: B010 - the attribute every loaded model carries

@@ -1,0 +1,114 @@
+"""The automatic precision (subpixel.precision): bfloat16 only where the recorded loss on
+Set5 and Set14 allows it and the hardware has it, and the measurement that records it."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from torch import nn
+
+import subpixel
+from subpixel import models, precision
+from subpixel.engines import clear_engine_cache, make_engine
+from subpixel.precision import (
+    BFLOAT16_LOSS_LIMIT_DB,
+    LOSS_KEY,
+    measure_bfloat16_loss,
+    record_bfloat16_loss,
+    recorded_bfloat16_loss,
+    resolve_precision,
+)
+from subpixel.weights import card_of, describe, save_weights
+
+
+def _network(losses: dict[str, float] | None = None) -> nn.Module:
+    torch.manual_seed(0)
+    network = models.build("espcn", scale=2).eval()
+    card = describe(network, "espcn")
+    if losses is not None:
+        metrics = {name: {"psnr": 30.0, LOSS_KEY: loss} for name, loss in losses.items()}
+        network.card = dataclasses.replace(card, metrics=metrics)  # type: ignore[assignment]
+    return network
+
+
+@pytest.fixture
+def native(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precision, "native_bfloat16", lambda device="cpu": True)
+
+
+def test_auto_is_bfloat16_only_below_the_limit_on_every_set(native: None) -> None:
+    below = BFLOAT16_LOSS_LIMIT_DB - 0.001
+    assert resolve_precision(_network({"Set5": below, "Set14": 0.01}), "auto") == "bfloat16"
+    assert resolve_precision(_network({"Set5": 0.01, "Set14": 0.05}), "auto") == "float32"
+    assert resolve_precision(_network({"Set5": 0.01}), "auto") == "float32"  # Set14 missing
+    assert resolve_precision(_network(), "auto") == "float32"  # nothing recorded
+    assert resolve_precision(models.build("espcn", scale=2), "auto") == "float32"  # no card
+    for explicit in ("float32", "bfloat16"):
+        assert resolve_precision(_network({"Set5": 9.0, "Set14": 9.0}), explicit) == explicit
+
+
+def test_auto_is_float32_without_native_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precision, "native_bfloat16", lambda device="cpu": False)
+    assert resolve_precision(_network({"Set5": 0.0, "Set14": 0.0}), "auto") == "float32"
+
+
+def test_native_bfloat16_reads_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert precision.native_bfloat16("cpu")
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert not precision.native_bfloat16("cpu")
+    assert not precision.native_bfloat16("meta")
+
+
+def test_make_engine_follows_the_automatic_precision(native: None) -> None:
+    clear_engine_cache()
+    engine = make_engine(_network({"Set5": 0.01, "Set14": 0.01}), "torch", precision="auto")
+    assert engine.precision == "bfloat16"  # type: ignore[attr-defined]
+    engine = make_engine(_network({"Set5": 0.2, "Set14": 0.01}), "torch")  # "auto" by default
+    assert engine.precision == "float32"  # type: ignore[attr-defined]
+
+
+def _folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "Tiny"
+    folder.mkdir()
+    rng = np.random.default_rng(7)
+    for index in range(2):
+        image = rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+        Image.fromarray(image).resize((60, 48)).save(folder / f"{index}.png")
+    return folder
+
+
+def test_the_loss_is_measured_on_each_set(tmp_path: Path) -> None:
+    network = _network()
+    with torch.no_grad():  # outputs of about unit size: bfloat16 moves some pixels a level
+        network.subpixel.bias.fill_(0.5)  # type: ignore[union-attr]
+    losses = measure_bfloat16_loss(network, [_folder(tmp_path)], ["torch"])
+    assert list(losses) == ["Tiny"]
+    assert 0 < abs(losses["Tiny"]) < 0.5
+
+
+def test_recording_writes_the_loss_onto_the_card_and_keeps_the_tensors(tmp_path: Path) -> None:
+    network = _network()
+    path = save_weights(network, tmp_path / "espcn_x2.safetensors")
+    before = load_file(str(path))
+    losses = record_bfloat16_loss(path, [_folder(tmp_path)], ["torch"])
+    card = card_of(subpixel.load_model(str(path)))
+    assert card.metrics["Tiny"][LOSS_KEY] == round(losses["Tiny"], 4)
+    after = load_file(str(path))
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert recorded_bfloat16_loss(subpixel.load_model(str(path))) is None  # not Set5/Set14
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None, reason="openvino is not installed"
+)
+def test_openvino_is_among_the_bfloat16_engines() -> None:
+    assert precision.bfloat16_engines() == ["torch-channels-last", "openvino"]
