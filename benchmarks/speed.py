@@ -62,6 +62,7 @@ from torch import nn
 
 import subpixel
 from subpixel import models
+from subpixel.allocator import keep_freed_memory
 from subpixel.engines import ENGINES, EngineModule, make_engine, set_threads
 from subpixel.errors import SubpixelError
 from subpixel.precision import measure_bfloat16_loss, resolve_precision
@@ -633,6 +634,7 @@ def _lr_size(workload: str, scale: int) -> tuple[int, int] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    keep_freed_memory()  # as `subpixel upscale` does
     # Every compiled engine is another entry for the same forward(); the default limit of 8
     # would silently send the later ones back to eager.
     torch._dynamo.config.recompile_limit = 256

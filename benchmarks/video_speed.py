@@ -1,7 +1,7 @@
 """Video end to end: decode + upscale + encode frames/s, and where the time goes.
 
 For each network (default: FSRCNN-s x3 and ESPCN x3, as ``subpixel upscale`` runs them:
-the engine chosen by ``"auto"``, float32) and x264 preset, ``subpixel.upscale_video``
+the engine and precision chosen by ``"auto"``) and x264 preset, ``subpixel.upscale_video``
 upscales ``$SUBPIXEL_DATA/video/slow_traffic_small.mp4`` (640x360, 914 frames, 29.97 fps)
 to 1920x1080 and the table gives frames/s of the whole job. Beside it, on the same frames:
 
@@ -39,6 +39,7 @@ from torch import nn
 
 import subpixel
 from subpixel import models
+from subpixel.allocator import keep_freed_memory
 from subpixel.engines import engine_module, set_threads
 from subpixel.paths import data_root
 from subpixel.video import upscale_video
@@ -142,6 +143,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    keep_freed_memory()  # as `subpixel upscale` does
     if args.threads:
         set_threads(args.threads)
     source = data_root() / VIDEO

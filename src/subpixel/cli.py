@@ -15,6 +15,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from subpixel import models
+from subpixel.allocator import keep_freed_memory
 from subpixel.batch import Job
 from subpixel.engines import ENGINES, PRECISIONS, default_cache_file, engine_module, set_threads
 from subpixel.errors import ScaleError, SubpixelError
@@ -70,6 +71,7 @@ def _upscale(args: argparse.Namespace) -> int:
     if args.scale is not None and not 1 < args.scale <= MAX_SCALE:
         raise ScaleError(f"--scale must be above 1 and at most {MAX_SCALE}, got {args.scale:g}")
     native = choose_native_scale(native_scales(args.model), args.scale or DEFAULT_SCALE)
+    keep_freed_memory()  # frame-sized buffers are reused, not mapped afresh each frame
     if args.threads is not None:
         set_threads(args.threads)
     model = load_model(args.model, scale=native, device=_device(args.device))

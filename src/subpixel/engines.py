@@ -23,7 +23,7 @@ otherwise. ONNX Runtime runs float32 only.
 
 ``make_engine(model, "auto")`` times the candidates (``AUTO_ENGINES``: torch,
 torch-channels-last, onnxruntime and openvino, each where installed; in bfloat16 the same,
-onnxruntime staying float32) interleaved on a 128x128 input and keeps the fastest; for
+onnxruntime staying float32) interleaved on a 256x256 input and keeps the fastest; for
 FSRCNN it tries both forms of its last layer, the transposed convolution and its exact
 sub-pixel form (``models.fsrcnn_to_subpixel``), since which is faster depends on the
 engine (see PERF-NOTES.md). ``torch-compile`` is not among the candidates: its compile time would
@@ -94,10 +94,11 @@ AUTO_ENGINES = {
     "float32": ("torch", "torch-channels-last", "onnxruntime", "openvino"),
     "bfloat16": ("torch", "torch-channels-last", "onnxruntime", "openvino"),
 }
-# Square input side for calibration: large enough that arithmetic, not per-call overhead,
-# decides (ESPCN x3 is about 5 ms on 2 cores), small enough to stay well under a second.
-CALIBRATION_SIZE = 128
-CALIBRATION_RUNS = 7
+# Square input side for calibration: large enough that the ranking is the one at video
+# sizes (at 128x128 eager torch looked fastest for FSRCNN and was 2x slower at 640x360:
+# per-call overheads and caches favour it), small enough to take 1-3 s once per network.
+CALIBRATION_SIZE = 256
+CALIBRATION_RUNS = 5
 SUBPIXEL_FORM = "+subpixel"  # suffix of a choice that runs FSRCNN in its sub-pixel form
 
 logger = logging.getLogger(__name__)
@@ -305,6 +306,7 @@ class OpenVinoEngine:
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bfloat16" else "f32",
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+            "ENABLE_CPU_PINNING": False,
         }
         try:
             core = openvino.Core()
@@ -544,7 +546,7 @@ def make_engine(
     """An engine running ``model``: one of ``ENGINES``, or ``"auto"``.
 
     ``"auto"`` uses the choice remembered for this kind of network (in this process, then
-    in ``cache_file`` if given), else times the candidates of ``AUTO_ENGINES`` on a 128x128
+    in ``cache_file`` if given), else times the candidates of ``AUTO_ENGINES`` on a 256x256
     input, interleaved, and keeps the fastest. For FSRCNN each candidate also runs in the
     sub-pixel form of the last layer. Candidates that cannot run are left out: onnxruntime
     when it is not installed or cannot export the network. A model on a GPU gets ``torch``.
@@ -572,6 +574,8 @@ def make_engine(
         >>> make_engine(models.build("fsrcnn", scale=3), "torch").name
         'torch'
     """
+    if precision == "auto" and name == "onnxruntime":
+        precision = "float32"  # the only arithmetic it has
     precision = resolve_precision(model, precision)
     _check_precision(precision)
     if name != "auto":
