@@ -65,6 +65,15 @@ def load_network(name: str) -> tuple[nn.Module, str]:
     return engine_module(model, "auto"), weights
 
 
+def _engine_label(model: nn.Module) -> str:
+    """The engine and precision ``"auto"`` chose (``torch float32`` for a plain module)."""
+    engine = getattr(model, "engine", None)
+    if engine is None:
+        return "torch float32"
+    form = " sub-pixel" if getattr(engine, "form", "") else ""
+    return f"{engine.name}{form} {getattr(engine, 'precision', 'float32')}"
+
+
 def decode_fps(source: Path, frames: int) -> float:
     started, count = time.perf_counter(), 0
     with av.open(str(source)) as container:
@@ -97,7 +106,7 @@ def job_fps(source: Path, model: nn.Module, preset: str, frames: int | None) -> 
 
 
 def write_markdown(path: Path, rows: list[dict[str, Any]], facts: dict[str, Any]) -> None:
-    header = "| network | weights | preset | frames/s | network alone (ms, fps) |"
+    header = "| network | weights | engine | preset | frames/s | network alone (ms, fps) |"
     lines = [
         "# Video end to end: decode + upscale + encode",
         "",
@@ -108,7 +117,7 @@ def write_markdown(path: Path, rows: list[dict[str, Any]], facts: dict[str, Any]
         f"Decode alone: {facts['decode_fps']:.0f} frames/s.",
         "",
         header,
-        "|---|---|---|---:|---:|",
+        "|---|---|---|---|---:|---:|",
     ]
     for row in rows:
         alone = (
@@ -117,7 +126,7 @@ def write_markdown(path: Path, rows: list[dict[str, Any]], facts: dict[str, Any]
             else f"{row['network_ms']:.1f} ms, {1000 / row['network_ms']:.0f} fps"
         )
         lines.append(
-            f"| {row['network']} | {row['weights']} | {row['preset']} | "
+            f"| {row['network']} | {row['weights']} | {row['engine']} | {row['preset']} | "
             f"{row['fps']:.1f} | {alone} |"
         )
     m = facts["machine"]
@@ -175,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 {
                     "network": name,
                     "weights": weights,
+                    "engine": _engine_label(model),
                     "preset": preset,
                     "fps": fps,
                     "network_ms": alone,

@@ -518,3 +518,17 @@ def test_real_clip_first_frames(data_dir: Path, tmp_path: Path) -> None:
     assert [f.time for f in after] == pytest.approx([f.time for f in before])
     for sr, lr in zip(after[:2], before[:2], strict=True):
         assert _psnr(_rgb(sr), subpixel.upscale_image(_rgb(lr), bicubic3)) > 40.0
+
+
+def test_video_speed_benchmark_writes_its_table(data_dir: Path, tmp_path: Path) -> None:
+    source = data_dir / "video" / "slow_traffic_small.mp4"
+    if not source.is_file():
+        pytest.skip(f"{source} not found")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "video_speed.py"
+    command = [sys.executable, str(script), "--networks", "fsrcnn-s-x3", "--frames", "3"]
+    command += ["--presets", "ultrafast", "--out", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    table = (tmp_path / "video-speed.md").read_text()
+    assert "| fsrcnn-s-x3 | bundled |" in table and "| bicubic-x3 | none (fixed) |" in table
+    assert "Decode alone:" in table
