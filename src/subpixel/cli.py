@@ -287,7 +287,8 @@ def _figures(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     bundled = bundled_weights()
-    print(f"{'name':<12}{'parameters':>11}{'MACs/px x2':>12}{'x3':>9}{'x4':>9}  bundled weights")
+    width = max(len(name) for name in models.BUILDERS) + 1
+    print(f"{'name':<{width}}{'parameters':>11}{'MACs/px x2':>12}{'x3':>9}{'x4':>9}  bundled weights")
     for name in models.BUILDERS:
         costs = [models.measure_complexity(models.build(name, scale=s), 1) for s in (2, 3, 4)]
         scales = sorted(s for (arch, s) in bundled if arch == name)
@@ -295,7 +296,7 @@ def _models(args: argparse.Namespace) -> int:
             "(no weights needed)" if name == "bicubic" else "-"
         )
         print(
-            f"{name:<12}{costs[1].parameters:>11,}"
+            f"{name:<{width}}{costs[1].parameters:>11,}"
             + "".join(f"{c.macs_per_pixel:>{12 if i == 0 else 9},.0f}" for i, c in enumerate(costs))
             + f"  {weights}"
         )
