@@ -376,9 +376,10 @@ def time_interleaved(methods: Sequence[Method], runs: int) -> dict[str, tuple[fl
 
 
 def _loss_engine(engine: str) -> str:
-    """The engine whose bfloat16 arithmetic a row's engine shares: OpenVINO's own kernels,
-    or torch's autocast (eager, channels-last and compiled alike)."""
-    return "openvino" if engine == "openvino" else "torch-channels-last"
+    """The engine whose bfloat16 arithmetic a row's engine (``"openvino sub-pixel"`` on an
+    end-to-end row, say) shares: OpenVINO's own kernels, or torch's autocast (eager,
+    channels-last and compiled alike)."""
+    return "openvino" if engine.startswith("openvino") else "torch-channels-last"
 
 
 def weights_psnr_losses(
@@ -493,7 +494,7 @@ def write_markdown(
     lines = [
         "# Speed",
         "",
-        f"Measured by `python benchmarks/speed.py {' '.join(args.argv)}`".rstrip() + ".",
+        f"Measured by `{' '.join(['python', 'benchmarks/speed.py', *args.argv])}`.",
         "",
         f"- CPU: {info['cpu']}, with {flags}; {info['cores']} usable cores, {info['threads']} "
         f"threads; {info['platform']}",
