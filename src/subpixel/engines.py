@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import importlib
 import json
@@ -299,8 +300,6 @@ class OpenVinoEngine:
     ) -> None:
         _check_precision(precision)
         _require("openvino", "openvino", "onnx", "onnxscript")
-        import openvino
-
         self.precision = precision
         config = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bfloat16" else "f32",
@@ -309,7 +308,7 @@ class OpenVinoEngine:
             "ENABLE_CPU_PINNING": False,
         }
         try:
-            core = openvino.Core()
+            core = _openvino_core()
             compiled = core.compile_model(core.read_model(_exported(model), b""), "CPU", config)
         except Exception as error:  # openvino's own exception types; re-raised with cause
             raise EngineError(f"openvino cannot compile the model: {error}") from error
@@ -321,6 +320,14 @@ class OpenVinoEngine:
             self._request.infer({0: _check_input(lr)})
             # The output tensor is the request's own buffer, reused by the next call.
             return np.array(self._request.get_output_tensor(0).data, np.float32, copy=True)
+
+
+@functools.cache
+def _openvino_core() -> Any:
+    """One OpenVINO runtime per process: each ``Core`` keeps its own plugins and threads."""
+    import openvino
+
+    return openvino.Core()
 
 
 _EXPORTS: dict[str, bytes] = {}  # weights digest -> ONNX bytes, the last few exports
