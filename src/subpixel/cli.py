@@ -288,7 +288,8 @@ def _figures(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     bundled = bundled_weights()
     width = max(len(name) for name in models.BUILDERS) + 1
-    print(f"{'name':<{width}}{'parameters':>11}{'MACs/px x2':>12}{'x3':>9}{'x4':>9}  bundled weights")
+    header = f"{'name':<{width}}{'parameters':>11}{'MACs/px x2':>12}{'x3':>9}{'x4':>9}"
+    print(f"{header}  bundled weights")
     for name in models.BUILDERS:
         costs = [models.measure_complexity(models.build(name, scale=s), 1) for s in (2, 3, 4)]
         scales = sorted(s for (arch, s) in bundled if arch == name)
