@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import importlib
 import importlib.util
 import json
 import math
@@ -149,6 +150,22 @@ def test_bad_precisions_and_engines_are_errors() -> None:
     with pytest.raises(EngineError, match="unknown engine 'tensorrt'"):
         make_engine(network, "tensorrt")
     assert set(AUTO_ENGINES["float32"]) <= set(ENGINES) and "torch-compile" in ENGINES
+
+
+@pytest.mark.parametrize(("engine", "extra"), [("onnxruntime", "onnx"), ("openvino", "openvino")])
+def test_a_missing_runtime_names_the_extra_to_install(
+    engine: str, extra: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = importlib.import_module
+
+    def without(name: str) -> ModuleType:
+        if name == engine:
+            raise ImportError(f"No module named {name!r}")
+        return real(name)
+
+    monkeypatch.setattr(engines.importlib, "import_module", without)
+    with pytest.raises(EngineError, match=rf"needs {engine}: pip install 'subpixel\[{extra}\]'"):
+        make_engine(_network("espcn", 2), engine, precision="float32")
 
 
 # --------------------------------------------------------------------------- #

@@ -299,12 +299,13 @@ class OpenVinoEngine:
         self, model: nn.Module, *, precision: str = "float32", threads: int | None = None
     ) -> None:
         _check_precision(precision)
-        _require("openvino", "openvino", "onnx", "onnxscript")
+        _require("openvino", "openvino", "openvino", "onnx", "onnxscript")
         self.precision = precision
         config = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bfloat16" else "f32",
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+            # Threads float: the colour work and other processes share the cores.
             "ENABLE_CPU_PINNING": False,
         }
         try:
