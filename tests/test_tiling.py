@@ -69,7 +69,7 @@ def _measured_radius(net: nn.Module, channels: int, scale: int, size: int = 31) 
     return int(max((rows // scale - centre).abs().max(), (cols // scale - centre).abs().max()))
 
 
-@pytest.mark.parametrize(("name", "scale"), itertools.product((*NAMES, "bicubic"), (2, 3, 4)))
+@pytest.mark.parametrize(("name", "scale"), list(itertools.product((*NAMES, "bicubic"), (2, 3, 4))))
 def test_receptive_radius_matches_a_brute_force_measurement(name: str, scale: int) -> None:
     channels = 3 if scale == 3 else 1
     net = models.Bicubic(scale) if name == "bicubic" else _build(name, scale, channels)
