@@ -221,10 +221,13 @@ def machine() -> dict[str, Any]:
 def build_network(architecture: str, scale: int, extra: Sequence[Path] = ()) -> nn.Module:
     """The weights ``subpixel upscale`` would use (a file in ``extra`` for this architecture
     and scale, else the bundled one), or random ones with a card where there are none."""
-    for path in [*extra, *bundled_weights().values()]:
-        card = subpixel.load_model(str(path)).card  # type: ignore[union-attr]
-        if (card.architecture, card.scale) == (architecture, scale):
-            return subpixel.load_model(str(path))
+    for path in extra:
+        model = subpixel.load_model(str(path))
+        if (model.card.architecture, model.card.scale) == (architecture, scale):  # type: ignore[union-attr]
+            return model
+    bundled = bundled_weights().get((architecture, scale))
+    if bundled is not None:
+        return subpixel.load_model(str(bundled))
     torch.manual_seed(0)
     network = models.build(architecture, scale=scale).eval()
     describe(network, architecture)

@@ -34,7 +34,7 @@ from typing import Any
 import av
 import numpy as np
 import torch
-from speed import machine
+from speed import _engine_name, machine
 from torch import nn
 
 import subpixel
@@ -66,12 +66,9 @@ def load_network(name: str) -> tuple[nn.Module, str]:
 
 
 def _engine_label(model: nn.Module) -> str:
-    """The engine and precision ``"auto"`` chose (``torch float32`` for a plain module)."""
-    engine = getattr(model, "engine", None)
-    if engine is None:
-        return "torch float32"
-    form = " sub-pixel" if getattr(engine, "form", "") else ""
-    return f"{engine.name}{form} {getattr(engine, 'precision', 'float32')}"
+    """The engine, form and precision ``"auto"`` chose (``torch float32`` for a plain module)."""
+    precision = getattr(getattr(model, "engine", None), "precision", "float32")
+    return f"{_engine_name(model)} {precision}"
 
 
 def decode_fps(source: Path, frames: int) -> float:

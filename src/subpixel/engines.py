@@ -557,7 +557,8 @@ def make_engine(
     in ``cache_file`` if given), else times the candidates of ``AUTO_ENGINES`` on a 256x256
     input, interleaved, and keeps the fastest. For FSRCNN each candidate also runs in the
     sub-pixel form of the last layer. Candidates that cannot run are left out: onnxruntime
-    when it is not installed or cannot export the network. A model on a GPU gets ``torch``.
+    or openvino when it is not installed or cannot take the network. A model on a GPU gets
+    ``torch``.
 
     Args:
         model: the network (a ``subpixel`` model, card attached or not).
@@ -566,7 +567,7 @@ def make_engine(
             (engine ``"auto"`` then also considers onnxruntime in float32); or ``"auto"``:
             ``subpixel.precision.resolve_precision`` (bfloat16 only for weights whose
             recorded loss allows it, on hardware that has it).
-        threads: intra-op threads for ONNX Runtime (default: ``torch.get_num_threads()``).
+        threads: threads for ONNX Runtime or OpenVINO (default: ``torch.get_num_threads()``).
             PyTorch's and OpenCV's are process-wide: ``set_threads``.
         cache_file: a JSON file to read and record ``"auto"`` choices in, for example
             ``default_cache_file()``; ``None`` remembers them for this process only.
