@@ -378,3 +378,12 @@ def test_video_through_the_cli(tmp_path: Path) -> None:
         frames = list(container.decode(video=0))
     assert len(frames) == 5
     assert (frames[0].width, frames[0].height) == (32, 24)
+
+
+def test_upscaled_image_has_ordinary_permissions(image_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.png"
+    assert main(["upscale", str(image_file), "-o", str(out), "--engine", "torch"]) == 0
+    reference = tmp_path / "plain.txt"
+    reference.write_text("x")
+    assert out.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,9 +224,12 @@ def write_image(
                 options["exif"] = exif
     elif image_format not in ("PNG", "TIFF"):
         raise ImageError(f"{image_format} cannot store 16-bit colour; use .png or .tif for {path}")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(handle, "wb") as stream:
+        temporary = temporary_beside(path)
+    except OSError as error:
+        raise ImageError(f"cannot write to {path.parent}: {error.strerror}") from error
+    try:
+        with open(temporary, "wb") as stream:
             if isinstance(pixels, Image.Image):
                 pixels.save(stream, format=image_format, **options)
         if not isinstance(pixels, Image.Image):
@@ -239,6 +242,22 @@ def write_image(
             raise ImageError(f"cannot write {path}: {error}") from error
         raise
     return path
+
+
+def temporary_beside(path: Path, suffix: str = "") -> Path:
+    """A new empty file beside ``path`` (hidden, ending ``.tmp`` + ``suffix``) to write and
+    then rename onto it.
+
+    Created like an ordinary file (mode 0o666 less the umask), not 0o600 as ``mkstemp``
+    would, so the renamed result has the permissions the user expects. Raises OSError.
+    """
+    while True:
+        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}")
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
 
 
 def _write_sixteen_bit_colour(

@@ -51,7 +51,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -73,6 +72,7 @@ from av.video.stream import VideoStream
 from torch import nn
 
 from subpixel.errors import SubpixelError
+from subpixel.images import temporary_beside
 from subpixel.inference import ModelTraits, model_traits, upscale_array
 from subpixel.resize import cubic
 
@@ -365,20 +365,12 @@ def _written(
 
 
 def _create_temporary(path: Path) -> Path:
-    """A new empty file beside ``path``, ending in its extension (FFmpeg picks the muxer by it).
-
-    Created like an ordinary file (mode 0o666 less the umask), not 0o600 as ``mkstemp`` would,
-    so the renamed result has the permissions the user expects.
-    """
-    while True:
-        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
-        try:
-            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        except OSError as error:
-            raise VideoError(f"cannot write to {path.parent}: {error.strerror}") from error
-        return candidate
+    """A new ordinary file beside ``path``, ending in its extension (FFmpeg picks the muxer
+    by it)."""
+    try:
+        return temporary_beside(path, path.suffix)
+    except OSError as error:
+        raise VideoError(f"cannot write to {path.parent}: {error.strerror}") from error
 
 
 def _reason(error: BaseException) -> str:
