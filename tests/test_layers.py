@@ -14,6 +14,7 @@ from torch import nn
 from subpixel.layers import (
     SubpixelConv2d,
     deconv_to_subpixel,
+    deconv_via_subpixel,
     icnr_,
     icnr_init,
     paper_to_torch_channel_order,
@@ -258,6 +259,24 @@ def test_deconv_to_subpixel_float32(case, seed):
     assert sub.conv.weight.dtype == torch.float32
     x = torch.randn(1, c_in, h, w, generator=torch.Generator().manual_seed(seed))
     torch.testing.assert_close(sub(x), deconv(x), rtol=1e-5, atol=1e-5)
+
+
+@MEDIUM
+@given(deconv_cases(), st.integers(0, 2**16))
+def test_deconv_via_subpixel_has_the_deconvolutions_output_and_gradients(case, seed):
+    r, k, p, op, c_in, c_out, (h, w), bias = case
+    deconv = random_deconv(c_in, c_out, k, r, p, op, bias, seed=seed)
+    x = torch.randn(
+        2, c_in, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+    )
+    expected = deconv(x)
+    upstream = torch.randn(expected.shape, dtype=torch.float64)
+    expected_grads = torch.autograd.grad(expected, list(deconv.parameters()), upstream)
+    output = deconv_via_subpixel(deconv, x)
+    torch.testing.assert_close(output, expected, rtol=1e-10, atol=1e-12)
+    grads = torch.autograd.grad(output, list(deconv.parameters()), upstream)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize(

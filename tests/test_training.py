@@ -22,6 +22,7 @@ from subpixel.training import (
     build_network,
     compute_loss,
     make_optimizer,
+    prepare_for_training,
     train,
 )
 from subpixel.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
@@ -85,6 +86,27 @@ def test_unshuffled_targets_give_the_same_loss_and_gradients(folders: tuple[Path
     torch.testing.assert_close(loss_a, loss_b, rtol=1e-6, atol=0)
     for a, b in zip(grads_a, grads_b, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_fsrcnn_trains_through_the_subpixel_form_with_the_same_output_and_gradients(
+    folders: tuple[Path, Path], scale: int
+) -> None:
+    config = _config(folders, model="fsrcnn", scale=scale, model_options={"d": 8, "s": 4, "m": 1})
+    reference = build_network(config).double()
+    network = prepare_for_training(build_network(config).double(), "cpu")
+    assert network.body[0].weight.is_contiguous(memory_format=torch.channels_last)
+    lr = torch.rand(3, 1, 6, 7, dtype=torch.float64)
+    expected, output = reference(lr), TrainingView(network)(lr)
+    torch.testing.assert_close(output, expected, rtol=1e-10, atol=1e-12)
+    upstream = torch.randn(expected.shape, dtype=torch.float64)
+    expected.backward(upstream)
+    output.backward(upstream)
+    for (name, got), want in zip(network.named_parameters(), reference.parameters(), strict=True):
+        assert got.grad is not None, name
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-9, atol=1e-12, msg=name)
+    # The weights keep the deconvolution's form, so checkpoints and bundles are unchanged.
+    assert isinstance(network.deconv, torch.nn.ConvTranspose2d)
 
 
 def test_loss_border_leaves_out_exactly_the_outputs_padding_reaches(

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 __all__ = [
     "SubpixelConv2d",
     "deconv_to_subpixel",
+    "deconv_via_subpixel",
     "icnr_",
     "icnr_init",
     "paper_to_torch_channel_order",
@@ -402,6 +403,60 @@ def _phase_to_full_kernel(w_conv: Tensor, r: int) -> Tensor:
     return t.reshape(c_in, c_out, lh * r, lw * r)
 
 
+def _deconv_geometry(deconv: nn.ConvTranspose2d) -> tuple[int, _Geometry1d, _Geometry1d]:
+    """The scale and per-axis sub-pixel geometry of a stride-``r`` transposed convolution."""
+    sh, sw = deconv.stride
+    if sh != sw:
+        raise ValueError(f"stride must be equal in both dims, got {deconv.stride}")
+    if deconv.groups != 1:
+        raise ValueError(f"groups must be 1, got {deconv.groups}")
+    if tuple(deconv.dilation) != (1, 1):
+        raise ValueError(f"dilation must be 1, got {deconv.dilation}")
+    if deconv.padding_mode != "zeros":
+        raise ValueError(f"padding_mode must be 'zeros', got {deconv.padding_mode!r}")
+    kh, kw = deconv.kernel_size
+    gy = _geometry_from_deconv(kh, int(deconv.padding[0]), deconv.output_padding[0], sh)
+    gx = _geometry_from_deconv(kw, int(deconv.padding[1]), deconv.output_padding[1], sh)
+    return sh, gy, gx
+
+
+def _phase_parameters(
+    deconv: nn.ConvTranspose2d, r: int, gy: _Geometry1d, gx: _Geometry1d
+) -> tuple[Tensor, Tensor | None]:
+    """The sub-pixel convolution's weight and bias, as differentiable functions of the
+    transposed convolution's own parameters."""
+    kh, kw = deconv.kernel_size
+    # With our geometry the full kernel is W zero-padded at the end (j == k).
+    w_full = F.pad(deconv.weight, (0, r * gx.lr_kernel - kw, 0, r * gy.lr_kernel - kh))
+    # pixel_shuffle channel c·r² + s is colour c for every phase s.
+    bias = None if deconv.bias is None else deconv.bias.repeat_interleave(r * r)
+    return _full_to_phase_kernel(w_full, r), bias
+
+
+def deconv_via_subpixel(deconv: nn.ConvTranspose2d, x: Tensor) -> Tensor:
+    """``deconv(x)`` computed in its sub-pixel form: an LR-space convolution and a shuffle.
+
+    The sub-pixel weights are rearranged from ``deconv``'s own parameters on every call, so
+    gradients flow to them: training can run the faster form while the layer, its state dict
+    and its optimiser state stay those of the transposed convolution. Taps that the
+    rearrangement pads with zeros (kernels that are not a multiple of ``r``) stay zero.
+
+    Example:
+        >>> deconv = nn.ConvTranspose2d(8, 1, 9, stride=3, padding=4, output_padding=2)
+        >>> x = torch.randn(2, 8, 5, 5)
+        >>> torch.allclose(deconv_via_subpixel(deconv, x), deconv(x), atol=1e-5)
+        True
+    """
+    r, gy, gx = _deconv_geometry(deconv)
+    weight, bias = _phase_parameters(deconv, r, gy, gx)
+    h, w = x.shape[-2:]
+    x = F.pad(x, (gx.pad_before, gx.pad_after, gy.pad_before, gy.pad_after))
+    y = F.pixel_shuffle(F.conv2d(x, weight, bias), r)
+    return y[
+        ..., gy.crop : gy.crop + r * h + gy.size_delta, gx.crop : gx.crop + r * w + gx.size_delta
+    ]
+
+
 def deconv_to_subpixel(deconv: nn.ConvTranspose2d) -> SubpixelConv2d:
     """Convert a stride-``r`` transposed convolution into an exact :class:`SubpixelConv2d`.
 
@@ -430,19 +485,7 @@ def deconv_to_subpixel(deconv: nn.ConvTranspose2d) -> SubpixelConv2d:
         >>> torch.allclose(sub(x), deconv(x), atol=1e-5)
         True
     """
-    sh, sw = deconv.stride
-    if sh != sw:
-        raise ValueError(f"stride must be equal in both dims, got {deconv.stride}")
-    if deconv.groups != 1:
-        raise ValueError(f"groups must be 1, got {deconv.groups}")
-    if tuple(deconv.dilation) != (1, 1):
-        raise ValueError(f"dilation must be 1, got {deconv.dilation}")
-    if deconv.padding_mode != "zeros":
-        raise ValueError(f"padding_mode must be 'zeros', got {deconv.padding_mode!r}")
-    r = sh
-    kh, kw = deconv.kernel_size
-    gy = _geometry_from_deconv(kh, int(deconv.padding[0]), deconv.output_padding[0], r)
-    gx = _geometry_from_deconv(kw, int(deconv.padding[1]), deconv.output_padding[1], r)
+    r, gy, gx = _deconv_geometry(deconv)
     weight = deconv.weight
     module = SubpixelConv2d(
         deconv.in_channels,
@@ -457,13 +500,11 @@ def deconv_to_subpixel(deconv: nn.ConvTranspose2d) -> SubpixelConv2d:
         dtype=weight.dtype,
     )
     with torch.no_grad():
-        # With our geometry the full kernel is W zero-padded at the end (j == k).
-        w_full = F.pad(weight, (0, r * gx.lr_kernel - kw, 0, r * gy.lr_kernel - kh))
-        module.conv.weight.copy_(_full_to_phase_kernel(w_full, r))
-        if deconv.bias is not None:
-            # pixel_shuffle channel c·r² + s is colour c for every phase s.
+        phase_weight, phase_bias = _phase_parameters(deconv, r, gy, gx)
+        module.conv.weight.copy_(phase_weight)
+        if phase_bias is not None:
             assert module.conv.bias is not None  # built with bias=True above
-            module.conv.bias.copy_(deconv.bias.repeat_interleave(r * r))
+            module.conv.bias.copy_(phase_bias)
     return module
 
 

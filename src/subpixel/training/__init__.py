@@ -11,6 +11,7 @@ from subpixel.training.loop import (
     compute_loss,
     make_optimizer,
     output_layer,
+    prepare_for_training,
     train,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "compute_loss",
     "make_optimizer",
     "output_layer",
+    "prepare_for_training",
     "train",
 ]

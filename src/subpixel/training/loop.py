@@ -25,6 +25,7 @@ from subpixel import models
 from subpixel.data import PatchCache, PatchDataset
 from subpixel.errors import SubpixelError
 from subpixel.evaluation import evaluate
+from subpixel.layers import deconv_via_subpixel
 from subpixel.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from subpixel.training.config import TrainConfig
 from subpixel.training.records import LogRow, plot_curves, read_log, write_log
@@ -141,7 +142,10 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 class TrainingView(nn.Module):
     """The network as the loop calls it: its output, or its pre-shuffle phases.
 
-    A module of its own so that ``DistributedDataParallel`` can wrap either call.
+    A module of its own so that ``DistributedDataParallel`` can wrap either call. FSRCNN's
+    deconvolution runs in its exact sub-pixel form (``deconv_via_subpixel``), computed from
+    the deconvolution's own parameters: the same function and gradients, about 1.5x faster
+    on CPU, and 2x with the network in channels-last layout (see ``prepare_for_training``).
     """
 
     def __init__(self, network: nn.Module) -> None:
@@ -149,11 +153,23 @@ class TrainingView(nn.Module):
         self.network = network
 
     def forward(self, lr: torch.Tensor, phases: bool = False) -> torch.Tensor:
+        network = self.network
         if phases:
-            if not isinstance(self.network, models.ESPCN):
+            if not isinstance(network, models.ESPCN):
                 raise RunError("unshuffled targets need a network ending in a sub-pixel layer")
-            return self.network.forward_phases(lr)  # (B, C r^2, H, W)
-        return self.network(lr)  # (B, C, rH, rW)
+            return network.forward_phases(lr)  # (B, C r^2, H, W)
+        if isinstance(network, models.FSRCNN) and isinstance(network.deconv, nn.ConvTranspose2d):
+            return deconv_via_subpixel(network.deconv, network.body(lr))  # (B, C, rH, rW)
+        return network(lr)  # (B, C, rH, rW)
+
+
+def prepare_for_training(network: nn.Module, device: str | torch.device) -> nn.Module:
+    """``network`` on ``device``; FSRCNN on CPU in channels-last layout, where oneDNN's
+    kernels for its narrow layers run about 1.5x faster (ESPCN gains nothing)."""
+    network = network.to(device)
+    if isinstance(network, models.FSRCNN) and torch.device(device).type == "cpu":
+        network = network.to(memory_format=torch.channels_last)
+    return network
 
 
 def compute_loss(
@@ -242,7 +258,7 @@ def train(
     )
     dataset = PatchDataset(cache, config.data_config(), seed=config.seed)
 
-    network = build_network(config).to(device)
+    network = prepare_for_training(build_network(config), device)
     optimizer = make_optimizer(network, config)
     schedule = Schedule(config)
     state = TrainingState(
