@@ -65,7 +65,7 @@ from subpixel import models
 from subpixel.allocator import keep_freed_memory
 from subpixel.engines import ENGINES, EngineModule, make_engine, set_threads
 from subpixel.errors import SubpixelError
-from subpixel.precision import measure_bfloat16_loss, resolve_precision
+from subpixel.precision import measure_bfloat16_loss, native_bfloat16, resolve_precision
 from subpixel.weights import bundled_weights, describe
 
 # name -> (architecture, scale)
@@ -249,6 +249,12 @@ def _rgb_call(module: nn.Module, rgb: np.ndarray) -> Callable[[], object]:
     return lambda: subpixel.upscale_image(rgb, module)
 
 
+def precisions() -> tuple[str, ...]:
+    """The arithmetic types worth timing here: bfloat16 only where the CPU has it natively
+    (elsewhere it is emulated, many times slower than float32, and never chosen)."""
+    return ("float32", "bfloat16") if native_bfloat16() else ("float32",)
+
+
 def network_methods(
     network: nn.Module, y: np.ndarray, engines: Sequence[str], threads: int
 ) -> list[Method]:
@@ -259,7 +265,7 @@ def network_methods(
     methods = []
     for form, net in forms.items():
         for name in engines:
-            for precision in ("float32", "bfloat16"):
+            for precision in precisions():
                 if name == "onnxruntime" and precision == "bfloat16":
                     continue  # ONNX Runtime's CPU kernels are float32
                 try:
@@ -287,7 +293,7 @@ def rgb_methods(
 
     methods = []
     default = resolve_precision(network, "auto")
-    for precision in ("auto", "float32", "bfloat16"):
+    for precision in ("auto", *precisions()):
         if precision == default:
             continue  # the same as "auto"
         module = engine_module(network, "auto", precision=precision, threads=threads)
@@ -297,7 +303,7 @@ def rgb_methods(
         if precision != "auto":  # the engine may still run float32 (onnxruntime)
             label = f"subpixel, {precision} (auto: {chosen} {ran})"
         methods.append(Method(label, RGB, chosen, ran, _rgb_call(module, rgb)))
-    if "torch-compile" in engines:
+    if "torch-compile" in engines and native_bfloat16():
         engine = make_engine(network, "torch-compile", precision="bfloat16")
         module = EngineModule(engine, network)
         methods.append(
@@ -425,8 +431,9 @@ def _row(records: Sequence[Record], r: Record, peaks: dict[str, float]) -> list[
     if r.engine == "cv2.resize":
         gflops = share = "-"
     else:
-        peak = peaks["bfloat16" if r.precision == "bfloat16" else "float32"]
-        gflops, share = f"{r.gflops:.0f}", f"{100 * r.gflops / peak:.0f}%"
+        peak = peaks.get("bfloat16" if r.precision == "bfloat16" else "float32")
+        gflops = f"{r.gflops:.0f}"
+        share = f"{100 * r.gflops / peak:.0f}%" if peak else "-"
     loss = ", ".join(f"{name} {value:+.3f}" for name, value in r.psnr_loss.items()) or "-"
     width, height = r.lr_size
     return [
@@ -505,7 +512,7 @@ def write_markdown(
         f"onnxruntime {info['onnxruntime']}, OpenVINO {info['openvino']}, "
         f"OpenCV {info['opencv']}, subpixel {info['subpixel']}",
         f"- Matmul peak ({args.peak_size}^3, torch, {info['threads']} threads): "
-        f"**{peaks['float32']:.0f} GFLOP/s fp32**, **{peaks['bfloat16']:.0f} GFLOP/s bf16**",
+        f"**{peaks['float32']:.0f} GFLOP/s fp32**, " + _bfloat16_peak(peaks),
         f"- Median of {args.runs} interleaved calls after one warm-up; load average at the "
         f"start {info['load_average']}, at the end {info['load_average_end']}",
         "",
@@ -628,6 +635,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _bfloat16_peak(peaks: dict[str, float]) -> str:
+    if "bfloat16" in peaks:
+        return f"**{peaks['bfloat16']:.0f} GFLOP/s bf16**"
+    return "no native bfloat16 (bfloat16 rows left out)"
+
+
 def _lr_size(workload: str, scale: int) -> tuple[int, int] | None:
     """(width, height) of the LR frame of ``workload`` at ``scale``; None: not at this scale."""
     if workload in WORKLOADS:
@@ -648,16 +661,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_threads(threads)
     info = machine()
     print(f"{info['cpu']}, {info['cores']} cores, {threads} threads", file=sys.stderr)
-    peaks = {
-        "float32": matmul_peak(torch.float32, args.peak_size),
-        "bfloat16": matmul_peak(torch.bfloat16, args.peak_size),
-    }
+    peaks = {p: matmul_peak(getattr(torch, p), args.peak_size) for p in precisions()}
     print(
-        f"matmul peak: {peaks['float32']:.0f} fp32, {peaks['bfloat16']:.0f} bf16 GFLOP/s",
+        f"matmul peak: {peaks['float32']:.0f} fp32 GFLOP/s; "
+        + _bfloat16_peak(peaks).replace("**", ""),
         file=sys.stderr,
     )
     networks = {name: build_network(*NETWORKS[name], args.weights) for name in args.names}
-    losses = {} if args.no_quality else weights_psnr_losses(networks, args.engine_list)
+    losses = (
+        {}
+        if args.no_quality or not native_bfloat16()
+        else weights_psnr_losses(networks, args.engine_list)
+    )
     records: list[Record] = []
     args.skipped = []
     rng = np.random.default_rng(0)
