@@ -110,5 +110,46 @@ def test_recording_writes_the_loss_onto_the_card_and_keeps_the_tensors(tmp_path:
 @pytest.mark.skipif(
     importlib.util.find_spec("openvino") is None, reason="openvino is not installed"
 )
-def test_openvino_is_among_the_bfloat16_engines() -> None:
+def test_openvino_is_among_the_bfloat16_engines(native: None) -> None:
     assert precision.bfloat16_engines() == ["torch-channels-last", "openvino"]
+
+
+def test_without_native_bfloat16_the_loss_is_measured_on_the_emulation(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(precision, "native_bfloat16", lambda device="cpu": False)
+    assert precision.bfloat16_engines() == ["emulated"]
+    network = _network()
+    with torch.no_grad():
+        network.subpixel.bias.fill_(0.5)  # type: ignore[union-attr]
+    losses = measure_bfloat16_loss(network, [_folder(tmp_path)])
+    assert 0 < abs(losses["Tiny"]) < 0.5
+
+
+def test_the_emulation_rounds_weights_input_and_every_layer_output_to_bfloat16() -> None:
+    network = _network()
+    emulated = precision.emulate_bfloat16(network)
+    for parameter in emulated.parameters():
+        assert torch.equal(parameter, parameter.bfloat16().float())
+    outputs: list[torch.Tensor] = []
+    for layer in emulated.modules():
+        if not list(layer.children()):
+            layer.register_forward_hook(lambda _m, _i, out: outputs.append(out))
+    x = torch.rand(1, 1, 9, 11)
+    result = emulated(x)
+    assert outputs and all(torch.equal(o, o.bfloat16().float()) for o in outputs)
+    assert torch.equal(result, result.bfloat16().float())
+    # The emulation's own hooks run before the test's, and the original is untouched.
+    assert not torch.equal(network(x), result)
+    assert any(not torch.equal(p, p.bfloat16().float()) for p in network.parameters())
+
+
+@pytest.mark.skipif(not precision.native_bfloat16(), reason="this CPU has no native bfloat16")
+def test_the_emulation_follows_native_bfloat16() -> None:
+    network = _network()
+    x = torch.rand(1, 1, 32, 32)
+    native = make_engine(network, "torch-channels-last", precision="bfloat16")(x.numpy())
+    emulated = precision.emulate_bfloat16(network)(x).detach().numpy()
+    reference = network(x).detach().numpy()
+    # Closer to native bfloat16 than float32 is.
+    assert np.abs(emulated - native).mean() < np.abs(reference - native).mean()
