@@ -168,7 +168,7 @@ def prepare_for_training(network: nn.Module, device: str | torch.device) -> nn.M
     kernels for its narrow layers run about 1.5x faster (ESPCN gains nothing)."""
     network = network.to(device)
     if isinstance(network, models.FSRCNN) and torch.device(device).type == "cpu":
-        network = network.to(memory_format=torch.channels_last)
+        network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return network
 
 
