@@ -303,7 +303,7 @@ def rgb_methods(
         if precision != "auto":  # the engine may still run float32 (onnxruntime)
             label = f"subpixel, {precision} (auto: {chosen} {ran})"
         methods.append(Method(label, RGB, chosen, ran, _rgb_call(module, rgb)))
-    if "torch-compile" in engines and native_bfloat16():
+    if "torch-compile" in engines and "bfloat16" in precisions():
         engine = make_engine(network, "torch-compile", precision="bfloat16")
         module = EngineModule(engine, network)
         methods.append(
@@ -670,7 +670,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     networks = {name: build_network(*NETWORKS[name], args.weights) for name in args.names}
     losses = (
         {}
-        if args.no_quality or not native_bfloat16()
+        if args.no_quality or "bfloat16" not in precisions()
         else weights_psnr_losses(networks, args.engine_list)
     )
     records: list[Record] = []
