@@ -428,3 +428,43 @@ def test_speed_benchmark_measures_the_bf16_loss_per_arithmetic(
     assert list(losses) == [("trained", "torch-channels-last")]  # one autocast, no fp32-only
     loss = losses["trained", "torch-channels-last"][tmp_path.name]
     assert 0 < abs(loss) < 0.5  # bfloat16 moves a few pixels by a level
+
+
+def test_green_chroma_term_follows_from_red_and_blue() -> None:
+    rgb = np.random.default_rng(5).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    for out_peak in (255.0, 65535.0, 1.0):
+        _, (red, green, blue) = fastpath.split_luma(rgb, 255.0, out_peak)
+        a, b, c = fastpath.green_from_red_blue(out_peak)
+        np.testing.assert_allclose(a * red + b * blue + c, green, atol=3e-5 * out_peak)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_rgb_from_luma_is_finish_of_bicubic_chroma(
+    opencv: bool, threads: int, dtype: type[np.generic]
+) -> None:
+    """Banded, on several threads, with green's term derived: the plain steps' result."""
+    scale, out_peak = 3, 255.0 if dtype == np.uint8 else 65535.0 if dtype == np.uint16 else 1.0
+    rng = np.random.default_rng(threads)
+    rgb = rng.integers(0, 256, (150, 37, 3), dtype=np.uint8)  # more rows than one band
+    y, chroma = fastpath.split_luma(rgb, 255.0, out_peak)
+    y_sr = fastpath.bicubic_planes([y], scale)[0] + rng.normal(0, 0.02, (450, 111)).astype(
+        np.float32
+    )
+    cv2 = fastpath.cv2  # None without OpenCV: the fallback has no bands
+    before = cv2.getNumThreads() if cv2 is not None else 0
+    if cv2 is not None:
+        cv2.setNumThreads(threads)
+    try:
+        ours = fastpath.rgb_from_luma(y_sr, chroma, scale, out_peak, dtype)
+    finally:
+        if cv2 is not None:
+            cv2.setNumThreads(before)
+    gains = fastpath.luma_gains(out_peak)
+    plain = fastpath.finish([y_sr] * 3, gains, fastpath.bicubic_planes(chroma, scale), dtype)
+    assert ours.dtype == np.dtype(dtype) and ours.shape == (450, 111, 3)
+    if dtype == np.float32:
+        np.testing.assert_allclose(ours, plain, atol=2e-6)
+    else:
+        difference = np.abs(ours.astype(int) - plain)
+        assert difference.max() <= 1 and (difference > 0).mean() < 1e-3

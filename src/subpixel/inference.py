@@ -170,7 +170,7 @@ def _upscale_tile(
     An integer ``out_dtype`` is rounded and clipped (half to even, as ``np.rint``); float32
     is not clipped (a non-native scale resamples it first). The arithmetic around the
     network is ``subpixel.fastpath``'s: RGB with a Y network is one matrix product at LR
-    size, the network, bicubic on three chroma terms and one pass per output colour.
+    size, the network, then ``fastpath.rgb_from_luma`` (bicubic chroma and the output colours).
     """
     colours = crop.shape[-1] - int(has_alpha)
     planes: list[np.ndarray] = []  # (rh, rw) float32 each
@@ -179,6 +179,8 @@ def _upscale_tile(
     if colours == 3 and traits.colour_space == "y":
         y, chroma = fastpath.split_luma(crop[..., :3], peak, out_peak)
         y_sr = _run(model, y[None])[0]
+        if not has_alpha:
+            return fastpath.rgb_from_luma(y_sr, chroma, traits.scale, out_peak, out_dtype)
         planes += [y_sr] * 3
         gains += fastpath.luma_gains(out_peak)
         addends += fastpath.bicubic_planes(chroma, traits.scale)
