@@ -16,6 +16,8 @@ import importlib
 import importlib.util
 import json
 import math
+import multiprocessing
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -468,3 +470,26 @@ def test_rgb_from_luma_is_finish_of_bicubic_chroma(
     else:
         difference = np.abs(ours.astype(int) - plain)
         assert difference.max() <= 1 and (difference > 0).mean() < 1e-3
+
+
+def _rgb_from_luma_sum(threads: int) -> float:
+    fastpath.cv2.setNumThreads(threads)
+    y, chroma = fastpath.split_luma(np.full((130, 9, 3), 99, np.uint8), 255.0, 255.0)
+    return float(
+        fastpath.rgb_from_luma(
+            np.kron(y, np.ones((2, 2), np.float32)), chroma, 2, 255.0, np.float32
+        ).sum()
+    )
+
+
+@needs_cv2
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_rgb_from_luma_runs_in_a_forked_child() -> None:
+    """The band threads are per process: a child forked after the parent used them works."""
+    before = fastpath.cv2.getNumThreads()
+    try:
+        expected = _rgb_from_luma_sum(2)  # the parent's pool exists now
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            assert pool.apply_async(_rgb_from_luma_sum, (2,)).get(timeout=60) == expected
+    finally:
+        fastpath.cv2.setNumThreads(before)

@@ -232,7 +232,9 @@ def rgb_from_luma(
 
 
 @functools.cache
-def _pool() -> ThreadPoolExecutor:
+def _pool(pid: int) -> ThreadPoolExecutor:
+    """The band threads of process ``pid``: a forked child gets its own, since the
+    parent's threads do not exist there."""
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="fastpath")
 
 
@@ -252,7 +254,8 @@ def _in_bands(work: Callable[[int, int], None], rows: int) -> None:
         for start in range(top, bottom, _BAND_ROWS):
             work(start, min(start + _BAND_ROWS, bottom))
 
-    futures = [_pool().submit(chunks, edges[k], edges[k + 1]) for k in range(parts - 1)]
+    pool = _pool(os.getpid())
+    futures = [pool.submit(chunks, edges[k], edges[k + 1]) for k in range(parts - 1)]
     chunks(edges[-2], edges[-1])
     for future in futures:
         future.result()
