@@ -350,8 +350,9 @@ def test_missing_onnxruntime_is_an_error_only_when_asked_for(
     model = _network("fsrcnn-s", 2, 1)
     with pytest.raises(EngineError, match=r"onnxruntime.*pip install"):
         make_engine(model, "onnxruntime")
-    engine = make_engine(model, "auto")
-    assert isinstance(engine, TorchEngine)
+    engine = make_engine(model, "auto")  # torch or OpenVINO, whichever timed faster
+    assert engine.name != "onnxruntime"
+    engine(np.zeros((1, 1, 4, 4), np.float32))
     clear_engine_cache()
 
 
