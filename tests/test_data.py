@@ -205,6 +205,22 @@ def test_items_are_pure_functions_of_seed_and_index(folder: Path, tmp_path: Path
         torch.testing.assert_close(torch.cat([b[1] for b in batches]), want_hr, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_batched_items_equal_single_items(folder: Path, tmp_path: Path, channels: int) -> None:
+    # What a DataLoader fetches (one colour conversion for the batch) is item by item the same.
+    config = _config(scale=3, channels=channels)
+    cache = PatchCache.build([folder], config, tmp_path / "cache")
+    dataset = PatchDataset(cache, config, seed=2)
+    order = [5, 0, 17, 5, len(dataset) - 1]
+    batch = dataset.__getitems__(order)
+    assert len(batch) == len(order)
+    for index, (lr, hr) in zip(order, batch, strict=True):
+        want_lr, want_hr = dataset[index]
+        torch.testing.assert_close(lr, want_lr, rtol=0, atol=0)
+        torch.testing.assert_close(hr, want_hr, rtol=0, atol=0)
+    assert dataset.__getitems__([]) == []
+
+
 def test_stride_sampling_enumerates_every_position(folder: Path, tmp_path: Path) -> None:
     config = _config(scale=2, sampling="stride", stride=3, patch_size=5, flips=False)
     cache = PatchCache.build([folder], config, tmp_path / "cache")

@@ -8,7 +8,7 @@ of workers, and a resumed run, sees the same samples in the same order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,16 +47,17 @@ def epoch_order(length: int, seed: int, epoch: int) -> np.ndarray:
     return rng.permutation(int(length))
 
 
-def _to_tensor(patch: np.ndarray, channels: int) -> Tensor:
-    """``(h, w, 3)`` ``uint8`` RGB -> ``(C, h, w)`` float32 in ``[0, 1]`` (Y when C == 1)."""
-    rgb = patch.astype(np.float64) / 255.0
+def _to_tensor(patches: np.ndarray, channels: int) -> Tensor:
+    """``(..., h, w, 3)`` ``uint8`` RGB -> ``(..., C, h, w)`` float32 in [0, 1] (Y when C == 1)."""
+    rgb = patches.astype(np.float64) / 255.0
     if channels == 1:
         # Y of BT.601 studio swing, the channel the papers train and evaluate on: only the
         # matrix's first row (half the time of all three), the same float32 values as
         # rgb_to_ycbcr's Y for every 8-bit colour.
         luma = (rgb @ RGB_TO_YCBCR_MATRIX[0] + YCBCR_OFFSET[0]) / 255.0
-        return torch.from_numpy(luma.astype(np.float32)[None])
-    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))
+        return torch.from_numpy(luma.astype(np.float32)[..., None, :, :])
+    planes = np.moveaxis(rgb, -1, -3)
+    return torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))
 
 
 class PatchDataset(Dataset[tuple[Tensor, Tensor]]):
@@ -143,7 +144,8 @@ class PatchDataset(Dataset[tuple[Tensor, Tensor]]):
         k = int(rng.integers(4)) if self.config.rotations else 0
         return variant, y, x, k, flip
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def _crops(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Item ``index`` as ``uint8`` RGB views ``(p, p, 3)`` and ``(r p, r p, 3)``."""
         variant, y, x, k, flip = self.locate(index)
         p, r = self.config.patch_size, self.config.scale
         lr_image, hr_image = self.cache.pair(variant)
@@ -153,7 +155,25 @@ class PatchDataset(Dataset[tuple[Tensor, Tensor]]):
             lr, hr = lr[:, ::-1], hr[:, ::-1]
         if k:
             lr, hr = np.rot90(lr, k), np.rot90(hr, k)
+        return lr, hr
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        lr, hr = self._crops(index)
         return _to_tensor(lr, self.config.channels), _to_tensor(hr, self.config.channels)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Tensor, Tensor]]:
+        """``[self[i] for i in indices]``, with one colour conversion for all of them.
+
+        A ``DataLoader`` fetches its batches through this; the values are those of
+        ``self[i]`` (the conversion is per pixel).
+        """
+        crops = [self._crops(int(i)) for i in indices]
+        if not crops:
+            return []
+        channels = self.config.channels
+        lr = _to_tensor(np.stack([lr for lr, _ in crops]), channels)
+        hr = _to_tensor(np.stack([hr for _, hr in crops]), channels)
+        return list(zip(lr, hr, strict=True))
 
 
 def training_batches(
