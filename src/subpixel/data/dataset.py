@@ -225,13 +225,12 @@ def _batches(
     epoch, order = -1, np.arange(length)
     sample = 0
     while True:
-        lrs, hrs = [], []
+        indices = []
         for _ in range(batch_size):
             if sample // length != epoch:
                 epoch = sample // length
                 order = epoch_order(length, seed, epoch) if shuffle else np.arange(length)
-            lr, hr = dataset[int(order[sample % length])]
-            lrs.append(lr)
-            hrs.append(hr)
+            indices.append(int(order[sample % length]))
             sample += 1
-        yield torch.stack(lrs), torch.stack(hrs)
+        items = dataset.__getitems__(indices)
+        yield torch.stack([lr for lr, _ in items]), torch.stack([hr for _, hr in items])
