@@ -167,13 +167,18 @@ class PatchDataset(Dataset[tuple[Tensor, Tensor]]):
         A ``DataLoader`` fetches its batches through this; the values are those of
         ``self[i]`` (the conversion is per pixel).
         """
-        crops = [self._crops(int(i)) for i in indices]
-        if not crops:
+        if not indices:
             return []
+        lr, hr = self._batch(indices)
+        return list(zip(lr, hr, strict=True))
+
+    def _batch(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """Items ``indices`` (at least one) stacked: ``(B, C, p, p)`` and ``(B, C, r p, r p)``."""
+        crops = [self._crops(int(i)) for i in indices]
         channels = self.config.channels
         lr = _to_tensor(np.stack([lr for lr, _ in crops]), channels)
         hr = _to_tensor(np.stack([hr for _, hr in crops]), channels)
-        return list(zip(lr, hr, strict=True))
+        return lr, hr
 
 
 def training_batches(
@@ -232,5 +237,4 @@ def _batches(
                 order = epoch_order(length, seed, epoch) if shuffle else np.arange(length)
             indices.append(int(order[sample % length]))
             sample += 1
-        items = dataset.__getitems__(indices)
-        yield torch.stack([lr for lr, _ in items]), torch.stack([hr for _, hr in items])
+        yield dataset._batch(indices)
