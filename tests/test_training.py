@@ -245,6 +245,28 @@ def test_a_run_writes_its_files_and_loadable_weights(
     assert TrainConfig(**card.training["config"]) == _config(folders)
     assert card.training["best_iteration"] == result.best_iteration
     assert set(card.metrics[str(folders[1])]) == {"psnr", "ssim", "bicubic_psnr"}
+    assert "averaged_with" not in card.training
+
+    # Averaged with another checkpoint: the mean weights, and the card says what went in.
+    averaged = tmp_path / "averaged.safetensors"
+    first = tmp_path / "first.safetensors"
+    other = subpixel.load_model(out / "best.safetensors")
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.mul_(0.5)
+    subpixel.save_weights(other, first, card=subpixel.load_model(bundled).card)
+    argv = ["bundle", str(out), "-o", str(averaged), "--datasets", str(folders[1])]
+    assert main([*argv, "--average-with", str(first)]) == 0
+    card = subpixel.load_model(averaged).card
+    assert card.training["averaged_with"] == [
+        {"file": "first.safetensors", "iteration": result.best_iteration}
+    ]
+    tensors = [load_file(f) for f in (out / "best.safetensors", first, averaged)]
+    for key, mean in tensors[2].items():
+        assert torch.allclose(mean, (tensors[0][key] + tensors[1][key]) / 2), key
+    assert card.metrics[str(folders[1])]["psnr"] != pytest.approx(
+        subpixel.load_model(bundled).card.metrics[str(folders[1])]["psnr"], abs=1e-6
+    )
 
 
 _KILLED_RUN = textwrap.dedent(

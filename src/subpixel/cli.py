@@ -260,7 +260,9 @@ def _combine(args: argparse.Namespace) -> int:
 def _bundle(args: argparse.Namespace) -> int:
     from subpixel.training.bundle import bundle_run
 
-    model = bundle_run(args.run_dir, args.output, datasets=args.datasets)
+    model = bundle_run(
+        args.run_dir, args.output, datasets=args.datasets, average_with=args.average_with
+    )
     card = card_of(model)
     scores = ", ".join(f"{name} {m['psnr']:.2f} dB" for name, m in card.metrics.items())
     print(f"{args.output}: {card.architecture} x{card.scale} ({scores})")
@@ -547,6 +549,13 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["Set5", "Set14", "BSD100"],
         help="benchmarks to measure into the card",
+    )
+    bu.add_argument(
+        "--average-with",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="average the best weights with these files of the same network",
     )
     bu.set_defaults(run=_bundle)
 

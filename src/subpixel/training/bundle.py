@@ -12,6 +12,7 @@ from torch import nn
 
 from subpixel.evaluation import evaluate
 from subpixel.precision import LOSS_DATASETS, LOSS_KEY, measure_bfloat16_loss
+from subpixel.training.averaging import average_networks
 from subpixel.training.loop import RunFiles
 from subpixel.training.records import read_log
 from subpixel.weights import card_of, load_weights, save_weights
@@ -24,6 +25,7 @@ def bundle_run(
     output: str | Path,
     *,
     datasets: Sequence[str] = ("Set5", "Set14", "BSD100"),
+    average_with: Sequence[str | Path] = (),
 ) -> nn.Module:
     """Write ``run``'s best weights to ``output`` with a card that records how they were made.
 
@@ -31,19 +33,29 @@ def bundle_run(
     from, the iterations and wall time of the whole run; ``metrics`` holds mean PSNR/SSIM on
     each of ``datasets`` under the default protocol and, on Set5 and Set14, the PSNR lost in
     bfloat16 (``subpixel.precision``), which decides whether ``"auto"`` precision uses it.
+
+    With ``average_with`` (weights files of the same network, such as earlier checkpoints
+    of the run), the weights written are the mean of the best and those
+    (``average_networks``); the card names each file and the iteration it came from.
     """
     files = RunFiles(Path(run))
     model = load_weights(files.best)
     card = card_of(model)
     config = json.loads(files.config.read_text())
     rows = read_log(files.log)
-    best = card.training.get("iterations")
     training = {
         "config": config,
-        "best_iteration": best,
+        "best_iteration": _iteration_of(model),
         "iterations_run": rows[-1].iteration if rows else None,
         "wall_seconds": round(rows[-1].seconds, 1) if rows else None,
     }
+    if average_with:
+        others = [load_weights(path) for path in average_with]
+        model = average_networks([model, *others])
+        training["averaged_with"] = [
+            {"file": Path(path).name, "iteration": _iteration_of(other)}
+            for path, other in zip(average_with, others, strict=True)
+        ]
     metrics = {}
     for dataset in datasets:
         report = evaluate(model, dataset)
@@ -60,3 +72,11 @@ def bundle_run(
     save_weights(model, output, card=card)
     setattr(model, "card", card)  # noqa: B010 - the attribute every loaded model carries
     return model
+
+
+def _iteration_of(model: nn.Module) -> int | None:
+    """The iteration a weights file was saved at: from a run (``iterations``) or a bundle
+    (``best_iteration``)."""
+    training = card_of(model).training
+    iteration = training.get("iterations", training.get("best_iteration"))
+    return int(iteration) if iteration is not None else None
