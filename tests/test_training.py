@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ import subpixel
 from subpixel import models
 from subpixel.cli import main
 from subpixel.training import (
+    Progress,
     TrainConfig,
     TrainingView,
     build_network,
@@ -312,6 +315,39 @@ def test_a_run_killed_mid_way_resumes_to_the_same_weights(
     assert [r.iteration for r in read_log(run / "log.csv")] == [
         r.iteration for r in read_log(tmp_path / "straight" / "log.csv")
     ]
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_at(iteration: int) -> Callable[[Progress], None]:
+    def progress(p: Progress) -> None:
+        if p.iteration == iteration:
+            raise _Stop
+
+    return progress
+
+
+def test_a_run_initialised_from_a_file_resumes_without_that_file(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    train(_config(folders, iterations=10), tmp_path / "donor", cache_dir=cache)
+    donor = tmp_path / "donor.safetensors"
+    shutil.copy(tmp_path / "donor" / "best.safetensors", donor)
+    config = _config(folders, iterations=20, init_from=str(donor))
+    train(config, tmp_path / "straight", cache_dir=cache)
+    with pytest.raises(_Stop):
+        train(config, tmp_path / "run", cache_dir=cache, progress=_stop_at(15))
+    # The checkpoint (iteration 10) holds the weights: the donor is not needed again.
+    donor.unlink()
+    resumed = train(config, tmp_path / "run", cache_dir=cache, resume=True)
+    assert resumed.iteration == 20
+    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
+    b = load_file(str(tmp_path / "run" / "last.safetensors"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
 
 
 def test_fsrcnn_scale_transfer_trains_only_the_deconvolution(

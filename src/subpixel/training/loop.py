@@ -8,6 +8,7 @@ full training state, rewritten at every validation), ``best.safetensors`` and
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -258,7 +259,11 @@ def train(
     )
     dataset = PatchDataset(cache, config.data_config(), seed=config.seed)
 
-    network = prepare_for_training(build_network(config), device)
+    resuming = resume and files.checkpoint.exists()
+    # A resumed run's weights come from its checkpoint, so the file it started from (which
+    # may have moved since) is not read again.
+    fresh = dataclasses.replace(config, init_from=None) if resuming else config
+    network = prepare_for_training(build_network(fresh), device)
     optimizer = make_optimizer(network, config)
     schedule = Schedule(config)
     state = TrainingState(
@@ -268,7 +273,7 @@ def train(
         best_iteration=None,
         seconds=0.0,
     )
-    if resume and files.checkpoint.exists():
+    if resuming:
         state = load_checkpoint(files.checkpoint, network, optimizer)
         schedule.load_state_dict(state.schedule)
     rows = [row for row in read_log(files.log) if row.iteration <= state.iteration]
