@@ -262,7 +262,7 @@ def test_a_run_writes_its_files_and_loadable_weights(
     assert main([*argv, "--average-with", str(first)]) == 0
     card = subpixel.load_model(averaged).card
     assert card.training["averaged_with"] == [
-        {"file": "first.safetensors", "iteration": result.best_iteration}
+        {"file": f"{tmp_path.name}/first.safetensors", "iteration": result.best_iteration}
     ]
     tensors = [load_file(f) for f in (out / "best.safetensors", first, averaged)]
     for key, mean in tensors[2].items():

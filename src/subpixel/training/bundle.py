@@ -36,7 +36,8 @@ def bundle_run(
 
     With ``average_with`` (weights files of the same network, such as earlier checkpoints
     of the run), the weights written are the mean of the best and those
-    (``average_networks``); the card names each file and the iteration it came from.
+    (``average_networks``); the card names each file (with its folder, the run it came
+    from) and the iteration it came from.
     """
     files = RunFiles(Path(run))
     model = load_weights(files.best)
@@ -53,7 +54,7 @@ def bundle_run(
         others = [load_weights(path) for path in average_with]
         model = average_networks([model, *others])
         training["averaged_with"] = [
-            {"file": Path(path).name, "iteration": _iteration_of(other)}
+            {"file": _named(Path(path)), "iteration": _iteration_of(other)}
             for path, other in zip(average_with, others, strict=True)
         ]
     metrics = {}
@@ -80,3 +81,8 @@ def _iteration_of(model: nn.Module) -> int | None:
     training = card_of(model).training
     iteration = training.get("iterations", training.get("best_iteration"))
     return int(iteration) if iteration is not None else None
+
+
+def _named(path: Path) -> str:
+    """``folder/file``: two runs' ``last.safetensors`` stay apart in the card."""
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
