@@ -9,25 +9,27 @@ the median of ``--runs`` calls after a warm-up call:
   upsampling included. ``subpixel default`` is ``subpixel.upscale_image(rgb,
   engine_module(model))``, what ``subpixel upscale`` runs: the engine chosen by ``"auto"``
   in the precision chosen by ``"auto"`` (bfloat16 for bundled weights whose recorded loss
-  allows it, on a CPU with native bfloat16; see ``subpixel.precision``). Also the same
-  path forced to float32 or bfloat16, and with the compiled bfloat16 graph. OpenCV's
-  ``dnn_superres`` with its pretrained model of the same architecture and scale
-  (``$SUBPIXEL_DATA/peers/opencv_dnn_superres``) and OpenCV's bicubic ``cv2.resize`` are
-  the peers.
+  allows it, or else mixed, on a CPU with native bfloat16; see ``subpixel.precision``).
+  Also the same path forced to float32, bfloat16 or mixed, and with the compiled bfloat16
+  graph. OpenCV's ``dnn_superres`` with its pretrained model of the same architecture and
+  scale (``$SUBPIXEL_DATA/peers/opencv_dnn_superres``) and OpenCV's bicubic ``cv2.resize``
+  are the peers.
 - **Y network**: the network alone on a (1, 1, H, W) float32 luminance frame, for every
   engine (``subpixel.engines.ENGINES``) in float32 and, for the torch and OpenVINO engines,
-  bfloat16; FSRCNN also in the exact sub-pixel form of its deconvolution.
+  bfloat16 (and mixed: channels-last torch, OpenVINO); FSRCNN also in the exact sub-pixel
+  form of its deconvolution.
 
 Each row gives ms, frames/s, the ratio of frames/s to OpenCV dnn_superres end to end, and
 GFLOP/s: the network's own FLOPs (2 x multiply-accumulates of the network as defined, its
 transposed convolution counted as such, whatever form runs) per second, and that as a share
-of the fp32 or bf16 peak of a 4096^3 torch matmul measured at the start of the same run,
-on the same threads. Compile time (the first call of ``torch-compile``) is reported apart.
-The bundled weights where there are some (``subpixel.weights.bundled_weights()``), random
-ones otherwise: speed does not depend on them, but the automatic precision does. For
-networks with weights the loss of PSNR of bfloat16 against float32 on Set5 and Set14,
-measured in this run for each bfloat16 engine (torch autocast, OpenVINO), is printed beside
-the bf16 rows.
+of the fp32 or bf16 peak of a 4096^3 matmul measured at the start of the same run, on the
+same threads: the faster of torch's and OpenVINO's (torch's float32 matmul can run a
+narrower vector path than the CPU has). Compile time (the first call of ``torch-compile``)
+is reported apart. The bundled weights where there are some
+(``subpixel.weights.bundled_weights()``), random ones otherwise: speed does not depend on
+them, but the automatic precision does. For networks with weights the loss of PSNR of
+bfloat16 and of mixed against float32 on Set5 and Set14, measured in this run for each
+bfloat16 engine (torch autocast, OpenVINO), is printed beside those rows.
 
 Writes ``OUT/speed.md`` (the machine, library versions, a summary and the full table),
 ``OUT/speed.png`` and ``OUT/speed.json`` (the records).
@@ -44,6 +46,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -65,7 +68,12 @@ from subpixel import models
 from subpixel.allocator import keep_freed_memory
 from subpixel.engines import ENGINES, EngineModule, make_engine, set_threads
 from subpixel.errors import SubpixelError
-from subpixel.precision import measure_bfloat16_loss, native_bfloat16, resolve_precision
+from subpixel.precision import (
+    LOSS_KEYS,
+    measure_bfloat16_loss,
+    native_bfloat16,
+    resolve_precision,
+)
 from subpixel.weights import bundled_weights, describe
 
 # name -> (architecture, scale)
@@ -139,18 +147,46 @@ class Record:
 # --------------------------------------------------------------------------- #
 
 
-def matmul_peak(dtype: torch.dtype, size: int, runs: int = 5) -> float:
-    """GFLOP/s of a size^3 torch matmul (median of ``runs`` after one warm-up)."""
+def matmul_peak(dtype: torch.dtype, size: int, runs: int = 5) -> dict[str, float]:
+    """GFLOP/s of a size^3 matmul (median of ``runs`` after one warm-up) in each library
+    that can run it here: torch, and OpenVINO when installed.
+
+    The fastest of them is the machine's peak: torch's float32 matmul (MKL) can run a
+    narrower vector path than the CPU has (on a Zen 5 core, half of OpenVINO's float32 rate).
+    """
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=generator).to(dtype)
     b = torch.randn(size, size, generator=generator).to(dtype)
-    torch.mm(a, b)
+    rates = {"torch": _gflops(lambda: torch.mm(a, b), size, runs)}
+    if importlib.util.find_spec("openvino") is not None:
+        matmul = _openvino_matmul(a.float().numpy(), b.float().numpy(), dtype)
+        rates["OpenVINO"] = _gflops(matmul, size, runs)
+    return rates
+
+
+def _gflops(call: Callable[[], object], size: int, runs: int) -> float:
+    call()
     seconds = []
     for _ in range(runs):
         start = time.perf_counter()
-        torch.mm(a, b)
+        call()
         seconds.append(time.perf_counter() - start)
     return 2 * size**3 / statistics.median(seconds) / 1e9
+
+
+def _openvino_matmul(a: np.ndarray, b: np.ndarray, dtype: torch.dtype) -> Callable[[], object]:
+    """One OpenVINO request computing ``a @ b`` (``b`` a constant) in ``dtype``'s arithmetic."""
+    import openvino
+    from openvino import opset13
+
+    x = opset13.parameter(list(a.shape), openvino.Type.f32)
+    model = openvino.Model([opset13.matmul(x, opset13.constant(b), False, False)], [x])
+    config = {
+        "INFERENCE_PRECISION_HINT": "bf16" if dtype == torch.bfloat16 else "f32",
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+    }
+    request = openvino.Core().compile_model(model, "CPU", config).create_infer_request()
+    return lambda: request.infer({0: a})
 
 
 def _cpu_model() -> tuple[str, list[str]]:
@@ -250,9 +286,15 @@ def _rgb_call(module: nn.Module, rgb: np.ndarray) -> Callable[[], object]:
 
 
 def precisions() -> tuple[str, ...]:
-    """The arithmetic types worth timing here: bfloat16 only where the CPU has it natively
-    (elsewhere it is emulated, many times slower than float32, and never chosen)."""
-    return ("float32", "bfloat16") if native_bfloat16() else ("float32",)
+    """The arithmetic types worth timing here: bfloat16 and mixed (the first layer float32)
+    only where the CPU has bfloat16 natively (elsewhere it is emulated, many times slower
+    than float32, and never chosen)."""
+    return ("float32", "bfloat16", "mixed") if native_bfloat16() else ("float32",)
+
+
+#: Engines timed in mixed: the two whose reduced arithmetic differs (OpenVINO's kernels,
+#: torch's autocast).
+MIXED_ENGINES = ("torch-channels-last", "openvino")
 
 
 def network_methods(
@@ -266,8 +308,10 @@ def network_methods(
     for form, net in forms.items():
         for name in engines:
             for precision in precisions():
-                if name == "onnxruntime" and precision == "bfloat16":
+                if name == "onnxruntime" and precision != "float32":
                     continue  # ONNX Runtime's CPU kernels are float32
+                if precision == "mixed" and name not in MIXED_ENGINES:
+                    continue
                 try:
                     engine = make_engine(net, name, precision=precision, threads=threads)
                 except SubpixelError as error:
@@ -393,9 +437,10 @@ def _loss_engine(engine: str) -> str:
 
 def weights_psnr_losses(
     networks: dict[str, nn.Module], engines: Sequence[str]
-) -> dict[tuple[str, str], dict[str, float]]:
-    """(network name, loss engine) -> {dataset: float32 PSNR - bfloat16 PSNR} for the
-    networks with trained weights (a card with training metrics)."""
+) -> dict[tuple[str, str, str], dict[str, float]]:
+    """(network name, loss engine, precision) -> {dataset: float32 PSNR - PSNR in
+    precision, bfloat16 or mixed} for the networks with trained weights (a card with
+    training metrics)."""
     losses = {}
     loss_engines = sorted({_loss_engine(e) for e in engines if e != "onnxruntime"})
     for name, network in networks.items():
@@ -403,7 +448,10 @@ def weights_psnr_losses(
             continue
         for engine in loss_engines:
             try:
-                losses[name, engine] = measure_bfloat16_loss(network, QUALITY_SETS, [engine])
+                for precision in LOSS_KEYS:
+                    losses[name, engine, precision] = measure_bfloat16_loss(
+                        network, QUALITY_SETS, [engine], precision
+                    )
             except SubpixelError as error:  # the benchmark sets are missing, no openvino
                 print(f"  no bf16 quality for {name} on {engine}: {error}", file=sys.stderr)
     return losses
@@ -431,7 +479,7 @@ def _row(records: Sequence[Record], r: Record, peaks: dict[str, float]) -> list[
     if r.engine == "cv2.resize":
         gflops = share = "-"
     else:
-        peak = peaks.get("bfloat16" if r.precision == "bfloat16" else "float32")
+        peak = peaks.get("float32" if r.precision == "float32" else "bfloat16")
         gflops = f"{r.gflops:.0f}"
         share = f"{100 * r.gflops / peak:.0f}%" if peak else "-"
     loss = ", ".join(f"{name} {value:+.3f}" for name, value in r.psnr_loss.items()) or "-"
@@ -447,7 +495,7 @@ def _row(records: Sequence[Record], r: Record, peaks: dict[str, float]) -> list[
         gflops,
         share,
         f"{r.first_call_s:.1f}" if r.engine == "torch-compile" else "-",
-        loss if r.precision == "bfloat16" else "-",
+        loss if r.precision in LOSS_KEYS else "-",
     ]
 
 
@@ -462,7 +510,7 @@ HEADER = [
     "GFLOP/s",
     "of peak",
     "compile s",
-    "bf16 PSNR loss (dB)",
+    "bf16 / mixed PSNR loss (dB)",
 ]
 
 
@@ -481,7 +529,7 @@ def summary(records: Sequence[Record]) -> list[Record]:
     for group in groups.values():
         picks = [r for r in group if r.label.startswith("subpixel default")]
         for path in (RGB, Y):
-            for precision in ("float32", "bfloat16"):
+            for precision in ("float32", "bfloat16", "mixed"):
                 ours = [r for r in group if r.path == path and r.precision == precision]
                 ours = [r for r in ours if not r.peer]
                 if ours:
@@ -511,8 +559,10 @@ def write_markdown(
         f"- Python {info['python']}, torch {info['torch']}, numpy {info['numpy']}, "
         f"onnxruntime {info['onnxruntime']}, OpenVINO {info['openvino']}, "
         f"OpenCV {info['opencv']}, subpixel {info['subpixel']}",
-        f"- Matmul peak ({args.peak_size}^3, torch, {info['threads']} threads): "
-        f"**{peaks['float32']:.0f} GFLOP/s fp32**, " + _bfloat16_peak(peaks),
+        f"- Matmul peak ({args.peak_size}^3, {info['threads']} threads, the fastest library): "
+        f"**{peaks['float32']:.0f} GFLOP/s fp32**{_by_library(info['matmul'], 'float32')}, "
+        + _bfloat16_peak(peaks)
+        + _by_library(info["matmul"], "bfloat16"),
         f"- Median of {args.runs} interleaved calls after one warm-up; load average at the "
         f"start {info['load_average']}, at the end {info['load_average_end']}",
         "",
@@ -522,10 +572,12 @@ def write_markdown(
         "multiply-accumulates as defined), also on the end-to-end rows; *of peak* is against "
         "the fp32 or bf16 matmul peak above. *vs OpenCV dnn* is frames/s over those of "
         "OpenCV's dnn_superres with its own model of the same architecture and scale, end "
-        "to end. bf16 PSNR loss: Set5/Set14 PSNR of float32 minus bfloat16 with that "
-        "row's bfloat16 arithmetic (torch autocast or OpenVINO), for networks with bundled "
-        'weights or given by --weights ("-" otherwise: random weights). The default path '
-        "runs bfloat16 only where that loss, recorded on the weights, is under 0.05 dB.",
+        "to end. *mixed* runs the first layer in float32 and the rest in bfloat16 (its GFLOP/s "
+        "are against the bf16 peak). bf16 / mixed PSNR loss: Set5/Set14 PSNR of float32 "
+        "minus that in the row's arithmetic (torch autocast or OpenVINO), for networks with "
+        'bundled weights or given by --weights ("-" otherwise: random weights). The default '
+        "path runs bfloat16, or else mixed, only where that loss, recorded on the weights, "
+        "is under 0.05 dB.",
         "",
         "## Summary",
         "",
@@ -635,6 +687,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _by_library(rates: dict[str, dict[str, float]], precision: str) -> str:
+    """`` (torch 227, OpenVINO 485)``: each library's rate, where there are several."""
+    if len(rates.get(precision, {})) < 2:
+        return ""
+    return " (" + ", ".join(f"{k} {v:.0f}" for k, v in rates[precision].items()) + ")"
+
+
 def _bfloat16_peak(peaks: dict[str, float]) -> str:
     if "bfloat16" in peaks:
         return f"**{peaks['bfloat16']:.0f} GFLOP/s bf16**"
@@ -661,7 +720,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_threads(threads)
     info = machine()
     print(f"{info['cpu']}, {info['cores']} cores, {threads} threads", file=sys.stderr)
-    peaks = {p: matmul_peak(getattr(torch, p), args.peak_size) for p in precisions()}
+    info["matmul"] = {
+        p: matmul_peak(getattr(torch, p), args.peak_size)
+        for p in ("float32", "bfloat16")
+        if p in precisions()
+    }
+    peaks = {p: max(rates.values()) for p, rates in info["matmul"].items()}
     print(
         f"matmul peak: {peaks['float32']:.0f} fp32 GFLOP/s; "
         + _bfloat16_peak(peaks).replace("**", ""),
@@ -711,8 +775,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     first_call_s=first,
                     peer=method.peer,
                 )
-                if method.precision == "bfloat16":
-                    record.psnr_loss = losses.get((name, _loss_engine(method.engine)), {})
+                if method.precision in LOSS_KEYS:
+                    key = (name, _loss_engine(method.engine), method.precision)
+                    record.psnr_loss = losses.get(key, {})
                 records.append(record)
                 print(f"  {method.label:48s} {ms:9.1f} ms {record.fps:7.1f} fps", file=sys.stderr)
     info["load_average_end"] = _load()

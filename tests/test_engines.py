@@ -119,6 +119,8 @@ CASES = [("espcn", ""), ("fsrcnn", ""), ("fsrcnn", "subpixel"), ("fsrcnn-s", "")
         ("onnxruntime", "float32"),
         ("openvino", "float32"),
         ("openvino", "bfloat16"),
+        ("torch", "mixed"),
+        ("openvino", "mixed"),
     ],
 )
 def test_engines_agree_with_eager_torch(name: str, form: str, engine: str, precision: str) -> None:
@@ -141,6 +143,35 @@ def test_compiled_engine_agrees_in_both_precisions_and_at_a_new_size() -> None:
             pytest.skip(f"torch.compile does not work here: {error}")
         _check(engine, network, _lr(9, 20, seed=1), precision)  # recompiles for the shape
         assert engine.name == "torch-compile"
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="onnx, onnxscript or openvino missing")
+@pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16")
+@pytest.mark.parametrize(("name", "form"), [("espcn", ""), ("fsrcnn", "subpixel")])
+def test_openvino_mixed_runs_the_first_convolution_in_float32_only(name: str, form: str) -> None:
+    network = _network(name, 2, form)
+    core = engines._openvino_core()
+    exported = core.read_model(engines._exported(network), b"")
+    first = engines._first_convolution(exported)
+    assert first is not None
+    marked = engines._keeping_precision(core, exported, first)
+    compiled = core.compile_model(marked, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    convolutions = [
+        op.get_friendly_name()
+        for op in marked.get_ordered_ops()
+        if op.get_type_name() in engines._OPENVINO_CONVOLUTIONS
+    ]
+    ran = [engines._runtime_precision(compiled, c) for c in convolutions]
+    assert ran[0] == "f32" and set(ran[1:]) == {"bf16"}, ran
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="onnx, onnxscript or openvino missing")
+def test_openvino_that_would_run_the_first_layer_in_bfloat16_is_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engines, "_runtime_precision", lambda _compiled, _layer: "bf16")
+    with pytest.raises(EngineError, match="does not keep the first layer in float32"):
+        make_engine(_network("espcn", 2), "openvino", precision="mixed")
 
 
 def test_bad_precisions_and_engines_are_errors() -> None:
@@ -398,7 +429,7 @@ def test_speed_benchmark_quick_mode_writes_its_table_and_plot(tmp_path: Path) ->
     labels = {r["label"] for r in records}
     assert {"torch float32", "onnxruntime float32 sub-pixel"} <= labels
     if native_bfloat16():
-        assert "torch-channels-last bfloat16" in labels
+        assert {"torch-channels-last bfloat16", "torch-channels-last mixed"} <= labels
     else:  # emulated bfloat16 is never chosen, so not timed
         assert not any("bfloat16" in label for label in labels)
         assert "no native bfloat16" in (tmp_path / "speed.md").read_text()
@@ -427,8 +458,9 @@ def test_speed_benchmark_measures_the_bf16_loss_per_arithmetic(
     describe(untrained, "espcn")
     engines = ["torch", "torch-compile", "onnxruntime"]
     losses = speed.weights_psnr_losses({"trained": trained, "random": untrained}, engines)
-    assert list(losses) == [("trained", "torch-channels-last")]  # one autocast, no fp32-only
-    loss = losses["trained", "torch-channels-last"][tmp_path.name]
+    # One autocast, no fp32-only engine; bfloat16 and mixed.
+    assert list(losses) == [("trained", "torch-channels-last", p) for p in ("bfloat16", "mixed")]
+    loss = losses["trained", "torch-channels-last", "bfloat16"][tmp_path.name]
     assert 0 < abs(loss) < 0.5  # bfloat16 moves a few pixels by a level
 
 

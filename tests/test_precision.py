@@ -20,6 +20,7 @@ from subpixel.engines import clear_engine_cache, make_engine
 from subpixel.precision import (
     BFLOAT16_LOSS_LIMIT_DB,
     LOSS_KEY,
+    MIXED_LOSS_KEY,
     measure_bfloat16_loss,
     record_bfloat16_loss,
     recorded_bfloat16_loss,
@@ -28,12 +29,17 @@ from subpixel.precision import (
 from subpixel.weights import card_of, describe, save_weights
 
 
-def _network(losses: dict[str, float] | None = None) -> nn.Module:
+def _network(
+    losses: dict[str, float] | None = None, mixed: dict[str, float] | None = None
+) -> nn.Module:
     torch.manual_seed(0)
     network = models.build("espcn", scale=2).eval()
     card = describe(network, "espcn")
-    if losses is not None:
-        metrics = {name: {"psnr": 30.0, LOSS_KEY: loss} for name, loss in losses.items()}
+    metrics: dict[str, dict[str, float]] = {}
+    for key, recorded in ((LOSS_KEY, losses), (MIXED_LOSS_KEY, mixed)):
+        for name, loss in (recorded or {}).items():
+            metrics.setdefault(name, {"psnr": 30.0})[key] = loss
+    if metrics:
         network.card = dataclasses.replace(card, metrics=metrics)  # type: ignore[assignment]
     return network
 
@@ -54,9 +60,19 @@ def test_auto_is_bfloat16_only_below_the_limit_on_every_set(native: None) -> Non
         assert resolve_precision(_network({"Set5": 9.0, "Set14": 9.0}), explicit) == explicit
 
 
+def test_auto_falls_back_to_mixed_then_to_float32(native: None) -> None:
+    low, high = {"Set5": 0.01, "Set14": 0.01}, {"Set5": 0.09, "Set14": 0.04}
+    assert resolve_precision(_network(high, mixed=low), "auto") == "mixed"
+    assert resolve_precision(_network(low, mixed=low), "auto") == "bfloat16"  # the faster
+    assert resolve_precision(_network(high, mixed=high), "auto") == "float32"
+    assert resolve_precision(_network(high), "auto") == "float32"  # mixed not recorded
+    assert resolve_precision(_network(mixed=low), "auto") == "mixed"
+
+
 def test_auto_is_float32_without_native_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(precision, "native_bfloat16", lambda device="cpu": False)
     assert resolve_precision(_network({"Set5": 0.0, "Set14": 0.0}), "auto") == "float32"
+    assert resolve_precision(_network(mixed={"Set5": 0.0, "Set14": 0.0}), "auto") == "float32"
 
 
 def test_native_bfloat16_reads_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,6 +117,7 @@ def test_recording_writes_the_loss_onto_the_card_and_keeps_the_tensors(tmp_path:
     losses = record_bfloat16_loss(path, [_folder(tmp_path)], ["torch"])
     card = card_of(subpixel.load_model(str(path)))
     assert card.metrics["Tiny"][LOSS_KEY] == round(losses["Tiny"], 4)
+    assert isinstance(card.metrics["Tiny"][MIXED_LOSS_KEY], float)
     after = load_file(str(path))
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -153,3 +170,53 @@ def test_the_emulation_follows_native_bfloat16() -> None:
     reference = network(x).detach().numpy()
     # Closer to native bfloat16 than float32 is.
     assert np.abs(emulated - native).mean() < np.abs(reference - native).mean()
+
+
+def test_the_first_layer_is_the_convolution_that_sees_the_image() -> None:
+    network = _network()
+    assert precision.first_layer(network) is network.features[0]  # type: ignore[index]
+    fsrcnn = models.build("fsrcnn", scale=2)
+    assert precision.first_layer(fsrcnn) is fsrcnn.body[0]  # type: ignore[index]
+    assert precision.first_layer(models.build("bicubic", scale=2)) is None
+
+
+def test_mixed_runs_the_first_layer_in_float32_and_the_rest_in_bfloat16() -> None:
+    network = _network()
+    mixed = precision.first_layer_in_float32(network)
+    dtypes: list[torch.dtype] = []
+    for layer in mixed.modules():
+        if isinstance(layer, nn.Conv2d):
+            layer.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    x = torch.rand(1, 1, 9, 11)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed(x)
+    assert dtypes == [torch.float32, torch.bfloat16, torch.bfloat16]
+    with torch.no_grad():  # without autocast: the network itself, and the original intact
+        assert torch.equal(mixed(x), network(x))
+    assert isinstance(network.features[0], nn.Conv2d)  # type: ignore[index]
+
+
+def test_the_mixed_emulation_keeps_the_first_layer_and_the_input_in_float32() -> None:
+    network = _network()
+    emulated = precision.emulate_bfloat16(network, "mixed")
+    first = precision.first_layer(emulated)
+    assert first is not None
+    assert all(
+        torch.equal(p, q)
+        for p, q in zip(first.parameters(), network.features[0].parameters(), strict=True)
+    )  # type: ignore[index]
+    later = [p for m in emulated.modules() if m is not first for p in m.parameters(recurse=False)]
+    assert later and all(torch.equal(p, p.bfloat16().float()) for p in later)
+    x = torch.rand(1, 1, 9, 11)
+    with torch.no_grad():
+        exact = first(x)
+        seen: list[torch.Tensor] = []
+        first.register_forward_hook(lambda _m, _i, out: seen.append(out))
+        emulated(x)
+    assert torch.equal(seen[0], exact)  # neither the input nor the first output rounded
+    with pytest.raises(ValueError, match="precision"):
+        precision.emulate_bfloat16(network, "float16")
+    # The mixed loss is nearer float32 than bfloat16's is.
+    reference = network(x).detach()
+    bf16 = precision.emulate_bfloat16(network)(x).detach()
+    assert (emulated(x).detach() - reference).abs().mean() < (bf16 - reference).abs().mean()

@@ -478,8 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=("auto", *PRECISIONS),
         default="auto",
-        help="arithmetic of the network (default auto: bfloat16 on CPUs with native BF16 "
-        "for weights whose recorded Set5/Set14 loss in it is under 0.05 dB, else float32)",
+        help="arithmetic of the network; mixed: the first layer float32, the rest bfloat16 "
+        "(default auto: on CPUs with native BF16, bfloat16 or else mixed for weights whose "
+        "recorded Set5/Set14 loss in it is under 0.05 dB, else float32)",
     )
     up.add_argument(
         "--threads",

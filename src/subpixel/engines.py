@@ -15,11 +15,13 @@ same output (to float rounding, 1e-5; to about 1e-2 in bfloat16) whichever engin
 
 The torch and OpenVINO engines also run in ``precision="bfloat16"`` (torch: autocast,
 convolutions in bfloat16 on CPUs with native bfloat16, AVX-512 BF16 or AMX; outputs back in
-float32). What it costs depends on the weights: Set5/Set14 PSNR fell by 0.023/0.014 dB for
-the bundled ESPCN x3 but by 0.117/0.054 dB for the published FSRCNN x2 weights. So
-``precision="auto"`` (``subpixel.precision``) runs bfloat16 only for weights whose card
-records a measured loss under 0.05 dB on both sets, on a CPU with native bfloat16; float32
-otherwise. ONNX Runtime runs float32 only.
+float32), and in ``precision="mixed"``: the first convolution in float32, the rest in
+bfloat16. What bfloat16 costs depends on the weights: Set5/Set14 PSNR fell by 0.023/0.014
+dB for the bundled ESPCN x3 but by 0.117/0.054 dB for the published FSRCNN x2 weights, and
+mixed keeps most of its speed for a fraction of that loss. So ``precision="auto"``
+(``subpixel.precision``) runs bfloat16, or else mixed, only for weights whose card records a
+measured loss under 0.05 dB on both sets, on a CPU with native bfloat16; float32 otherwise.
+ONNX Runtime runs float32 only.
 
 ``make_engine(model, "auto")`` times the candidates (``AUTO_ENGINES``: torch,
 torch-channels-last, onnxruntime and openvino, each where installed; in bfloat16 the same,
@@ -60,6 +62,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+from xml.etree import ElementTree
 
 import numpy as np
 import torch
@@ -67,7 +70,7 @@ from torch import nn
 
 from subpixel.errors import SubpixelError
 from subpixel.layers import SubpixelConv2d
-from subpixel.precision import resolve_precision
+from subpixel.precision import first_layer_in_float32, resolve_precision
 
 __all__ = [
     "AUTO_ENGINES",
@@ -89,11 +92,12 @@ __all__ = [
 ]
 
 ENGINES = ("torch", "torch-channels-last", "torch-compile", "onnxruntime", "openvino")
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "bfloat16", "mixed")
 #: The engines ``"auto"`` chooses from, by precision (onnxruntime always runs float32).
 AUTO_ENGINES = {
     "float32": ("torch", "torch-channels-last", "onnxruntime", "openvino"),
     "bfloat16": ("torch", "torch-channels-last", "onnxruntime", "openvino"),
+    "mixed": ("torch", "torch-channels-last", "onnxruntime", "openvino"),
 }
 # Square input side for calibration: large enough that the ranking is the one at video
 # sizes (at 128x128 eager torch looked fastest for FSRCNN and was 2x slower at 640x360:
@@ -163,7 +167,8 @@ class TorchEngine:
         compiled: run ``torch.compile(model, options={"freezing": True})``: the weights are
             frozen into the graph when the first call compiles it, so later changes to the
             model are not seen (as with an ONNX export).
-        precision: ``"float32"`` or ``"bfloat16"`` (autocast on the model's device type).
+        precision: ``"float32"``, ``"bfloat16"`` (autocast on the model's device type) or
+            ``"mixed"`` (autocast, the first layer left in float32).
 
     Raises:
         EngineError: an unknown precision; a failed compilation (at the first call).
@@ -182,6 +187,8 @@ class TorchEngine:
         _check_precision(precision)
         if channels_last:
             model = copy.deepcopy(model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if precision == "mixed":
+            model = first_layer_in_float32(model)
         self.model = model.eval()
         self.channels_last = channels_last
         self.compiled = compiled
@@ -197,7 +204,7 @@ class TorchEngine:
         x = torch.from_numpy(_check_input(lr)).to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        bf16 = self.precision == "bfloat16"
+        bf16 = self.precision != "float32"
         with (
             torch.inference_mode(),
             torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16),
@@ -279,16 +286,17 @@ class OpenVinoEngine:
     milliseconds at its first call), with as many threads as PyTorch uses and the latency
     hint. ``precision`` is OpenVINO's inference precision: ``"float32"`` or ``"bfloat16"``
     (which the plugin runs natively on CPUs with AVX-512 BF16 or AMX, and in float32
-    elsewhere). One request serves the calls, one at a time.
+    elsewhere), or ``"mixed"``: bfloat16 with the first convolution kept in float32. One
+    request serves the calls, one at a time.
 
     Args:
         model: the network (exported as a float32 CPU copy; the model is not changed).
-        precision: ``"float32"`` or ``"bfloat16"``.
+        precision: ``"float32"``, ``"bfloat16"`` or ``"mixed"``.
         threads: inference threads; default: ``torch.get_num_threads()``.
 
     Raises:
-        EngineError: openvino (or onnx/onnxscript, needed to export) is not installed, or it
-            cannot compile the network.
+        EngineError: openvino (or onnx/onnxscript, needed to export) is not installed, it
+            cannot compile the network, or (``"mixed"``) it ran the first layer in bfloat16.
         subpixel.export.ExportError: the network cannot be exported.
     """
 
@@ -302,7 +310,7 @@ class OpenVinoEngine:
         _require("openvino", "openvino", "openvino", "onnx", "onnxscript")
         self.precision = precision
         config = {
-            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bfloat16" else "f32",
+            "INFERENCE_PRECISION_HINT": "f32" if precision == "float32" else "bf16",
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
             # Threads float: the colour work and other processes share the cores.
@@ -310,9 +318,17 @@ class OpenVinoEngine:
         }
         try:
             core = _openvino_core()
-            compiled = core.compile_model(core.read_model(_exported(model), b""), "CPU", config)
+            network = core.read_model(_exported(model), b"")
+            kept = _first_convolution(network) if precision == "mixed" else None
+            if kept is not None:
+                network = _keeping_precision(core, network, kept)
+            compiled = core.compile_model(network, "CPU", config)
         except Exception as error:  # openvino's own exception types; re-raised with cause
             raise EngineError(f"openvino cannot compile the model: {error}") from error
+        if kept is not None and _runtime_precision(compiled, kept) != "f32":
+            raise EngineError(
+                f"openvino {_openvino_version()} does not keep the first layer in float32"
+            )
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()
 
@@ -321,6 +337,55 @@ class OpenVinoEngine:
             self._request.infer({0: _check_input(lr)})
             # The output tensor is the request's own buffer, reused by the next call.
             return np.array(self._request.get_output_tensor(0).data, np.float32, copy=True)
+
+
+_OPENVINO_CONVOLUTIONS = ("Convolution", "ConvolutionBackpropData", "GroupConvolution")
+
+
+def _first_convolution(network: Any) -> str | None:
+    """The name of the first convolution of an OpenVINO model, in execution order."""
+    for op in network.get_ordered_ops():
+        if op.get_type_name() in _OPENVINO_CONVOLUTIONS:
+            return str(op.get_friendly_name())
+    return None
+
+
+def _keeping_precision(core: Any, network: Any, layer: str) -> Any:
+    """``network`` with ``layer`` marked to keep its float32 under a bfloat16 hint.
+
+    The mark is the ``DisablePrecisionConversion`` runtime attribute, which the CPU plugin
+    honours but Python cannot set: it is written into the model's IR (XML) and read back.
+    """
+    import openvino
+
+    with tempfile.TemporaryDirectory() as folder:
+        xml_path = Path(folder) / "network.xml"
+        openvino.save_model(network, xml_path, compress_to_fp16=False)
+        tree = ElementTree.parse(xml_path)
+        weights = np.fromfile(xml_path.with_suffix(".bin"), np.uint8)
+    for element in tree.getroot().iter("layer"):
+        if element.get("name") == layer:
+            rt_info = element.find("rt_info")
+            if rt_info is None:
+                rt_info = ElementTree.SubElement(element, "rt_info")
+            attribute = {"name": "DisablePrecisionConversion", "version": "0"}
+            ElementTree.SubElement(rt_info, "attribute", attribute, value="dynamic:dynamic")
+    return core.read_model(ElementTree.tostring(tree.getroot()), openvino.Tensor(weights))
+
+
+def _runtime_precision(compiled: Any, layer: str) -> str | None:
+    """The precision the compiled model runs ``layer`` in (``"f32"``, ``"bf16"``)."""
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if op.get_friendly_name() == layer and "runtimePrecision" in info:
+            return str(info["runtimePrecision"].astype(str))
+    return None
+
+
+def _openvino_version() -> str:
+    import openvino
+
+    return str(openvino.__version__)
 
 
 @functools.cache

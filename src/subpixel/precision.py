@@ -4,12 +4,22 @@ bfloat16 halves the work of a convolution on CPUs with native bfloat16 (AVX-512 
 AMX), but keeps 8 bits of mantissa, and what that costs depends on the weights. So the loss
 is measured once per weights file, on Set5 and Set14 under the papers' protocol, and kept on
 its card (``metrics[dataset]["bfloat16_psnr_loss"]``, float32 PSNR minus bfloat16 PSNR, the
-worst over the bfloat16 engines installed). ``resolve_precision(model, "auto")`` then picks
-bfloat16 only when every recorded loss is below ``BFLOAT16_LOSS_LIMIT_DB`` and the device
-has native bfloat16; float32 otherwise, and for any network without a recorded loss.
+worst over the bfloat16 engines installed).
 
-``subpixel bundle`` records the loss in the files it writes; ``record_bfloat16_loss`` adds
-it to an existing file. On a CPU without native bfloat16 the loss is measured on
+Most of that loss is made at the ends of the network, not in its bulk: rounding the image
+itself (bfloat16 steps are 1/256 between 0.5 and 1, as coarse as 8-bit pixels) and the first
+layer's weights. On the x2 networks, bfloat16 everywhere cost 0.086 to 0.122 dB on Set5,
+the middle layer of ESPCN alone 0.001. So there is a third arithmetic, ``"mixed"``: the
+first convolution in float32, everything after it in bfloat16 (ESPCN x2: 40 ms a 1080p
+frame against 34 in bfloat16 and 61 in float32, for 0.028 dB). Its loss is kept beside the
+other (``"mixed_psnr_loss"``).
+
+``resolve_precision(model, "auto")`` then picks, on a device with native bfloat16, the
+first of bfloat16 and mixed whose recorded loss is below ``BFLOAT16_LOSS_LIMIT_DB`` on every
+set; float32 otherwise, and for any network without recorded losses.
+
+``subpixel bundle`` records both losses in the files it writes; ``record_bfloat16_loss``
+adds them to an existing file. On a CPU without native bfloat16 the loss is measured on
 ``emulate_bfloat16``'s copy (bfloat16 storage, float32 accumulation, as the native kernels
 do): PyTorch's own bfloat16 there rounds more often than native kernels and overstates the
 loss (0.067 dB against a native 0.030 on FSRCNN x3, Set5), and OpenVINO runs float32.
@@ -36,8 +46,12 @@ __all__ = [
     "BFLOAT16_LOSS_LIMIT_DB",
     "LOSS_DATASETS",
     "LOSS_KEY",
+    "LOSS_KEYS",
+    "MIXED_LOSS_KEY",
     "bfloat16_engines",
     "emulate_bfloat16",
+    "first_layer",
+    "first_layer_in_float32",
     "measure_bfloat16_loss",
     "native_bfloat16",
     "record_bfloat16_loss",
@@ -51,6 +65,10 @@ BFLOAT16_LOSS_LIMIT_DB = 0.05
 LOSS_DATASETS = ("Set5", "Set14")
 #: Key of the loss inside each dataset's entry of a card's ``metrics``.
 LOSS_KEY = "bfloat16_psnr_loss"
+#: Key of the loss of ``"mixed"`` (first layer float32, the rest bfloat16).
+MIXED_LOSS_KEY = "mixed_psnr_loss"
+#: The key of each reduced arithmetic's loss.
+LOSS_KEYS = {"bfloat16": LOSS_KEY, "mixed": MIXED_LOSS_KEY}
 _CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -80,9 +98,13 @@ def native_bfloat16(device: str | torch.device = "cpu") -> bool:
     return any(flag in _cpu_flags() for flag in _CPU_FLAGS)
 
 
-def recorded_bfloat16_loss(model: nn.Module) -> dict[str, float] | None:
-    """The loss on each of ``LOSS_DATASETS`` recorded on the model's card, or None if any
-    is missing (or the model has no card)."""
+def recorded_bfloat16_loss(
+    model: nn.Module, precision: str = "bfloat16"
+) -> dict[str, float] | None:
+    """The loss of ``precision`` (``"bfloat16"`` or ``"mixed"``) on each of
+    ``LOSS_DATASETS`` recorded on the model's card, or None if any is missing (or the model
+    has no card)."""
+    key = LOSS_KEYS[precision]
     card = getattr(model, "card", None)
     metrics = getattr(card, "metrics", None)
     if not isinstance(metrics, dict):
@@ -90,7 +112,7 @@ def recorded_bfloat16_loss(model: nn.Module) -> dict[str, float] | None:
     losses = {}
     for dataset in LOSS_DATASETS:
         entry = metrics.get(dataset)
-        value = entry.get(LOSS_KEY) if isinstance(entry, dict) else None
+        value = entry.get(key) if isinstance(entry, dict) else None
         if not isinstance(value, int | float):
             return None
         losses[dataset] = float(value)
@@ -98,17 +120,57 @@ def recorded_bfloat16_loss(model: nn.Module) -> dict[str, float] | None:
 
 
 def resolve_precision(model: nn.Module, precision: str) -> str:
-    """``precision`` itself, or for ``"auto"``: ``"bfloat16"`` when the card records a loss
-    below ``BFLOAT16_LOSS_LIMIT_DB`` on every set and the model's device has native
-    bfloat16, else ``"float32"``."""
+    """``precision`` itself, or for ``"auto"``: on a device with native bfloat16, the first
+    of ``"bfloat16"`` and ``"mixed"`` whose loss recorded on the card is below
+    ``BFLOAT16_LOSS_LIMIT_DB`` on every set; else ``"float32"``."""
     if precision != "auto":
         return precision
-    losses = recorded_bfloat16_loss(model)
-    if losses is None or max(losses.values()) >= BFLOAT16_LOSS_LIMIT_DB:
-        return "float32"
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
-    return "bfloat16" if native_bfloat16(device) else "float32"
+    if not native_bfloat16(device):
+        return "float32"
+    for reduced in LOSS_KEYS:
+        losses = recorded_bfloat16_loss(model, reduced)
+        if losses is not None and max(losses.values()) < BFLOAT16_LOSS_LIMIT_DB:
+            return reduced
+    return "float32"
+
+
+def first_layer(model: nn.Module) -> nn.Module | None:
+    """The layer that sees the image: the first convolution (or transposed convolution)
+    among the model's modules, in the order they are registered, which is the order they
+    run in every ``subpixel`` network. None for a network without one (bicubic)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+            return module
+    return None
+
+
+class _Float32(nn.Module):
+    """A layer run in float32 even inside ``torch.autocast``."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.layer(x.float())
+
+
+def first_layer_in_float32(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose first layer runs in float32 under ``torch.autocast``: the
+    torch form of ``"mixed"`` (autocast runs the rest in bfloat16)."""
+    copied = copy.deepcopy(model)
+    layer = first_layer(copied)
+    if layer is None:
+        return copied
+    for module in copied.modules():
+        for name, child in module.named_children():
+            if child is layer:
+                setattr(module, name, _Float32(layer))
+                return copied
+    return copied
 
 
 #: The name ``bfloat16_engines`` gives the emulation, on CPUs without native bfloat16.
@@ -131,13 +193,15 @@ def _round_to_bfloat16(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.bfloat16).to(x.dtype)
 
 
-def emulate_bfloat16(model: nn.Module) -> nn.Module:
+def emulate_bfloat16(model: nn.Module, precision: str = "bfloat16") -> nn.Module:
     """A float32 copy of ``model`` that computes as native bfloat16 kernels do, on any CPU.
 
     Weights, the input and every layer's output are rounded to bfloat16 (oneDNN and
     OpenVINO keep activations in bfloat16 between layers); the arithmetic inside a layer
     stays float32 (the native kernels accumulate in float32). On the bundled weights the
-    loss it gives is within 0.01 dB of the native one on Set5 and Set14.
+    loss it gives is within 0.01 dB of the native one on Set5 and Set14. With
+    ``precision="mixed"`` the input, the first layer's weights and its output stay float32
+    (what follows it, its activation, rounds for the next layer).
 
     Example:
         >>> from subpixel import models
@@ -145,16 +209,23 @@ def emulate_bfloat16(model: nn.Module) -> nn.Module:
         >>> bool((out == out.bfloat16().float()).all())
         True
     """
+    if precision not in LOSS_KEYS:
+        raise ValueError(f"precision must be one of {', '.join(LOSS_KEYS)}, got {precision!r}")
     emulated = copy.deepcopy(model).float()
+    kept = first_layer(emulated) if precision == "mixed" else None
     with torch.no_grad():
-        for parameter in emulated.parameters():
-            parameter.copy_(_round_to_bfloat16(parameter))
+        for module in emulated.modules():
+            if module is not kept:
+                for parameter in module.parameters(recurse=False):
+                    parameter.copy_(_round_to_bfloat16(parameter))
     for module in emulated.modules():
-        if not any(True for _ in module.children()):  # a layer, not a container
+        # A layer, not a container.
+        if module is not kept and not any(True for _ in module.children()):
             module.register_forward_hook(lambda _m, _i, output: _round_to_bfloat16(output))
-    emulated.register_forward_pre_hook(
-        lambda _m, inputs: tuple(_round_to_bfloat16(x) for x in inputs)
-    )
+    if kept is None:
+        emulated.register_forward_pre_hook(
+            lambda _m, inputs: tuple(_round_to_bfloat16(x) for x in inputs)
+        )
     return emulated
 
 
@@ -162,20 +233,22 @@ def measure_bfloat16_loss(
     model: nn.Module,
     datasets: Sequence[str | Path] = LOSS_DATASETS,
     engines: Sequence[str] | None = None,
+    precision: str = "bfloat16",
 ) -> dict[str, float]:
-    """Mean PSNR (papers' protocol) in float32 minus that in bfloat16, per dataset, in dB:
-    the largest over ``engines`` (default ``bfloat16_engines()``).
+    """Mean PSNR (papers' protocol) in float32 minus that in ``precision`` (``"bfloat16"``
+    or ``"mixed"``), per dataset, in dB: the largest over ``engines`` (default
+    ``bfloat16_engines()``).
 
-    A negative value means bfloat16 scored higher. Raises what ``evaluate`` raises when a
-    dataset is missing.
+    A negative value means the reduced arithmetic scored higher. Raises what ``evaluate``
+    raises when a dataset is missing.
     """
     from subpixel.engines import EngineModule, make_engine
     from subpixel.evaluation import evaluate
 
     runs = [
-        emulate_bfloat16(model)
+        emulate_bfloat16(model, precision)
         if name == EMULATED
-        else EngineModule(make_engine(model, name, precision="bfloat16"), model)
+        else EngineModule(make_engine(model, name, precision=precision), model)
         for name in (engines or bfloat16_engines())
     ]
     losses = {}
@@ -191,16 +264,18 @@ def record_bfloat16_loss(
     datasets: Sequence[str | Path] = LOSS_DATASETS,
     engines: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """Measure the loss of a weights file on ``datasets`` and write it onto its card, under
-    each dataset's name (the file is rewritten atomically; its tensors are unchanged).
-    Returns the losses. ``"auto"`` precision reads those of ``LOSS_DATASETS``."""
+    """Measure the losses of bfloat16 and mixed of a weights file on ``datasets`` and write
+    them onto its card, under each dataset's name (the file is rewritten atomically; its
+    tensors are unchanged). Returns the bfloat16 losses. ``"auto"`` precision reads those of
+    ``LOSS_DATASETS``."""
     from subpixel.weights import card_of, load_weights, save_weights
 
     model = load_weights(path)
-    losses = measure_bfloat16_loss(model, datasets, engines)
     card = card_of(model)
     metrics = {name: dict(entry) for name, entry in card.metrics.items()}
-    for dataset, loss in losses.items():
-        metrics.setdefault(dataset, {})[LOSS_KEY] = round(loss, 4)
+    losses = {p: measure_bfloat16_loss(model, datasets, engines, p) for p in LOSS_KEYS}
+    for reduced, key in LOSS_KEYS.items():
+        for dataset, loss in losses[reduced].items():
+            metrics.setdefault(dataset, {})[key] = round(loss, 4)
     save_weights(model, path, card=dataclasses.replace(card, metrics=metrics))
-    return losses
+    return losses["bfloat16"]

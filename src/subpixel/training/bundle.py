@@ -11,7 +11,7 @@ from pathlib import Path
 from torch import nn
 
 from subpixel.evaluation import evaluate
-from subpixel.precision import LOSS_DATASETS, LOSS_KEY, measure_bfloat16_loss
+from subpixel.precision import LOSS_DATASETS, LOSS_KEYS, measure_bfloat16_loss
 from subpixel.training.averaging import average_networks
 from subpixel.training.loop import RunFiles
 from subpixel.training.records import read_log
@@ -32,7 +32,8 @@ def bundle_run(
     The card's ``training`` holds the run's resolved config, the iteration the weights come
     from, the iterations and wall time of the whole run; ``metrics`` holds mean PSNR/SSIM on
     each of ``datasets`` under the default protocol and, on Set5 and Set14, the PSNR lost in
-    bfloat16 (``subpixel.precision``), which decides whether ``"auto"`` precision uses it.
+    bfloat16 and in mixed (``subpixel.precision``), which decide what ``"auto"`` precision
+    runs.
 
     With ``average_with`` (weights files of the same network, such as earlier checkpoints
     of the run), the weights written are the mean of the best and those
@@ -66,9 +67,11 @@ def bundle_run(
             "bicubic_psnr": round(report.mean("bicubic_psnr"), 4),
         }
     loss_sets = [d for d in LOSS_DATASETS if d in datasets]
-    if loss_sets:
-        for dataset, loss in measure_bfloat16_loss(model, loss_sets).items():
-            metrics[dataset][LOSS_KEY] = round(loss, 4)
+    for precision, key in LOSS_KEYS.items():
+        if loss_sets:
+            losses = measure_bfloat16_loss(model, loss_sets, precision=precision)
+            for dataset, loss in losses.items():
+                metrics[dataset][key] = round(loss, 4)
     card = dataclasses.replace(card, training=training, metrics=metrics)
     save_weights(model, output, card=card)
     setattr(model, "card", card)  # noqa: B010 - the attribute every loaded model carries
