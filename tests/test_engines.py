@@ -240,12 +240,29 @@ def test_a_cached_sub_pixel_choice_runs_the_sub_pixel_form(tmp_path: Path) -> No
     cache = tmp_path / "engines.json"
     entry = {"engine": "torch+subpixel", "milliseconds": {}, "cores": engines._cores()}
     entry["threads"] = torch.get_num_threads()
+    entry["size"] = engines.CALIBRATION_SIZE
     cache.write_text(json.dumps({kind: {**entry, "versions": engines._versions()}}))
     engine = make_engine(network, "auto", cache_file=cache)
     assert isinstance(engine, TorchEngine) and engine.form == "sub-pixel"
     assert isinstance(engine.model.deconv, SubpixelConv2d)
     _check(engine, network, _lr(), "float32")
     clear_engine_cache()
+
+
+def test_a_choice_calibrated_at_another_size_is_measured_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clear_engine_cache()
+    network = _network("espcn", 2)
+    kind = f"{engines._network_kind(network)}/float32"
+    entry = {"engine": "torch", "milliseconds": {}, "cores": engines._cores()}
+    entry |= {"threads": torch.get_num_threads(), "versions": engines._versions(), "size": 256}
+    cache = tmp_path / "engines.json"
+    cache.write_text(json.dumps({kind: entry}))
+    assert engines._cached_choice(cache, kind) is None
+    entry["size"] = engines.CALIBRATION_SIZE
+    cache.write_text(json.dumps({kind: entry}))
+    assert engines._cached_choice(cache, kind) == "torch"
 
 
 def test_engine_module_wraps_all_but_plain_eager_torch() -> None:

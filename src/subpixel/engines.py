@@ -25,7 +25,7 @@ ONNX Runtime runs float32 only.
 
 ``make_engine(model, "auto")`` times the candidates (``AUTO_ENGINES``: torch,
 torch-channels-last, onnxruntime and openvino, each where installed; in bfloat16 the same,
-onnxruntime staying float32) interleaved on a 256x256 input and keeps the fastest; for
+onnxruntime staying float32) interleaved on a 384x384 input and keeps the fastest; for
 FSRCNN it tries both forms of its last layer, the transposed convolution and its exact
 sub-pixel form (``models.fsrcnn_to_subpixel``), since which is faster depends on the
 engine (see PERF-NOTES.md). ``torch-compile`` is not among the candidates: its compile time would
@@ -34,8 +34,9 @@ dominate a calibration, and in float32 it did not beat ONNX Runtime here.
 The choice is remembered per network kind (architecture, FSRCNN's form, scale, channels,
 precision) for the process, and, given ``cache_file`` (``default_cache_file()`` is
 ``~/.cache/subpixel/engines.json``), on disk: one small JSON object mapping that kind to the
-chosen engine, the milliseconds of each candidate, and the core and thread counts and
-library versions it was measured with (an entry measured with others is measured again).
+chosen engine, the milliseconds of each candidate, and the core and thread counts, library
+versions and input size it was measured with (an entry measured with others is measured
+again).
 
 Example:
     >>> import numpy as np
@@ -100,9 +101,12 @@ AUTO_ENGINES = {
     "mixed": ("torch", "torch-channels-last", "onnxruntime", "openvino"),
 }
 # Square input side for calibration: large enough that the ranking is the one at video
-# sizes (at 128x128 eager torch looked fastest for FSRCNN and was 2x slower at 640x360:
-# per-call overheads and caches favour it), small enough to take 1-3 s once per network.
-CALIBRATION_SIZE = 256
+# sizes, small enough to take 1-3 s once per network. Small inputs favour eager torch (its
+# per-call overheads are small, its working set fits the caches): at 128x128 it looked
+# fastest for FSRCNN and was 2x slower at 640x360; on Zen 5, at 256x256, channels-last
+# torch ran FSRCNN x3's sub-pixel form within 10% of OpenVINO and 3.6x slower at 640x360,
+# where 384x384 ranks them as 640x360 does.
+CALIBRATION_SIZE = 384
 CALIBRATION_RUNS = 5
 SUBPIXEL_FORM = "+subpixel"  # suffix of a choice that runs FSRCNN in its sub-pixel form
 
@@ -561,6 +565,7 @@ def _cached_choice(path: Path, kind: str) -> str | None:
         and entry.get("cores") == _cores()
         and entry.get("threads") == torch.get_num_threads()
         and entry.get("versions") == _versions()
+        and entry.get("size") == CALIBRATION_SIZE
     ):
         return str(entry["engine"])
     return None
@@ -575,6 +580,7 @@ def _store_choice(path: Path, calibration: Calibration) -> None:
         "cores": _cores(),
         "threads": torch.get_num_threads(),
         "versions": _versions(),
+        "size": CALIBRATION_SIZE,
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -619,7 +625,7 @@ def make_engine(
     """An engine running ``model``: one of ``ENGINES``, or ``"auto"``.
 
     ``"auto"`` uses the choice remembered for this kind of network (in this process, then
-    in ``cache_file`` if given), else times the candidates of ``AUTO_ENGINES`` on a 256x256
+    in ``cache_file`` if given), else times the candidates of ``AUTO_ENGINES`` on a 384x384
     input, interleaved, and keeps the fastest. For FSRCNN each candidate also runs in the
     sub-pixel form of the last layer. Candidates that cannot run are left out: onnxruntime
     or openvino when it is not installed or cannot take the network. A model on a GPU gets
