@@ -605,6 +605,7 @@ def write_plot(path: Path, records: Sequence[Record]) -> bool:
     rows = summary(records)
     groups = list(dict.fromkeys((r.network, r.workload) for r in rows))
     kinds = list(dict.fromkeys(_kind(r) for r in rows))
+    kinds.sort(key=lambda kind: kind.startswith("OpenCV"))  # ours first, then the peers
     figure, axes = plt.subplots(figsize=(11, 1.5 + 0.25 * len(groups) * len(kinds)))
     height = 0.8 / max(1, len(kinds))
     for k, kind in enumerate(kinds):
