@@ -147,14 +147,17 @@ def test_compiled_engine_agrees_in_both_precisions_and_at_a_new_size() -> None:
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="onnx, onnxscript or openvino missing")
 @pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16")
-@pytest.mark.parametrize(("name", "form"), [("espcn", ""), ("fsrcnn", "subpixel")])
-def test_openvino_mixed_runs_the_first_convolution_in_float32_only(name: str, form: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "form", "in_float32"), [("espcn", "", 1), ("fsrcnn", "subpixel", 1), ("srcnn", "", 2)]
+)
+def test_openvino_mixed_runs_the_layers_through_the_first_in_float32_only(
+    name: str, form: str, in_float32: int
+) -> None:
     network = _network(name, 2, form)
     core = engines._openvino_core()
     exported = core.read_model(engines._exported(network), b"")
-    first = engines._first_convolution(exported)
-    assert first is not None
-    marked = engines._keeping_precision(core, exported, first)
+    kept = engines._layers_through_first(exported, network)
+    marked = engines._keeping_precision(core, exported, kept)
     compiled = core.compile_model(marked, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
     convolutions = [
         op.get_friendly_name()
@@ -162,7 +165,22 @@ def test_openvino_mixed_runs_the_first_convolution_in_float32_only(name: str, fo
         if op.get_type_name() in engines._OPENVINO_CONVOLUTIONS
     ]
     ran = [engines._runtime_precision(compiled, c) for c in convolutions]
-    assert ran[0] == "f32" and set(ran[1:]) == {"bf16"}, ran
+    # SRCNN's bicubic upscaling is a convolution too, before its first layer.
+    assert ran[:in_float32] == ["f32"] * in_float32, ran
+    assert set(ran[in_float32:]) == {"bf16"}, ran
+
+
+def test_openvino_mixed_finds_the_first_layer_by_its_weights() -> None:
+    if not HAS_OPENVINO:
+        pytest.skip("onnx, onnxscript or openvino missing")
+    network = _network("srcnn", 2)
+    exported = engines._openvino_core().read_model(engines._exported(network), b"")
+    kept = engines._layers_through_first(exported, network)
+    (last,) = [op for op in exported.get_ordered_ops() if op.get_friendly_name() == kept[-1]]
+    assert "body.0.weight" in engines._input_names(last, 1)
+    # Weights the export does not hold: an error, not a guess.
+    with pytest.raises(EngineError, match=r"uses 0\.weight"):
+        engines._layers_through_first(exported, nn.Sequential(nn.Conv2d(1, 1, 3)))
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="onnx, onnxscript or openvino missing")

@@ -180,6 +180,16 @@ def test_the_first_layer_is_the_convolution_that_sees_the_image() -> None:
     assert precision.first_layer(models.build("bicubic", scale=2)) is None
 
 
+def test_mixed_keeps_the_layers_that_see_the_image() -> None:
+    network = _network()
+    assert precision.float32_layers(network) == [network.features[0]]  # type: ignore[index]
+    srcnn = models.build("srcnn", scale=2)
+    assert precision.float32_layers(srcnn) == [srcnn.upscale, srcnn.body[0]]  # type: ignore[index]
+    assert precision.float32_layers(models.build("bicubic", scale=2)) == []
+    wrapped = precision.first_layer_in_float32(srcnn)
+    assert [type(m).__name__ for m in wrapped.children()] == ["_Float32", "Sequential"]
+
+
 def test_mixed_runs_the_first_layer_in_float32_and_the_rest_in_bfloat16() -> None:
     network = _network()
     mixed = precision.first_layer_in_float32(network)

@@ -71,7 +71,7 @@ from torch import nn
 
 from subpixel.errors import SubpixelError
 from subpixel.layers import SubpixelConv2d
-from subpixel.precision import first_layer_in_float32, resolve_precision
+from subpixel.precision import first_layer, first_layer_in_float32, resolve_precision
 
 __all__ = [
     "AUTO_ENGINES",
@@ -290,8 +290,9 @@ class OpenVinoEngine:
     milliseconds at its first call), with as many threads as PyTorch uses and the latency
     hint. ``precision`` is OpenVINO's inference precision: ``"float32"`` or ``"bfloat16"``
     (which the plugin runs natively on CPUs with AVX-512 BF16 or AMX, and in float32
-    elsewhere), or ``"mixed"``: bfloat16 with the first convolution kept in float32. One
-    request serves the calls, one at a time.
+    elsewhere), or ``"mixed"``: bfloat16, with the first convolution and everything before
+    it (SRCNN's bicubic upscaling) kept in float32. One request serves the calls, one at a
+    time.
 
     Args:
         model: the network (exported as a float32 CPU copy; the model is not changed).
@@ -323,13 +324,13 @@ class OpenVinoEngine:
         try:
             core = _openvino_core()
             network = core.read_model(_exported(model), b"")
-            kept = _first_convolution(network) if precision == "mixed" else None
-            if kept is not None:
+            kept = _layers_through_first(network, model) if precision == "mixed" else []
+            if kept:
                 network = _keeping_precision(core, network, kept)
             compiled = core.compile_model(network, "CPU", config)
         except Exception as error:  # openvino's own exception types; re-raised with cause
             raise EngineError(f"openvino cannot compile the model: {error}") from error
-        if kept is not None and _runtime_precision(compiled, kept) != "f32":
+        if kept and _runtime_precision(compiled, kept[-1]) != "f32":
             raise EngineError(
                 f"openvino {_openvino_version()} does not keep the first layer in float32"
             )
@@ -346,16 +347,38 @@ class OpenVinoEngine:
 _OPENVINO_CONVOLUTIONS = ("Convolution", "ConvolutionBackpropData", "GroupConvolution")
 
 
-def _first_convolution(network: Any) -> str | None:
-    """The name of the first convolution of an OpenVINO model, in execution order."""
+def _layers_through_first(network: Any, model: nn.Module) -> list[str]:
+    """The names of the OpenVINO model's operations that run before the first layer of
+    ``model`` (``precision.first_layer``) and that layer's convolution, last, in execution
+    order: those ``"mixed"`` keeps in float32. The convolution is found by its weights,
+    which the export names after the parameter (``features.0.weight``); [] for a network
+    without one.
+
+    Raises:
+        EngineError: no convolution of the exported network has the first layer's weights.
+    """
+    first = first_layer(model)
+    if first is None:
+        return []
+    prefix = next(name for name, module in model.named_modules() if module is first)
+    weight = f"{prefix}.weight" if prefix else "weight"
+    names = []
     for op in network.get_ordered_ops():
-        if op.get_type_name() in _OPENVINO_CONVOLUTIONS:
-            return str(op.get_friendly_name())
-    return None
+        if op.get_type_name() in ("Parameter", "Constant"):
+            continue
+        names.append(str(op.get_friendly_name()))
+        if op.get_type_name() in _OPENVINO_CONVOLUTIONS and weight in _input_names(op, 1):
+            return names
+    raise EngineError(f"openvino: no convolution of the exported network uses {weight}")
 
 
-def _keeping_precision(core: Any, network: Any, layer: str) -> Any:
-    """``network`` with ``layer`` marked to keep its float32 under a bfloat16 hint.
+def _input_names(op: Any, port: int) -> set[str]:
+    """The tensor names of what feeds ``op``'s input ``port`` (its weights, for port 1)."""
+    return {str(name) for name in op.input_value(port).get_names()}
+
+
+def _keeping_precision(core: Any, network: Any, layers: list[str]) -> Any:
+    """``network`` with ``layers`` marked to keep their float32 under a bfloat16 hint.
 
     The mark is the ``DisablePrecisionConversion`` runtime attribute, which the CPU plugin
     honours but Python cannot set: it is written into the model's IR (XML) and read back.
@@ -368,7 +391,7 @@ def _keeping_precision(core: Any, network: Any, layer: str) -> Any:
         tree = ElementTree.parse(xml_path)
         weights = np.fromfile(xml_path.with_suffix(".bin"), np.uint8)
     for element in tree.getroot().iter("layer"):
-        if element.get("name") == layer:
+        if element.get("name") in layers:
             rt_info = element.find("rt_info")
             if rt_info is None:
                 rt_info = ElementTree.SubElement(element, "rt_info")

@@ -54,6 +54,7 @@ __all__ = [
     "emulate_bfloat16",
     "first_layer",
     "first_layer_in_float32",
+    "float32_layers",
     "measure_bfloat16_loss",
     "native_bfloat16",
     "record_bfloat16_loss",
@@ -139,13 +140,29 @@ def resolve_precision(model: nn.Module, precision: str) -> str:
 
 
 def first_layer(model: nn.Module) -> nn.Module | None:
-    """The layer that sees the image: the first convolution (or transposed convolution)
-    among the model's modules, in the order they are registered, which is the order they
-    run in every ``subpixel`` network. None for a network without one (bicubic)."""
+    """The first convolution (or transposed convolution) among the model's modules, in the
+    order they are registered, which is the order they run in every ``subpixel`` network.
+    None for a network without one (bicubic)."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
             return module
     return None
+
+
+def float32_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers ``"mixed"`` keeps in float32, those that see the image: the first
+    convolution and any layer registered before it (SRCNN's bicubic upscaling). Empty for a
+    network without a convolution."""
+    first = first_layer(model)
+    if first is None:
+        return []
+    layers = []
+    for module in model.modules():
+        if not any(True for _ in module.children()):  # a layer, not a container
+            layers.append(module)
+        if module is first:
+            return layers
+    return layers
 
 
 class _Float32(nn.Module):
@@ -161,17 +178,14 @@ class _Float32(nn.Module):
 
 
 def first_layer_in_float32(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose first layer runs in float32 under ``torch.autocast``: the
-    torch form of ``"mixed"`` (autocast runs the rest in bfloat16)."""
+    """A copy of ``model`` whose ``float32_layers`` run in float32 under ``torch.autocast``:
+    the torch form of ``"mixed"`` (autocast runs the rest in bfloat16)."""
     copied = copy.deepcopy(model)
-    layer = first_layer(copied)
-    if layer is None:
-        return copied
-    for module in copied.modules():
-        for name, child in module.named_children():
-            if child is layer:
-                setattr(module, name, _Float32(layer))
-                return copied
+    kept = float32_layers(copied)
+    for module in list(copied.modules()):
+        for name, child in list(module.named_children()):
+            if any(child is layer for layer in kept):
+                setattr(module, name, _Float32(child))
     return copied
 
 
@@ -202,8 +216,8 @@ def emulate_bfloat16(model: nn.Module, precision: str = "bfloat16") -> nn.Module
     OpenVINO keep activations in bfloat16 between layers); the arithmetic inside a layer
     stays float32 (the native kernels accumulate in float32). On the bundled weights the
     loss it gives is within 0.01 dB of the native one on Set5 and Set14. With
-    ``precision="mixed"`` the input, the first layer's weights and its output stay float32
-    (what follows it, its activation, rounds for the next layer).
+    ``precision="mixed"`` the input and the weights and outputs of ``float32_layers`` stay
+    float32 (what follows them, the first activation, rounds for the next layer).
 
     Example:
         >>> from subpixel import models
@@ -214,17 +228,16 @@ def emulate_bfloat16(model: nn.Module, precision: str = "bfloat16") -> nn.Module
     if precision not in LOSS_KEYS:
         raise ValueError(f"precision must be one of {', '.join(LOSS_KEYS)}, got {precision!r}")
     emulated = copy.deepcopy(model).float()
-    kept = first_layer(emulated) if precision == "mixed" else None
-    with torch.no_grad():
-        for module in emulated.modules():
-            if module is not kept:
-                for parameter in module.parameters(recurse=False):
-                    parameter.copy_(_round_to_bfloat16(parameter))
+    kept = float32_layers(emulated) if precision == "mixed" else []
     for module in emulated.modules():
-        # A layer, not a container.
-        if module is not kept and not any(True for _ in module.children()):
+        if any(module is layer for layer in kept):
+            continue
+        with torch.no_grad():
+            for parameter in module.parameters(recurse=False):
+                parameter.copy_(_round_to_bfloat16(parameter))
+        if not any(True for _ in module.children()):  # a layer, not a container
             module.register_forward_hook(lambda _m, _i, output: _round_to_bfloat16(output))
-    if kept is None:
+    if not kept:
         emulated.register_forward_pre_hook(
             lambda _m, inputs: tuple(_round_to_bfloat16(x) for x in inputs)
         )
