@@ -13,7 +13,7 @@ and 0.122 dB on Set5 in bfloat16 everywhere, 0.028 and 0.038 with the first conv
 float32, 0.049 and 0.078 with the last one in float32; ESPCN's middle layer alone in
 bfloat16 (emulated) cost 0.001. So there is a third arithmetic, ``"mixed"``: the first
 convolution in float32, everything after it in bfloat16 (ESPCN x2's network on a 1080p
-frame, OpenVINO on Zen 5: 39.7 ms against 35.6 in bfloat16 and 64.2 in float32). Its loss
+frame, OpenVINO on Zen 5: 40.4 ms against 36.1 in bfloat16 and 64.7 in float32). Its loss
 is kept beside the other (``"mixed_psnr_loss"``).
 
 ``resolve_precision(model, "auto")`` then picks, on a device with native bfloat16, the
