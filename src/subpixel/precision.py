@@ -12,9 +12,9 @@ entry: rounding the image itself (bfloat16 steps are 1/256 between 0.5 and 1, as
 and 0.122 dB on Set5 in bfloat16 everywhere, 0.028 and 0.038 with the first convolution in
 float32, 0.049 and 0.078 with the last one in float32; ESPCN's middle layer alone in
 bfloat16 (emulated) cost 0.001. So there is a third arithmetic, ``"mixed"``: the first
-convolution in float32, everything after it in bfloat16 (ESPCN x2's network on a 1080p
-frame, OpenVINO on Zen 5: 40.4 ms against 36.1 in bfloat16 and 64.7 in float32). Its loss
-is kept beside the other (``"mixed_psnr_loss"``).
+convolution (and anything before it, ``float32_layers``) in float32, everything after it in
+bfloat16 (ESPCN x2's network on a 1080p frame, OpenVINO on Zen 5: 40.0 ms against 33.7 in
+bfloat16 and 60.1 in float32). Its loss is kept beside the other (``"mixed_psnr_loss"``).
 
 ``resolve_precision(model, "auto")`` then picks, on a device with native bfloat16, the
 first of bfloat16 and mixed whose recorded loss is below ``BFLOAT16_LOSS_LIMIT_DB`` on every
