@@ -23,9 +23,9 @@ Each row gives ms, frames/s, the ratio of frames/s to OpenCV dnn_superres end to
 GFLOP/s: the network's own FLOPs (2 x multiply-accumulates of the network as defined, its
 transposed convolution counted as such, whatever form runs) per second, and that as a share
 of the fp32 or bf16 peak of a 4096^3 matmul measured at the start of the same run, on the
-same threads: the faster of torch's and OpenVINO's (torch's float32 matmul can run a
-narrower vector path than the CPU has). Compile time (the first call of ``torch-compile``)
-is reported apart. The bundled weights where there are some
+same threads: the faster of torch's and OpenVINO's (on a Zen 5 machine torch's float32
+matmul ran at less than half of OpenVINO's rate). Compile time (the first call of
+``torch-compile``) is reported apart. The bundled weights where there are some
 (``subpixel.weights.bundled_weights()``), random ones otherwise: speed does not depend on
 them, but the automatic precision does. For networks with weights the loss of PSNR of
 bfloat16 and of mixed against float32 on Set5 and Set14, measured in this run for each
@@ -151,8 +151,8 @@ def matmul_peak(dtype: torch.dtype, size: int, runs: int = 5) -> dict[str, float
     """GFLOP/s of a size^3 matmul (median of ``runs`` after one warm-up) in each library
     that can run it here: torch, and OpenVINO when installed.
 
-    The fastest of them is the machine's peak: torch's float32 matmul (MKL) can run a
-    narrower vector path than the CPU has (on a Zen 5 core, half of OpenVINO's float32 rate).
+    The fastest of them is the machine's peak: on a Zen 5 machine torch's float32 matmul
+    ran at less than half of OpenVINO's rate.
     """
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=generator).to(dtype)
