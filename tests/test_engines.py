@@ -267,9 +267,7 @@ def test_a_cached_sub_pixel_choice_runs_the_sub_pixel_form(tmp_path: Path) -> No
     clear_engine_cache()
 
 
-def test_a_choice_calibrated_at_another_size_is_measured_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_choice_calibrated_at_another_size_is_measured_again(tmp_path: Path) -> None:
     clear_engine_cache()
     network = _network("espcn", 2)
     kind = f"{engines._network_kind(network)}/float32"
