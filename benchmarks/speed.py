@@ -70,7 +70,7 @@ from subpixel.engines import ENGINES, EngineModule, make_engine, set_threads
 from subpixel.errors import SubpixelError
 from subpixel.precision import (
     LOSS_KEYS,
-    measure_bfloat16_loss,
+    measure_losses,
     native_bfloat16,
     resolve_precision,
 )
@@ -448,10 +448,9 @@ def weights_psnr_losses(
             continue
         for engine in loss_engines:
             try:
-                for precision in LOSS_KEYS:
-                    losses[name, engine, precision] = measure_bfloat16_loss(
-                        network, QUALITY_SETS, [engine], precision
-                    )
+                measured = measure_losses(network, QUALITY_SETS, [engine])
+                for precision, by_dataset in measured.items():
+                    losses[name, engine, precision] = by_dataset
             except SubpixelError as error:  # the benchmark sets are missing, no openvino
                 print(f"  no bf16 quality for {name} on {engine}: {error}", file=sys.stderr)
     return losses

@@ -332,7 +332,8 @@ class OpenVinoEngine:
             raise EngineError(f"openvino cannot compile the model: {error}") from error
         if kept and _runtime_precision(compiled, kept[-1]) != "f32":
             raise EngineError(
-                f"openvino {_openvino_version()} does not keep the first layer in float32"
+                f"openvino {importlib.import_module('openvino').__version__} does not keep "
+                "the first layer in float32"
             )
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()
@@ -407,12 +408,6 @@ def _runtime_precision(compiled: Any, layer: str) -> str | None:
         if op.get_friendly_name() == layer and "runtimePrecision" in info:
             return str(info["runtimePrecision"].astype(str))
     return None
-
-
-def _openvino_version() -> str:
-    import openvino
-
-    return str(openvino.__version__)
 
 
 @functools.cache

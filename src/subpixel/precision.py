@@ -50,12 +50,14 @@ __all__ = [
     "LOSS_KEY",
     "LOSS_KEYS",
     "MIXED_LOSS_KEY",
+    "add_losses",
     "bfloat16_engines",
     "emulate_bfloat16",
     "first_layer",
     "first_layer_in_float32",
     "float32_layers",
     "measure_bfloat16_loss",
+    "measure_losses",
     "native_bfloat16",
     "record_bfloat16_loss",
     "recorded_bfloat16_loss",
@@ -257,21 +259,44 @@ def measure_bfloat16_loss(
     A negative value means the reduced arithmetic scored higher. Raises what ``evaluate``
     raises when a dataset is missing.
     """
+    return measure_losses(model, datasets, engines, (precision,))[precision]
+
+
+def measure_losses(
+    model: nn.Module,
+    datasets: Sequence[str | Path] = LOSS_DATASETS,
+    engines: Sequence[str] | None = None,
+    precisions: Sequence[str] = tuple(LOSS_KEYS),
+) -> dict[str, dict[str, float]]:
+    """``measure_bfloat16_loss`` for each of ``precisions`` (precision -> dataset -> loss),
+    the float32 reference evaluated once per dataset."""
     from subpixel.engines import EngineModule, make_engine
     from subpixel.evaluation import evaluate
 
-    runs = [
-        emulate_bfloat16(model, precision)
-        if name == EMULATED
-        else EngineModule(make_engine(model, name, precision=precision), model)
-        for name in (engines or bfloat16_engines())
-    ]
-    losses = {}
+    runs = {
+        precision: [
+            emulate_bfloat16(model, precision)
+            if name == EMULATED
+            else EngineModule(make_engine(model, name, precision=precision), model)
+            for name in (engines or bfloat16_engines())
+        ]
+        for precision in precisions
+    }
+    losses: dict[str, dict[str, float]] = {precision: {} for precision in precisions}
     for dataset in datasets:
         reference = evaluate(model, dataset).mean("psnr")
-        worst = max(reference - evaluate(run, dataset).mean("psnr") for run in runs)
-        losses[Path(str(dataset)).name] = worst
+        for precision, models in runs.items():
+            worst = max(reference - evaluate(run, dataset).mean("psnr") for run in models)
+            losses[precision][Path(str(dataset)).name] = worst
     return losses
+
+
+def add_losses(metrics: dict[str, dict[str, float]], losses: dict[str, dict[str, float]]) -> None:
+    """Write ``measure_losses``' result into a card's ``metrics``, rounded, under each
+    dataset's name and ``LOSS_KEYS``' key."""
+    for precision, by_dataset in losses.items():
+        for dataset, loss in by_dataset.items():
+            metrics.setdefault(dataset, {})[LOSS_KEYS[precision]] = round(loss, 4)
 
 
 def record_bfloat16_loss(
@@ -288,9 +313,7 @@ def record_bfloat16_loss(
     model = load_weights(path)
     card = card_of(model)
     metrics = {name: dict(entry) for name, entry in card.metrics.items()}
-    losses = {p: measure_bfloat16_loss(model, datasets, engines, p) for p in LOSS_KEYS}
-    for reduced, key in LOSS_KEYS.items():
-        for dataset, loss in losses[reduced].items():
-            metrics.setdefault(dataset, {})[key] = round(loss, 4)
+    losses = measure_losses(model, datasets, engines)
+    add_losses(metrics, losses)
     save_weights(model, path, card=dataclasses.replace(card, metrics=metrics))
     return losses["bfloat16"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from torch import nn
 
 from subpixel.evaluation import evaluate
-from subpixel.precision import LOSS_DATASETS, LOSS_KEYS, measure_bfloat16_loss
+from subpixel.precision import LOSS_DATASETS, add_losses, measure_losses
 from subpixel.training.averaging import average_networks
 from subpixel.training.loop import RunFiles
 from subpixel.training.records import read_log
@@ -67,11 +67,8 @@ def bundle_run(
             "bicubic_psnr": round(report.mean("bicubic_psnr"), 4),
         }
     loss_sets = [d for d in LOSS_DATASETS if d in datasets]
-    for precision, key in LOSS_KEYS.items():
-        if loss_sets:
-            losses = measure_bfloat16_loss(model, loss_sets, precision=precision)
-            for dataset, loss in losses.items():
-                metrics[dataset][key] = round(loss, 4)
+    if loss_sets:
+        add_losses(metrics, measure_losses(model, loss_sets))
     card = dataclasses.replace(card, training=training, metrics=metrics)
     save_weights(model, output, card=card)
     setattr(model, "card", card)  # noqa: B010 - the attribute every loaded model carries
