@@ -8,6 +8,7 @@ are optional: tests that need one skip with a reason when it is missing.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import math
 import os
@@ -319,9 +320,13 @@ def test_auto_engine_works_and_its_choice_is_cached(
     np.testing.assert_allclose(engine(lr), _reference(model, lr), atol=1e-5, rtol=0)
     (kind, entry), *others = json.loads(cache.read_text()).items()
     assert not others and kind.startswith("espcn/x3/c1/") and kind.endswith("/float32")
-    assert entry["engine"] == engine.name and set(entry["milliseconds"]) == set(
-        AUTO_ENGINES["float32"]
-    )
+    # Every candidate that is installed here was timed (OpenVINO is an optional extra).
+    installed = {
+        name
+        for name in AUTO_ENGINES["float32"]
+        if name != "openvino" or importlib.util.find_spec("openvino") is not None
+    }
+    assert entry["engine"] == engine.name and set(entry["milliseconds"]) == installed
 
     # The next process (memory cache cleared) reads the file instead of measuring again.
     clear_engine_cache()

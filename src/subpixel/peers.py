@@ -18,7 +18,7 @@ from subpixel.errors import ModelError
 from subpixel.paths import data_root
 from subpixel.weights import describe
 
-__all__ = ["OPENCV_MODELS", "load_yjn870_fsrcnn", "opencv_upscaler"]
+__all__ = ["OPENCV_MODELS", "load_yjn870_fsrcnn", "opencv_peer_problem", "opencv_upscaler"]
 
 # subpixel architecture -> (OpenCV dnn_superres algorithm name, file prefix)
 OPENCV_MODELS = {
@@ -62,6 +62,24 @@ def load_yjn870_fsrcnn(path: str | Path, scale: int) -> nn.Module:
     return model.eval()
 
 
+def opencv_peer_problem() -> str | None:
+    """Why OpenCV's dnn_superres peers cannot run here, or None when they can.
+
+    They need the contrib build (``cv2.dnn_superres``) and an OpenCV that still reads its own
+    TensorFlow ``.pb`` models: 5.1's importer asserts ``model_proto.has_graph()`` on them.
+    """
+    try:
+        import cv2
+    except ImportError:
+        return "OpenCV is not installed (pip install 'subpixel[peers]')"
+    if not hasattr(cv2, "dnn_superres"):
+        return f"OpenCV {cv2.__version__} has no dnn_superres (install the contrib build)"
+    major, minor = (int(part) for part in cv2.__version__.split(".")[:2])
+    if (major, minor) >= (5, 1):
+        return f"OpenCV {cv2.__version__} cannot read dnn_superres .pb models (5.0 and 4.x can)"
+    return None
+
+
 def opencv_upscaler(
     architecture: str, scale: int, folder: Path | None = None
 ) -> Callable[[np.ndarray], np.ndarray]:
@@ -71,10 +89,11 @@ def opencv_upscaler(
     with bilinear ``resize``. Gray images are fed as BGR with B = G = R and read back from
     one channel. The models are TensorFlow graphs in ``$SUBPIXEL_DATA/peers/opencv_dnn_superres``.
     """
-    try:
-        import cv2
-    except ImportError as error:
-        raise ModelError("OpenCV peers need opencv-contrib-python(-headless)") from error
+    problem = opencv_peer_problem()
+    if problem is not None:
+        raise ModelError(f"OpenCV peers unavailable: {problem}")
+    import cv2
+
     if architecture not in OPENCV_MODELS:
         raise ModelError(f"no OpenCV peer for {architecture!r}; have {sorted(OPENCV_MODELS)}")
     algorithm, prefix = OPENCV_MODELS[architecture]
