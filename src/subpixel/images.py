@@ -20,8 +20,6 @@ about 89 megapixels) are refused before they are decoded.
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from subpixel.errors import ImageError
+from subpixel.files import atomic_path
+from subpixel.files import temporary_beside as temporary_beside  # video.py's import
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -225,39 +225,18 @@ def write_image(
     elif image_format not in ("PNG", "TIFF"):
         raise ImageError(f"{image_format} cannot store 16-bit colour; use .png or .tif for {path}")
     try:
-        temporary = temporary_beside(path)
-    except OSError as error:
+        with atomic_path(path) as temporary:
+            try:
+                if isinstance(pixels, Image.Image):
+                    with open(temporary, "wb") as stream:
+                        pixels.save(stream, format=image_format, **options)
+                else:
+                    _write_sixteen_bit_colour(temporary, pixels, image_format, icc_profile)
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                raise ImageError(f"cannot write {path}: {error}") from error
+    except OSError as error:  # the temporary could not be made, or the rename failed
         raise ImageError(f"cannot write to {path.parent}: {error.strerror}") from error
-    try:
-        with open(temporary, "wb") as stream:
-            if isinstance(pixels, Image.Image):
-                pixels.save(stream, format=image_format, **options)
-        if not isinstance(pixels, Image.Image):
-            _write_sixteen_bit_colour(Path(temporary), pixels, image_format, icc_profile)
-        os.replace(temporary, path)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        if isinstance(error, (OSError, ValueError, KeyError, TypeError)):
-            raise ImageError(f"cannot write {path}: {error}") from error
-        raise
     return path
-
-
-def temporary_beside(path: Path, suffix: str = "") -> Path:
-    """A new empty file beside ``path`` (hidden, ending ``.tmp`` + ``suffix``) to write and
-    then rename onto it.
-
-    Created like an ordinary file (mode 0o666 less the umask), not 0o600 as ``mkstemp``
-    would, so the renamed result has the permissions the user expects. Raises OSError.
-    """
-    while True:
-        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}")
-        try:
-            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return candidate
 
 
 def _write_sixteen_bit_colour(
