@@ -387,3 +387,30 @@ def test_upscaled_image_has_ordinary_permissions(image_file: Path, tmp_path: Pat
     reference.write_text("x")
     assert out.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize(
+    ("extension", "pillow_format"),
+    [("png", "PNG"), ("jpg", "JPEG"), ("webp", "WEBP"), ("tif", "TIFF"), ("bmp", "BMP")],
+)
+def test_every_output_format_works_in_a_fresh_process(
+    extension: str, pillow_format: str, tmp_path: Path
+) -> None:
+    # Pillow loads its plugins lazily: in a fresh process only PNG is known until something
+    # asks for the rest. --engine torch: the engine has nothing to do with the format, and
+    # the automatic choice would export and compile the network anew in every process.
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ("a.png", "b.png"):
+        _write_rgb(source / name, len(name))
+    out = tmp_path / "out"
+    argv = [str(source), "-o", str(out), "--format", extension, "--engine", "torch"]
+    result = subprocess.run(
+        [sys.executable, "-m", "subpixel.cli", "upscale", *argv, "--scale", "2"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"a.{extension}", f"b.{extension}"]
+    assert {Image.open(p).format for p in out.iterdir()} == {pillow_format}

@@ -183,17 +183,25 @@ def _read_sixteen_bit_colour(path: Path, file_format: str, size: tuple[int, int]
 
 
 def output_format(path: str | Path, format: str | None = None) -> str:
-    """The Pillow format name for ``format`` or the path's extension (``.png`` -> ``PNG``)."""
+    """The Pillow format name for ``format`` or the path's extension (``.png`` -> ``PNG``).
+
+    ``format`` is a format name or an extension (``jpg``, ``.tif``, ``WebP``).
+
+    Raises:
+        ImageError: Pillow cannot write that format, or the path has no known extension.
+    """
+    Image.init()  # Pillow loads its plugins lazily; until then Image.SAVE lacks most formats
+    extensions = Image.registered_extensions()
     if format:
-        name = format.upper().replace("JPG", "JPEG").replace("TIF", "TIFF").replace("TIFFF", "TIFF")
-        if name not in Image.SAVE:
+        name = format.lower().lstrip(".")
+        pillow_name = extensions.get(f".{name}", name.upper())
+        if pillow_name not in Image.SAVE:
             raise ImageError(f"unknown output format {format!r}")
-        return name
+        return pillow_name
     extension = Path(path).suffix.lower()
-    formats = Image.registered_extensions()
-    if extension not in formats or formats[extension] not in Image.SAVE:
+    if extension not in extensions or extensions[extension] not in Image.SAVE:
         raise ImageError(f"cannot tell the output format from {str(path)!r}; use .png, .jpg, ...")
-    return formats[extension]
+    return extensions[extension]
 
 
 def write_image(
