@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -414,3 +415,73 @@ def test_every_output_format_works_in_a_fresh_process(
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == [f"a.{extension}", f"b.{extension}"]
     assert {Image.open(p).format for p in out.iterdir()} == {pillow_format}
+
+
+def test_two_inputs_for_one_output_are_refused_before_any_work(
+    tmp_path: Path, capsys: Capsys
+) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    _write_rgb(source / "x.png", 1)
+    _write_rgb(source / "x.jpg", 2)
+    out = tmp_path / "out"
+    for flags in ([], ["--overwrite"]):
+        assert main(["upscale", str(source), "-o", str(out), "--format", "jpg", *flags]) == 1
+        assert _error_line(capsys) == (
+            f"subpixel: error: {source / 'x.jpg'} and {source / 'x.png'} would both be written "
+            f"to {out / 'x.jpg'}; rename one or upscale them into different folders"
+        )
+        assert not out.exists()
+
+
+def test_every_per_file_error_names_the_file(tmp_path: Path, capsys: Capsys) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    _write_rgb(source / "good.png", 1)
+    Image.fromarray(np.ones((4, 4), np.float32)).save(source / "float.tif")  # mode F
+    out = tmp_path / "out"
+    assert main(["upscale", str(source), "-o", str(out), "--scale", "2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"subpixel: error: {source / 'float.tif'}: unsupported image mode 'F'",
+        "subpixel: 1 written, 0 skipped (output exists), 1 failed",
+    ]
+
+
+def test_an_output_folder_that_cannot_be_made_is_reported_once(
+    tmp_path: Path, capsys: Capsys
+) -> None:
+    sources = [str(_write_rgb(tmp_path / f"{n}.png", i)) for i, n in enumerate("abc")]
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    assert main(["upscale", *sources, "-o", str(blocker / "out"), "--scale", "2"]) == 1
+    assert _error_line(capsys) == (
+        f"subpixel: error: cannot write to {blocker / 'out'}: {blocker} is a file, not a folder"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to read-only folders")
+def test_a_read_only_output_folder_is_reported_once(tmp_path: Path, capsys: Capsys) -> None:
+    sources = [str(_write_rgb(tmp_path / f"{n}.png", i)) for i, n in enumerate("abc")]
+    folder = tmp_path / "rodir"
+    folder.mkdir(mode=0o555)
+    assert main(["upscale", *sources, "-o", str(folder), "--scale", "2"]) == 1
+    assert _error_line(capsys) == f"subpixel: error: cannot write to {folder}: permission denied"
+
+
+def test_a_url_is_refused_with_a_reason(tmp_path: Path, capsys: Capsys) -> None:
+    url = "https://example.com/photo.png"
+    assert main(["upscale", url, "-o", str(tmp_path / "out.png")]) == 1
+    assert _error_line(capsys) == (
+        f"subpixel: error: {url}: URLs are not supported; download the file first"
+    )
+
+
+def test_a_file_name_for_several_inputs_is_refused(tmp_path: Path, capsys: Capsys) -> None:
+    sources = [str(_write_rgb(tmp_path / f"{n}.png", i)) for i, n in enumerate("ab")]
+    out = tmp_path / "two.png"
+    assert main(["upscale", *sources, "-o", str(out)]) == 1
+    assert _error_line(capsys) == (
+        f"subpixel: error: -o {out} looks like a file but 2 inputs were given; give a folder"
+    )
+    assert not out.exists()
