@@ -434,6 +434,51 @@ def test_two_inputs_for_one_output_are_refused_before_any_work(
         assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("moving.gif", "animated image with 3 frames"),
+        ("moving.png", "animated image with 3 frames"),
+        ("pages.tif", "multi-page image with 3 pages"),
+    ],
+)
+def test_animations_and_multi_page_files_are_refused_by_name(
+    name: str, kind: str, tmp_path: Path, capsys: Capsys
+) -> None:
+    frames = [_write_rgb(tmp_path / f"{i}.png", i) for i in range(3)]
+    images = [Image.open(frame).convert("RGB") for frame in frames]
+    source = tmp_path / name
+    images[0].save(source, save_all=True, append_images=images[1:])
+    out = tmp_path / f"out-{name}"
+    assert main(["upscale", str(source), "-o", str(out), "--scale", "2"]) == 1
+    assert _error_line(capsys).startswith(f"subpixel: error: {source}: {kind}; subpixel upscales")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "note", "mode"),
+    [
+        (
+            "pal.gif",
+            "upscaled as RGB and written as a GIF palette image again, with a new palette of "
+            "up to 256 colours",
+            "P",
+        ),
+        ("pal.png", "written as RGB PNG", "RGB"),
+    ],
+)
+def test_the_palette_note_says_what_was_written(
+    name: str, note: str, mode: str, tmp_path: Path, capsys: Capsys
+) -> None:
+    source = tmp_path / name
+    Image.open(_write_rgb(tmp_path / "rgb.png", 3)).quantize(16).save(source)
+    out = tmp_path / f"out-{name}"
+    assert main(["upscale", str(source), "-o", str(out), "--scale", "2"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"subpixel: note: {source} is a palette image; {note}"]
+    assert Image.open(out).mode == mode
+
+
 def test_every_per_file_error_names_the_file(tmp_path: Path, capsys: Capsys) -> None:
     source = tmp_path / "in"
     source.mkdir()

@@ -7,9 +7,12 @@ Policy for image kinds (what ``subpixel.inference`` does with each Pillow mode):
   with pypng / tifffile, since Pillow would cut them to 8 bits) are computed in float and
   written back at 16 bits.
 - ``P`` (palette): converted to ``RGBA`` when it has transparency, else ``RGB``; the result
-  is not a palette image. ``1`` (bilevel) becomes ``L``; ``CMYK``, ``YCbCr``, ``LAB`` and
-  ``HSV`` become ``RGB``.
-- Anything else (32-bit integer or float images) is refused with an ``ImageError``.
+  is not a palette image (written as GIF it is one again, with a new palette;
+  :func:`palette_note` says which). ``1`` (bilevel) becomes ``L``; ``CMYK``, ``YCbCr``,
+  ``LAB`` and ``HSV`` become ``RGB``.
+- Anything else (32-bit integer or float images) is refused with an ``ImageError``, and so
+  are animations (GIF, APNG, WebP) and multi-page files (TIFF): only their first frame would
+  be kept.
 
 EXIF orientation is applied when reading, so pixels are upright and the written EXIF says
 "normal" orientation; the ICC profile and the rest of the EXIF data are written back.
@@ -36,12 +39,17 @@ __all__ = [
     "ImageFile",
     "open_image",
     "output_format",
+    "palette_note",
     "read_image",
     "write_image",
 ]
 
 DEFAULT_MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
 _METADATA_FORMATS = {"PNG", "JPEG", "WEBP", "TIFF"}
+_ANIMATED_FORMATS = {"GIF", "PNG", "WEBP", "AVIF", "FLI"}  # APNG is "PNG"
+# Camera MPO files hold the photo then previews or a stereo partner; PSD files the composite
+# then its layers: the first frame is the picture.
+_FIRST_FRAME_IS_THE_IMAGE = {"MPO", "PSD"}
 Pixels = Image.Image | np.ndarray
 
 
@@ -95,6 +103,7 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[Image.Image, str | None
                     f"{path} has {width}x{height} = {width * height:,} pixels, over the limit of "
                     f"{max_pixels:,}; allow it with --max-pixels"
                 )
+            _refuse_many_frames(handle, path)
             handle.load()  # decode now, so truncation surfaces here and not later
             image = handle.copy()
             image.info = dict(handle.info)
@@ -104,6 +113,18 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[Image.Image, str | None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"cannot decode image {path}: {error}") from error
     return image, sixteen_bit_colour
+
+
+def _refuse_many_frames(handle: Image.Image, path: Path) -> None:
+    """Refuse animations and multi-page files rather than keep their first frame silently."""
+    frames = int(getattr(handle, "n_frames", 1))
+    if frames < 2 or handle.format in _FIRST_FRAME_IS_THE_IMAGE:
+        return
+    if handle.format in _ANIMATED_FORMATS:
+        kind, hint = f"animated image with {frames} frames", "e.g. ffmpeg -i IN frame%04d.png"
+    else:
+        kind, hint = f"multi-page image with {frames} pages", "one file per page"
+    raise ImageError(f"{path}: {kind}; subpixel upscales still images only; split it ({hint})")
 
 
 def _is_sixteen_bit_colour(handle: Image.Image) -> bool:
@@ -245,6 +266,22 @@ def write_image(
     except OSError as error:  # the temporary could not be made, or the rename failed
         raise ImageError(f"cannot write to {path.parent}: {error.strerror}") from error
     return path
+
+
+def palette_note(source: str | Path, target: str | Path, upscaled_mode: str) -> str:
+    """What became of a palette image ``source`` upscaled in ``upscaled_mode`` and written to
+    ``target``, read back from the file (a GIF is a palette image again, RGB is not)."""
+    try:
+        with Image.open(target) as written:
+            mode, kind = written.mode, written.format
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"cannot read back {target}: {error}") from error
+    if mode == "P":
+        return (
+            f"{source} is a palette image; upscaled as {upscaled_mode} and written as a "
+            f"{kind} palette image again, with a new palette of up to 256 colours"
+        )
+    return f"{source} is a palette image; written as {mode} {kind}"
 
 
 def _write_sixteen_bit_colour(
