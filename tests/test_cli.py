@@ -522,6 +522,18 @@ def test_a_url_is_refused_with_a_reason(tmp_path: Path, capsys: Capsys) -> None:
     )
 
 
+@pytest.mark.parametrize("quality", ["101", "0", "-5", "high"])
+def test_quality_outside_1_to_100_is_a_usage_error(
+    quality: str, image_file: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    out = tmp_path / "out.jpg"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["upscale", str(image_file), "-o", str(out), "--quality", quality])
+    assert exit_info.value.code == 2
+    assert "--quality" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_a_file_name_for_several_inputs_is_refused(tmp_path: Path, capsys: Capsys) -> None:
     sources = [str(_write_rgb(tmp_path / f"{n}.png", i)) for i, n in enumerate("ab")]
     out = tmp_path / "two.png"

@@ -58,6 +58,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _quality(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from error
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 100, got {value}")
+    return value
+
+
 def _byte_size(text: str) -> int:
     """``"2G"``, ``"512M"``, ``"64k"`` or a plain number of bytes."""
     units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -472,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="bicubic",
         help="how to upscale an alpha channel",
     )
-    up.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default: 95)")
+    up.add_argument("--quality", type=_quality, default=95, help="JPEG/WebP quality (default: 95)")
     up.add_argument(
         "--engine",
         choices=("auto", *ENGINES),
