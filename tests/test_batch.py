@@ -73,8 +73,97 @@ def test_run_jobs_skips_existing_outputs_and_goes_on_after_failures(tmp_path: Pa
     summary = run_jobs(jobs, process)
     assert seen == ["b", "c"]
     assert summary.skipped == [tmp_path / "out" / "a.png"]
-    assert summary.failed == [(tmp_path / "b.png", "b is broken")]
+    assert summary.failed == [(tmp_path / "b.png", f"{tmp_path / 'b.png'}: b is broken")]
     assert summary.written == [tmp_path / "out" / "c.png"]
     assert summary.line() == "1 written, 1 skipped (output exists), 1 failed"
     again = run_jobs(jobs, process, overwrite=True)
     assert len(again.written) == 2
+
+
+def test_two_inputs_for_one_output_are_refused_before_any_work(tmp_path: Path) -> None:
+    x_png = _touch(tmp_path / "in" / "x.png")
+    x_jpg = _touch(tmp_path / "in" / "x.jpg")
+    with pytest.raises(ImageError) as error:
+        plan_jobs([str(tmp_path / "in")], tmp_path / "out", extension=".jpg")
+    assert str(error.value) == (
+        f"{x_jpg} and {x_png} would both be written to {tmp_path / 'out' / 'x.jpg'}; "
+        "rename one or upscale them into different folders"
+    )
+    # Two folders with a file of the same name collide too.
+    _touch(tmp_path / "other" / "x.png")
+    with pytest.raises(ImageError, match="would both be written to"):
+        plan_jobs([str(x_png), str(tmp_path / "other" / "x.png")], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    # Without --format they do not collide.
+    assert len(plan_jobs([str(tmp_path / "in")], tmp_path / "out")) == 2
+
+
+def test_an_output_that_would_replace_another_input_is_refused(tmp_path: Path) -> None:
+    _touch(tmp_path / "in" / "sub" / "y.png")  # -> out/sub/y.png, which is the other input
+    other = _touch(tmp_path / "out" / "sub" / "y.png")  # -> out/y.png
+    with pytest.raises(ImageError) as error:
+        plan_jobs([str(tmp_path / "in"), str(other)], tmp_path / "out", recursive=True)
+    assert str(error.value) == f"refusing to overwrite the input {other}"
+
+
+def test_a_file_like_output_for_several_inputs_is_refused(tmp_path: Path) -> None:
+    a = _touch(tmp_path / "in" / "a.png")
+    b = _touch(tmp_path / "in" / "b.png")
+    with pytest.raises(ImageError) as error:
+        plan_jobs([str(a), str(b)], tmp_path / "two.png")
+    assert str(error.value) == (
+        f"-o {tmp_path / 'two.png'} looks like a file but 2 inputs were given; give a folder"
+    )
+    with pytest.raises(ImageError, match="in is a folder; give a folder"):
+        plan_jobs([str(tmp_path / "in")], tmp_path / "two.png")
+    # A folder that happens to be named like a file is a folder.
+    (tmp_path / "dir.png").mkdir()
+    assert len(plan_jobs([str(a), str(b)], tmp_path / "dir.png")) == 2
+
+
+def test_urls_are_refused_by_name(tmp_path: Path) -> None:
+    for url in ("https://example.com/photo.png", "HTTP://example.com/a.jpg", "s3://b/k.png"):
+        with pytest.raises(ImageError) as error:
+            collect_inputs([url])
+        assert str(error.value) == f"{url}: URLs are not supported; download the file first"
+
+
+def test_an_unknown_format_is_refused_once_before_any_work(tmp_path: Path) -> None:
+    _touch(tmp_path / "in" / "a.png")
+    with pytest.raises(ImageError, match="unknown output format 'xyz'"):
+        plan_jobs([str(tmp_path / "in")], tmp_path / "out", extension=".xyz")
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = _touch(tmp_path / "in" / "a.png")
+    b = _touch(tmp_path / "in" / "b.png")
+    blocker = _touch(tmp_path / "file")
+    with pytest.raises(ImageError) as error:
+        plan_jobs([str(a), str(b)], blocker / "out")
+    assert (
+        str(error.value) == f"cannot write to {blocker / 'out'}: {blocker} is a file, not a folder"
+    )
+    # The permission check (as root, os.access says yes to everything; here it says no).
+    monkeypatch.setattr("subpixel.batch.os.access", lambda path, mode: False)
+    with pytest.raises(ImageError) as error:
+        plan_jobs([str(a), str(b)], tmp_path / "out" / "sub")
+    assert str(error.value) == (
+        f"cannot write to {tmp_path / 'out' / 'sub'}: permission denied in {tmp_path}"
+    )
+
+
+def test_every_failure_names_its_file(tmp_path: Path) -> None:
+    jobs = [Job(tmp_path / f"{n}.png", tmp_path / "out" / f"{n}.png", n) for n in "ab"]
+
+    def process(job: Job) -> None:
+        if job.key == "a":
+            raise ImageError("unsupported image mode 'F'")
+        raise ImageError(f"cannot decode image {job.source}: broken")
+
+    summary = run_jobs(jobs, process)
+    assert summary.failed == [
+        (tmp_path / "a.png", f"{tmp_path / 'a.png'}: unsupported image mode 'F'"),
+        (tmp_path / "b.png", f"cannot decode image {tmp_path / 'b.png'}: broken"),
+    ]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -387,3 +388,157 @@ def test_upscaled_image_has_ordinary_permissions(image_file: Path, tmp_path: Pat
     reference.write_text("x")
     assert out.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize(
+    ("extension", "pillow_format"),
+    [("png", "PNG"), ("jpg", "JPEG"), ("webp", "WEBP"), ("tif", "TIFF"), ("bmp", "BMP")],
+)
+def test_every_output_format_works_in_a_fresh_process(
+    extension: str, pillow_format: str, tmp_path: Path
+) -> None:
+    # Pillow loads its plugins lazily: in a fresh process only PNG is known until something
+    # asks for the rest. --engine torch: the engine has nothing to do with the format, and
+    # the automatic choice would export and compile the network anew in every process.
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ("a.png", "b.png"):
+        _write_rgb(source / name, len(name))
+    out = tmp_path / "out"
+    argv = [str(source), "-o", str(out), "--format", extension, "--engine", "torch"]
+    result = subprocess.run(
+        [sys.executable, "-m", "subpixel.cli", "upscale", *argv, "--scale", "2"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"a.{extension}", f"b.{extension}"]
+    assert {Image.open(p).format for p in out.iterdir()} == {pillow_format}
+
+
+def test_two_inputs_for_one_output_are_refused_before_any_work(
+    tmp_path: Path, capsys: Capsys
+) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    _write_rgb(source / "x.png", 1)
+    _write_rgb(source / "x.jpg", 2)
+    out = tmp_path / "out"
+    for flags in ([], ["--overwrite"]):
+        assert main(["upscale", str(source), "-o", str(out), "--format", "jpg", *flags]) == 1
+        assert _error_line(capsys) == (
+            f"subpixel: error: {source / 'x.jpg'} and {source / 'x.png'} would both be written "
+            f"to {out / 'x.jpg'}; rename one or upscale them into different folders"
+        )
+        assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("moving.gif", "animated image with 3 frames"),
+        ("moving.png", "animated image with 3 frames"),
+        ("pages.tif", "multi-page image with 3 pages"),
+    ],
+)
+def test_animations_and_multi_page_files_are_refused_by_name(
+    name: str, kind: str, tmp_path: Path, capsys: Capsys
+) -> None:
+    frames = [_write_rgb(tmp_path / f"{i}.png", i) for i in range(3)]
+    images = [Image.open(frame).convert("RGB") for frame in frames]
+    source = tmp_path / name
+    images[0].save(source, save_all=True, append_images=images[1:])
+    out = tmp_path / f"out-{name}"
+    assert main(["upscale", str(source), "-o", str(out), "--scale", "2"]) == 1
+    assert _error_line(capsys).startswith(f"subpixel: error: {source}: {kind}; subpixel upscales")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "note", "mode"),
+    [
+        (
+            "pal.gif",
+            "upscaled as RGB and written as a GIF palette image again, with a new palette of "
+            "up to 256 colours",
+            "P",
+        ),
+        ("pal.png", "written as RGB PNG", "RGB"),
+    ],
+)
+def test_the_palette_note_says_what_was_written(
+    name: str, note: str, mode: str, tmp_path: Path, capsys: Capsys
+) -> None:
+    source = tmp_path / name
+    Image.open(_write_rgb(tmp_path / "rgb.png", 3)).quantize(16).save(source)
+    out = tmp_path / f"out-{name}"
+    assert main(["upscale", str(source), "-o", str(out), "--scale", "2"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"subpixel: note: {source} is a palette image; {note}"]
+    assert Image.open(out).mode == mode
+
+
+def test_every_per_file_error_names_the_file(tmp_path: Path, capsys: Capsys) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    _write_rgb(source / "good.png", 1)
+    Image.fromarray(np.ones((4, 4), np.float32)).save(source / "float.tif")  # mode F
+    out = tmp_path / "out"
+    assert main(["upscale", str(source), "-o", str(out), "--scale", "2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"subpixel: error: {source / 'float.tif'}: unsupported image mode 'F'",
+        "subpixel: 1 written, 0 skipped (output exists), 1 failed",
+    ]
+
+
+def test_an_output_folder_that_cannot_be_made_is_reported_once(
+    tmp_path: Path, capsys: Capsys
+) -> None:
+    sources = [str(_write_rgb(tmp_path / f"{n}.png", i)) for i, n in enumerate("abc")]
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    assert main(["upscale", *sources, "-o", str(blocker / "out"), "--scale", "2"]) == 1
+    assert _error_line(capsys) == (
+        f"subpixel: error: cannot write to {blocker / 'out'}: {blocker} is a file, not a folder"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to read-only folders")
+def test_a_read_only_output_folder_is_reported_once(tmp_path: Path, capsys: Capsys) -> None:
+    sources = [str(_write_rgb(tmp_path / f"{n}.png", i)) for i, n in enumerate("abc")]
+    folder = tmp_path / "rodir"
+    folder.mkdir(mode=0o555)
+    assert main(["upscale", *sources, "-o", str(folder), "--scale", "2"]) == 1
+    assert _error_line(capsys) == f"subpixel: error: cannot write to {folder}: permission denied"
+
+
+def test_a_url_is_refused_with_a_reason(tmp_path: Path, capsys: Capsys) -> None:
+    url = "https://example.com/photo.png"
+    assert main(["upscale", url, "-o", str(tmp_path / "out.png")]) == 1
+    assert _error_line(capsys) == (
+        f"subpixel: error: {url}: URLs are not supported; download the file first"
+    )
+
+
+@pytest.mark.parametrize("quality", ["101", "0", "-5", "high"])
+def test_quality_outside_1_to_100_is_a_usage_error(
+    quality: str, image_file: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    out = tmp_path / "out.jpg"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["upscale", str(image_file), "-o", str(out), "--quality", quality])
+    assert exit_info.value.code == 2
+    assert "--quality" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_file_name_for_several_inputs_is_refused(tmp_path: Path, capsys: Capsys) -> None:
+    sources = [str(_write_rgb(tmp_path / f"{n}.png", i)) for i, n in enumerate("ab")]
+    out = tmp_path / "two.png"
+    assert main(["upscale", *sources, "-o", str(out)]) == 1
+    assert _error_line(capsys) == (
+        f"subpixel: error: -o {out} looks like a file but 2 inputs were given; give a folder"
+    )
+    assert not out.exists()

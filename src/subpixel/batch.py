@@ -4,18 +4,23 @@ Inputs are files, folders (``recursive`` to descend) and glob patterns. One inpu
 an output that is not an existing folder makes one output file; anything else makes a folder
 of outputs that mirrors each input folder's layout. ``shard(jobs, k, n)`` keeps a stable
 1/n of the jobs (by a hash of each input's path), so n processes on any scheduler split the
-work, and re-runs skip outputs that exist. A failing input is recorded and the rest go on.
+work, and re-runs skip outputs that exist. A failing input is recorded (its message naming
+it) and the rest go on; what would fail for every input or lose a file (two inputs for one
+output, an output folder that cannot be written to) is refused before any work.
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
+import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from subpixel.errors import ImageError, SubpixelError
+from subpixel.images import output_format
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -43,6 +48,7 @@ IMAGE_EXTENSIONS = (
     ".tga",
 )
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".y4m")
+_URL = re.compile(r"[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -79,10 +85,12 @@ def collect_inputs(inputs: Sequence[str], recursive: bool = False) -> list[tuple
     """Expand inputs to (file, base) pairs; ``base`` is the folder the output layout mirrors.
 
     Raises:
-        ImageError: an input matches nothing.
+        ImageError: an input is a URL or matches nothing.
     """
     found: list[tuple[Path, Path]] = []
     for text in inputs:
+        if _URL.match(text):
+            raise ImageError(f"{text}: URLs are not supported; download the file first")
         path = Path(text)
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
@@ -109,11 +117,27 @@ def plan_jobs(
     recursive: bool = False,
     extension: str | None = None,
 ) -> list[Job]:
-    """Pair every input with its output path (see the module docstring for the rule)."""
+    """Pair every input with its output path (see the module docstring for the rule).
+
+    Everything that would fail for every file, or lose one, is refused here, before any work.
+
+    Raises:
+        ImageError: an input is a URL or matches nothing; ``extension`` is not a format
+            Pillow writes; ``output`` has a file's extension but several inputs (or a folder
+            or pattern) were given; two inputs would be written to the same file; an output
+            would replace an input; the output folder cannot be made or written to.
+    """
     output = Path(output)
     sources = collect_inputs(inputs, recursive)
     first = inputs[0] if inputs else ""
     single_file = len(inputs) == 1 and not Path(first).is_dir() and not glob.has_magic(first)
+    if not single_file and _is_media(output) and not output.is_dir():
+        given = f"{len(inputs)} inputs were given" if len(inputs) > 1 else f"{first} is a folder"
+        if len(inputs) == 1 and glob.has_magic(first):
+            given = f"{first} is a pattern"
+        raise ImageError(f"-o {output} looks like a file but {given}; give a folder")
+    if extension:
+        output_format(output, extension.lstrip("."))  # refused once here, not once per file
     jobs = []
     for source, base in sources:
         relative = source.relative_to(base)  # base is the source's folder or an ancestor
@@ -123,10 +147,42 @@ def plan_jobs(
             target = output / relative
             if extension and source.suffix.lower() not in VIDEO_EXTENSIONS:
                 target = target.with_suffix(extension)
-        if source.exists() and target.exists() and target.resolve() == source.resolve():
-            raise ImageError(f"refusing to overwrite the input {source}")
         jobs.append(Job(source, target, relative.as_posix()))
+    _refuse_lost_files(jobs)
+    for folder in sorted({job.target.parent for job in jobs}):
+        _check_writable(folder)
     return jobs
+
+
+def _refuse_lost_files(jobs: Sequence[Job]) -> None:
+    """Refuse outputs that would replace an input, or that two inputs would both make."""
+    inputs = {job.source.resolve(): job.source for job in jobs if job.source.exists()}
+    planned: dict[Path, Job] = {}
+    for job in jobs:
+        where = job.target.resolve()
+        if where in inputs:
+            raise ImageError(f"refusing to overwrite the input {inputs[where]}")
+        if where in planned:
+            other = planned[where].source
+            raise ImageError(
+                f"{other} and {job.source} would both be written to {job.target}; "
+                "rename one or upscale them into different folders"
+            )
+        planned[where] = job
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse a folder that cannot be made or written to (checked on its nearest ancestor
+    that exists, since missing folders are made when the jobs run)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "it" if existing == folder else str(existing)
+        raise ImageError(f"cannot write to {folder}: {where} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == folder else f" in {existing}"
+        raise ImageError(f"cannot write to {folder}: permission denied{where}")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -170,10 +226,13 @@ def run_jobs(
                 job.target.parent.mkdir(parents=True, exist_ok=True)
                 process(job)
                 summary.written.append(job.target)
-            except SubpixelError as error:
-                summary.failed.append((job.source, str(error)))
-            except OSError as error:
-                summary.failed.append((job.source, f"{job.source}: {error}"))
+            except (SubpixelError, OSError) as error:
+                summary.failed.append((job.source, _naming(job.source, str(error))))
         if progress is not None:
             progress(job)
     return summary
+
+
+def _naming(source: Path, reason: str) -> str:
+    """``reason``, prefixed with the file's name unless it names the file already."""
+    return reason if str(source) in reason else f"{source}: {reason}"

@@ -20,7 +20,13 @@ from subpixel.batch import Job
 from subpixel.engines import ENGINES, PRECISIONS, default_cache_file, engine_module, set_threads
 from subpixel.errors import ScaleError, SubpixelError
 from subpixel.evaluation import EvaluationReport, evaluate
-from subpixel.images import DEFAULT_MAX_PIXELS, open_image, output_format, write_image
+from subpixel.images import (
+    DEFAULT_MAX_PIXELS,
+    open_image,
+    output_format,
+    palette_note,
+    write_image,
+)
 from subpixel.inference import upscale_image
 from subpixel.weights import (
     DEFAULT_MODEL,
@@ -49,6 +55,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from error
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _quality(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from error
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 100, got {value}")
     return value
 
 
@@ -154,10 +170,6 @@ def _upscale_one(job: Job, model: torch.nn.Module, args: argparse.Namespace) -> 
             alpha=args.alpha,
             progress=tiles,
         )
-    palette = isinstance(source.pixels, Image.Image) and source.pixels.mode == "P"
-    if palette and isinstance(result, Image.Image):
-        note = f"{job.source} is a palette image; written as {result.mode}"
-        print(f"subpixel: note: {note}", file=sys.stderr)
     options = {"quality": args.quality} if image_format in ("JPEG", "WEBP") else {}
     write_image(
         result,
@@ -167,6 +179,10 @@ def _upscale_one(job: Job, model: torch.nn.Module, args: argparse.Namespace) -> 
         exif=source.exif,
         **options,
     )
+    palette = isinstance(source.pixels, Image.Image) and source.pixels.mode == "P"
+    if palette and isinstance(result, Image.Image):
+        note = palette_note(job.source, job.target, result.mode)
+        print(f"subpixel: note: {note}", file=sys.stderr)
 
 
 def _stream_video(args: argparse.Namespace, model: torch.nn.Module) -> None:
@@ -466,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="bicubic",
         help="how to upscale an alpha channel",
     )
-    up.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default: 95)")
+    up.add_argument("--quality", type=_quality, default=95, help="JPEG/WebP quality (default: 95)")
     up.add_argument(
         "--engine",
         choices=("auto", *ENGINES),

@@ -70,6 +70,7 @@ import torch
 from torch import nn
 
 from subpixel.errors import SubpixelError
+from subpixel.files import atomic_write
 from subpixel.layers import SubpixelConv2d
 from subpixel.precision import first_layer, first_layer_in_float32, resolve_precision
 
@@ -602,14 +603,8 @@ def _store_choice(path: Path, calibration: Calibration) -> None:
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".engines.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w") as file:
-                json.dump(cache, file, indent=1, sort_keys=True)
-            os.replace(temporary, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
+        text = json.dumps(cache, indent=1, sort_keys=True)
+        atomic_write(path, lambda temporary: temporary.write_text(text))
     except OSError as error:
         logger.warning("could not write the engine cache %s: %s", path, error)
 

@@ -33,8 +33,6 @@ import contextlib
 import copy
 import json
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, is_dataclass
@@ -46,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from subpixel.errors import SubpixelError
+from subpixel.files import atomic_write
 from subpixel.models import ESPCN, FSRCNN, SRCNN, Bicubic
 from subpixel.resize import contributions
 from subpixel.weights import CARD_KEY, ModelCard
@@ -287,23 +286,8 @@ def export_onnx(
     """
     path = Path(path)
     data = onnx_bytes(model, opset=opset, dynamic=dynamic, card=card, trace_size=trace_size)
-    _write_atomically(path, data)
+    atomic_write(path, lambda temporary: temporary.write_bytes(data), fsync=True)
     return path
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file in ``path``'s folder, then rename it over ``path``."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 def _describe(source: str | Path | bytes) -> str:

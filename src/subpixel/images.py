@@ -7,9 +7,12 @@ Policy for image kinds (what ``subpixel.inference`` does with each Pillow mode):
   with pypng / tifffile, since Pillow would cut them to 8 bits) are computed in float and
   written back at 16 bits.
 - ``P`` (palette): converted to ``RGBA`` when it has transparency, else ``RGB``; the result
-  is not a palette image. ``1`` (bilevel) becomes ``L``; ``CMYK``, ``YCbCr``, ``LAB`` and
-  ``HSV`` become ``RGB``.
-- Anything else (32-bit integer or float images) is refused with an ``ImageError``.
+  is not a palette image (written as GIF it is one again, with a new palette;
+  :func:`palette_note` says which). ``1`` (bilevel) becomes ``L``; ``CMYK``, ``YCbCr``,
+  ``LAB`` and ``HSV`` become ``RGB``.
+- Anything else (32-bit integer or float images) is refused with an ``ImageError``, and so
+  are animations (GIF, APNG, WebP) and multi-page files (TIFF): only their first frame would
+  be kept.
 
 EXIF orientation is applied when reading, so pixels are upright and the written EXIF says
 "normal" orientation; the ICC profile and the rest of the EXIF data are written back.
@@ -20,8 +23,6 @@ about 89 megapixels) are refused before they are decoded.
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,18 +31,25 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from subpixel.errors import ImageError
+from subpixel.files import atomic_path
+from subpixel.files import temporary_beside as temporary_beside  # video.py's import
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ImageFile",
     "open_image",
     "output_format",
+    "palette_note",
     "read_image",
     "write_image",
 ]
 
 DEFAULT_MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
 _METADATA_FORMATS = {"PNG", "JPEG", "WEBP", "TIFF"}
+_ANIMATED_FORMATS = {"GIF", "PNG", "WEBP", "AVIF", "FLI"}  # APNG is "PNG"
+# Camera MPO files hold the photo then previews or a stereo partner; PSD files the composite
+# then its layers: the first frame is the picture.
+_FIRST_FRAME_IS_THE_IMAGE = {"MPO", "PSD"}
 Pixels = Image.Image | np.ndarray
 
 
@@ -95,6 +103,7 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[Image.Image, str | None
                     f"{path} has {width}x{height} = {width * height:,} pixels, over the limit of "
                     f"{max_pixels:,}; allow it with --max-pixels"
                 )
+            _refuse_many_frames(handle, path)
             handle.load()  # decode now, so truncation surfaces here and not later
             image = handle.copy()
             image.info = dict(handle.info)
@@ -104,6 +113,18 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[Image.Image, str | None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"cannot decode image {path}: {error}") from error
     return image, sixteen_bit_colour
+
+
+def _refuse_many_frames(handle: Image.Image, path: Path) -> None:
+    """Refuse animations and multi-page files rather than keep their first frame silently."""
+    frames = int(getattr(handle, "n_frames", 1))
+    if frames < 2 or handle.format in _FIRST_FRAME_IS_THE_IMAGE:
+        return
+    if handle.format in _ANIMATED_FORMATS:
+        kind, hint = f"animated image with {frames} frames", "e.g. ffmpeg -i IN frame%04d.png"
+    else:
+        kind, hint = f"multi-page image with {frames} pages", "one file per page"
+    raise ImageError(f"{path}: {kind}; subpixel upscales still images only; split it ({hint})")
 
 
 def _is_sixteen_bit_colour(handle: Image.Image) -> bool:
@@ -183,17 +204,25 @@ def _read_sixteen_bit_colour(path: Path, file_format: str, size: tuple[int, int]
 
 
 def output_format(path: str | Path, format: str | None = None) -> str:
-    """The Pillow format name for ``format`` or the path's extension (``.png`` -> ``PNG``)."""
+    """The Pillow format name for ``format`` or the path's extension (``.png`` -> ``PNG``).
+
+    ``format`` is a format name or an extension (``jpg``, ``.tif``, ``WebP``).
+
+    Raises:
+        ImageError: Pillow cannot write that format, or the path has no known extension.
+    """
+    Image.init()  # Pillow loads its plugins lazily; until then Image.SAVE lacks most formats
+    extensions = Image.registered_extensions()
     if format:
-        name = format.upper().replace("JPG", "JPEG").replace("TIF", "TIFF").replace("TIFFF", "TIFF")
-        if name not in Image.SAVE:
+        name = format.lower().lstrip(".")
+        pillow_name = extensions.get(f".{name}", name.upper())
+        if pillow_name not in Image.SAVE:
             raise ImageError(f"unknown output format {format!r}")
-        return name
+        return pillow_name
     extension = Path(path).suffix.lower()
-    formats = Image.registered_extensions()
-    if extension not in formats or formats[extension] not in Image.SAVE:
+    if extension not in extensions or extensions[extension] not in Image.SAVE:
         raise ImageError(f"cannot tell the output format from {str(path)!r}; use .png, .jpg, ...")
-    return formats[extension]
+    return extensions[extension]
 
 
 def write_image(
@@ -225,39 +254,34 @@ def write_image(
     elif image_format not in ("PNG", "TIFF"):
         raise ImageError(f"{image_format} cannot store 16-bit colour; use .png or .tif for {path}")
     try:
-        temporary = temporary_beside(path)
-    except OSError as error:
+        with atomic_path(path) as temporary:
+            try:
+                if isinstance(pixels, Image.Image):
+                    with open(temporary, "wb") as stream:
+                        pixels.save(stream, format=image_format, **options)
+                else:
+                    _write_sixteen_bit_colour(temporary, pixels, image_format, icc_profile)
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                raise ImageError(f"cannot write {path}: {error}") from error
+    except OSError as error:  # the temporary could not be made, or the rename failed
         raise ImageError(f"cannot write to {path.parent}: {error.strerror}") from error
-    try:
-        with open(temporary, "wb") as stream:
-            if isinstance(pixels, Image.Image):
-                pixels.save(stream, format=image_format, **options)
-        if not isinstance(pixels, Image.Image):
-            _write_sixteen_bit_colour(Path(temporary), pixels, image_format, icc_profile)
-        os.replace(temporary, path)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        if isinstance(error, (OSError, ValueError, KeyError, TypeError)):
-            raise ImageError(f"cannot write {path}: {error}") from error
-        raise
     return path
 
 
-def temporary_beside(path: Path, suffix: str = "") -> Path:
-    """A new empty file beside ``path`` (hidden, ending ``.tmp`` + ``suffix``) to write and
-    then rename onto it.
-
-    Created like an ordinary file (mode 0o666 less the umask), not 0o600 as ``mkstemp``
-    would, so the renamed result has the permissions the user expects. Raises OSError.
-    """
-    while True:
-        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}")
-        try:
-            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return candidate
+def palette_note(source: str | Path, target: str | Path, upscaled_mode: str) -> str:
+    """What became of a palette image ``source`` upscaled in ``upscaled_mode`` and written to
+    ``target``, read back from the file (a GIF is a palette image again, RGB is not)."""
+    try:
+        with Image.open(target) as written:
+            mode, kind = written.mode, written.format
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"cannot read back {target}: {error}") from error
+    if mode == "P":
+        return (
+            f"{source} is a palette image; upscaled as {upscaled_mode} and written as a "
+            f"{kind} palette image again, with a new palette of up to 256 colours"
+        )
+    return f"{source} is a palette image; written as {mode} {kind}"
 
 
 def _write_sixteen_bit_colour(

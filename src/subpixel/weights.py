@@ -7,11 +7,8 @@ record, metrics). ``load_model`` builds the architecture from the card and loads
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,11 +16,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 from torch import nn
 
 from subpixel import models
 from subpixel.errors import ModelError, ScaleError
+from subpixel.files import atomic_write
 
 __all__ = ["ModelCard", "bundled_weights", "card_of", "load_model", "load_weights", "save_weights"]
 
@@ -113,17 +111,10 @@ def save_weights(model: nn.Module, path: str | Path, card: ModelCard | None = No
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {FORMAT_KEY: FORMAT, CARD_KEY: json.dumps(asdict(card), sort_keys=True)}
     path = Path(path)
-    # Through a temporary file and a rename: a reader never sees half a file.
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(state, temporary, metadata=metadata)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; weights are ordinary files
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-    return path
+    # Through a temporary file and a rename: a reader never sees half a file. As bytes:
+    # safetensors' save_file replaces the file it is given with one of mode 0o600.
+    data = save(state, metadata)
+    return atomic_write(path, lambda temporary: temporary.write_bytes(data))
 
 
 def _read_card(path: Path) -> ModelCard:

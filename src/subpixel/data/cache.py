@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from subpixel.data.config import DataConfig
 from subpixel.data.degradation import make_variants
 from subpixel.errors import ImageError
 from subpixel.evaluation import list_images as _list_folder
+from subpixel.files import folder_beside
 from subpixel.images import read_image
 
 __all__ = ["CACHE_FORMAT", "PatchCache", "Variant", "cache_key", "list_images", "read_rgb"]
@@ -268,9 +268,7 @@ class PatchCache:
         final = cache_dir / f"patches-x{config.scale}-{config.degradation}-{key[:16]}"
         if final.is_dir():
             return cls.open(final)
-        temporary = Path(
-            tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=cache_dir)
-        )
+        temporary = folder_beside(final, ".partial")
         try:
             _write_cache(temporary, files, config, key, progress)
             try:

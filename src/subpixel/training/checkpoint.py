@@ -6,17 +6,16 @@ while writing still has its previous checkpoint intact.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 from torch import nn
+
+from subpixel.files import atomic_write
 
 STATE_KEY = "subpixel.training"
 
@@ -58,14 +57,9 @@ def save_checkpoint(
         "optimizer": json.dumps(optimizer_meta),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+    # As bytes: safetensors' save_file replaces the file it is given with one of mode 0o600.
+    data = save(tensors, metadata)
+    atomic_write(path, lambda temporary: temporary.write_bytes(data), fsync=True)
 
 
 def load_checkpoint(

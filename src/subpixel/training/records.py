@@ -6,6 +6,8 @@ import csv
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from subpixel.files import atomic_path, atomic_write
+
 
 @dataclass(frozen=True)
 class LogRow:
@@ -43,13 +45,11 @@ def read_log(path: Path) -> list[LogRow]:
 
 def write_log(path: Path, rows: list[LogRow]) -> None:
     """Rewrite the whole log (it is small); used on resume to drop rows past the checkpoint."""
-    temporary = path.with_suffix(".tmp")
-    with temporary.open("w", newline="") as stream:
+    with atomic_path(path) as temporary, temporary.open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if v is None else v) for k, v in asdict(row).items()})
-    temporary.replace(path)
 
 
 def plot_curves(rows: list[LogRow], path: Path, title: str) -> bool:
@@ -70,8 +70,8 @@ def plot_curves(rows: list[LogRow], path: Path, title: str) -> bool:
     for axis in (loss_axis, psnr_axis):
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    temporary = path.with_name(f".{path.name}")
-    figure.savefig(temporary, dpi=100, format="png")
-    plt.close(figure)
-    temporary.replace(path)
+    try:
+        atomic_write(path, lambda temporary: figure.savefig(temporary, dpi=100, format="png"))
+    finally:
+        plt.close(figure)
     return True
