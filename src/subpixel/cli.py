@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -83,7 +84,7 @@ def _upscale(args: argparse.Namespace) -> int:
         cache_file=default_cache_file(),
     )
     if streaming:
-        _stream_video(args, model)
+        _stream(args, model)
         return 0
     extension = f".{args.format.lower().lstrip('.')}" if args.format else None
     jobs = plan_jobs(args.inputs, args.output, recursive=args.recursive, extension=extension)
@@ -121,7 +122,9 @@ def _upscale_one(job: Job, model: torch.nn.Module, args: argparse.Namespace) -> 
         if scale is not None and scale != native:
             raise ScaleError(f"videos are upscaled at the network's own scale (x{native})")
 
-        with tqdm(unit="frame", desc=job.source.name, file=sys.stderr, leave=False) as bar:
+        with tqdm(
+            unit="frame", desc=job.source.name, file=sys.stderr, leave=False, disable=None
+        ) as bar:
 
             def frames(done: int, total: int | None) -> None:
                 bar.total = total
@@ -169,13 +172,24 @@ def _upscale_one(job: Job, model: torch.nn.Module, args: argparse.Namespace) -> 
     )
 
 
-def _stream_video(args: argparse.Namespace, model: torch.nn.Module) -> None:
-    from subpixel.video import upscale_video
+def _stream(args: argparse.Namespace, model: torch.nn.Module) -> None:
+    """``-`` as input or output: an image or y4m video on stdin, known by its first bytes."""
+    from subpixel.batch import VIDEO_EXTENSIONS
+    from subpixel.streams import identify, peek
 
     if len(args.inputs) != 1:
         raise SubpixelError("streaming with '-' takes exactly one input")
-    source = args.inputs[0]
-    target = args.output
+    source, target = args.inputs[0], args.output
+    if source == "-":
+        kind = identify(peek(sys.stdin.buffer))
+        if kind.kind == "image":
+            _stream_image(args, model, None, kind.extension)
+            return
+    elif Path(source).suffix.lower() not in VIDEO_EXTENSIONS:
+        _stream_image(args, model, Path(source), Path(source).suffix)
+        return
+    from subpixel.video import PIPE_FORMAT, upscale_video
+
     upscale_video(
         sys.stdin.buffer if source == "-" else source,
         sys.stdout.buffer if target == "-" else target,
@@ -183,7 +197,37 @@ def _stream_video(args: argparse.Namespace, model: torch.nn.Module) -> None:
         codec=args.codec,
         crf=args.crf,
         preset=args.preset,
+        input_format=PIPE_FORMAT if source == "-" else None,
     )
+
+
+def _stream_image(
+    args: argparse.Namespace, model: torch.nn.Module, source: Path | None, extension: str
+) -> None:
+    """An image from stdin (``source`` None) or a file, to a file or stdout (in the input's
+    format, or ``--format``)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="subpixel-") as folder:
+        names = {}
+        if source is None:
+            source = Path(folder, f"stdin{extension}")
+            source.write_bytes(sys.stdin.buffer.read())
+            names[str(source)] = "stdin"
+        target = Path(args.output)
+        if args.output == "-":
+            target = Path(folder, f"stdout{extension}")
+            names[str(target)] = "stdout"
+        try:
+            _upscale_one(Job(source, target, source.name), model, args)
+        except SubpixelError as error:
+            message = str(error)
+            for path, name in names.items():
+                message = message.replace(path, name)
+            raise SubpixelError(message) from error
+        if args.output == "-":
+            sys.stdout.buffer.write(target.read_bytes())
+            sys.stdout.buffer.flush()
 
 
 def _print_report(report: EvaluationReport, name: str) -> None:
@@ -416,13 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs",
         nargs="+",
         metavar="IN",
-        help="files, folders or globs (never overwritten); '-' reads y4m from stdin",
+        help="files, folders or globs (never overwritten); '-' reads y4m or an image from stdin",
     )
     up.add_argument(
         "-o",
         "--output",
         required=True,
-        help="a file for one input, else a folder; '-' writes y4m to stdout",
+        help="a file for one input, else a folder; '-' writes to stdout (y4m for a video)",
     )
     up.add_argument("--model", default=DEFAULT_MODEL, help="bundled name or .safetensors file")
     up.add_argument(
@@ -573,9 +617,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _WarningLines(logging.Handler):
+    """The library's logged warnings as ``subpixel: warning: ...`` lines, above any bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(f"subpixel: warning: {record.getMessage()}", sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 success, 1 error, 2 usage, 130 interrupted)."""
     args = build_parser().parse_args(argv)
+    warnings = _WarningLines(logging.WARNING)
+    library_log = logging.getLogger("subpixel")
+    library_log.addHandler(warnings)
+    propagate, library_log.propagate = library_log.propagate, False
     try:
         return int(args.run(args))
     except SubpixelError as error:
@@ -584,6 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("subpixel: interrupted", file=sys.stderr)
         return 130
+    finally:
+        library_log.removeHandler(warnings)
+        library_log.propagate = propagate
 
 
 if __name__ == "__main__":
