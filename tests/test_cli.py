@@ -13,6 +13,7 @@ from PIL import Image
 
 import subpixel
 from subpixel import models
+from subpixel.batch import Job
 from subpixel.cli import main
 from subpixel.engines import set_threads
 from subpixel.precision import resolve_precision
@@ -429,6 +430,35 @@ def test_video_without_pyav_names_the_extra(tmp_path: Path) -> None:
         "subpixel: error: videos need PyAV: pip install 'subpixel[video]'"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_failures_are_printed_as_they_happen(
+    tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subpixel.cli as cli
+
+    source = tmp_path / "in"
+    source.mkdir()
+    _write_rgb(source / "a.png", 1)
+    (source / "b.png").write_bytes(b"not a png")
+    _write_rgb(source / "c.png", 2)
+    seen_before: dict[str, str] = {}
+    upscale_one = cli._upscale_one
+
+    def recording(job: Job, model: torch.nn.Module, args: object) -> None:
+        seen_before[job.source.name] = capsys.readouterr().err
+        upscale_one(job, model, args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli, "_upscale_one", recording)
+    out = tmp_path / "out"
+    assert main(["upscale", str(source), "-o", str(out), "--scale", "2", "--engine", "torch"]) == 1
+    at_end = capsys.readouterr().err
+    assert "b.png" in seen_before["c.png"]  # printed before c.png was started
+    assert "b.png" not in seen_before["b.png"]
+    lines = "".join([*seen_before.values(), at_end]).strip().splitlines()
+    assert lines[-1] == "subpixel: 2 written, 0 skipped (output exists), 1 failed"
+    assert [line for line in lines if "b.png" in line] == [lines[0]]
+    assert lines[0].startswith("subpixel: error: ")
 
 
 def test_an_image_on_stdin_is_upscaled_as_an_image(image_file: Path, tmp_path: Path) -> None:

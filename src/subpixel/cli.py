@@ -17,12 +17,14 @@ from tqdm import tqdm
 
 from subpixel import models
 from subpixel.allocator import keep_freed_memory
-from subpixel.batch import Job
+from subpixel.batch import BatchInterrupted, Job
 from subpixel.engines import ENGINES, PRECISIONS, default_cache_file, engine_module, set_threads
 from subpixel.errors import ScaleError, SubpixelError
 from subpixel.evaluation import EvaluationReport, evaluate
 from subpixel.images import DEFAULT_MAX_PIXELS, open_image, output_format, write_image
 from subpixel.inference import upscale_image
+from subpixel.signals import interrupt_on_sigterm, signal_number
+from subpixel.temporaries import remove_stale_temporaries
 from subpixel.weights import (
     DEFAULT_MODEL,
     DEFAULT_SCALE,
@@ -98,9 +100,8 @@ def _upscale(args: argparse.Namespace) -> int:
             lambda job: _upscale_one(job, model, args),
             overwrite=args.overwrite,
             progress=lambda job: bar.update(1),
+            on_error=lambda job, reason: tqdm.write(f"subpixel: error: {reason}", sys.stderr),
         )
-    for _, reason in summary.failed:
-        print(f"subpixel: error: {reason}", file=sys.stderr)
     if len(jobs) == 1:
         card = card_of(model)
         factor = f"x{args.scale or card.scale:g}"
@@ -180,6 +181,8 @@ def _stream(args: argparse.Namespace, model: torch.nn.Module) -> None:
     if len(args.inputs) != 1:
         raise SubpixelError("streaming with '-' takes exactly one input")
     source, target = args.inputs[0], args.output
+    if target != "-":
+        remove_stale_temporaries(Path(target).parent)
     if source == "-":
         kind = identify(peek(sys.stdin.buffer))
         if kind.kind == "image":
@@ -624,21 +627,35 @@ class _WarningLines(logging.Handler):
         tqdm.write(f"subpixel: warning: {record.getMessage()}", sys.stderr)
 
 
+def _interrupted(interruption: KeyboardInterrupt) -> str:
+    """What an interruption stopped, for its one line."""
+    if not isinstance(interruption, BatchInterrupted):
+        return "interrupted"
+    summary, current = interruption.summary, interruption.current
+    done = summary.written or summary.skipped or summary.failed
+    if current is not None and not done and interruption.not_started == 0:  # the only job
+        return f"interrupted: {current.target} not written"
+    return f"interrupted: {summary.line()}; the rest not started"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 success, 1 error, 2 usage, 130 interrupted)."""
+    """Entry point; returns the exit code (0 success, 1 error, 2 usage; interrupted by Ctrl-C
+    130, by SIGTERM 143)."""
     args = build_parser().parse_args(argv)
     warnings = _WarningLines(logging.WARNING)
     library_log = logging.getLogger("subpixel")
     library_log.addHandler(warnings)
     propagate, library_log.propagate = library_log.propagate, False
     try:
-        return int(args.run(args))
-    except SubpixelError as error:
-        print(f"subpixel: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("subpixel: interrupted", file=sys.stderr)
-        return 130
+        with interrupt_on_sigterm():
+            try:
+                return int(args.run(args))
+            except SubpixelError as error:
+                print(f"subpixel: error: {error}", file=sys.stderr)
+                return 1
+            except KeyboardInterrupt as interruption:
+                print(f"subpixel: {_interrupted(interruption)}", file=sys.stderr)
+                return 128 + signal_number(interruption)
     finally:
         library_log.removeHandler(warnings)
         library_log.propagate = propagate

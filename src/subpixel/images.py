@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from subpixel.errors import ImageError
+from subpixel.temporaries import temporary_name
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -245,14 +245,14 @@ def write_image(
 
 
 def temporary_beside(path: Path, suffix: str = "") -> Path:
-    """A new empty file beside ``path`` (hidden, ending ``.tmp`` + ``suffix``) to write and
-    then rename onto it.
+    """A new empty file beside ``path`` (hidden, ending ``.tmp`` + ``suffix``, named by
+    ``subpixel.temporaries.temporary_name``) to write and then rename onto it.
 
     Created like an ordinary file (mode 0o666 less the umask), not 0o600 as ``mkstemp``
     would, so the renamed result has the permissions the user expects. Raises OSError.
     """
     while True:
-        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}")
+        candidate = temporary_name(path, suffix)
         try:
             os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
