@@ -1,11 +1,21 @@
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
-from subpixel.batch import Job, collect_inputs, parse_shard, plan_jobs, run_jobs, shard
+from subpixel.batch import (
+    BatchInterrupted,
+    Job,
+    collect_inputs,
+    parse_shard,
+    plan_jobs,
+    run_jobs,
+    shard,
+)
 from subpixel.errors import ImageError, SubpixelError
+from subpixel.signals import Interrupted
 
 
 def _touch(path: Path) -> Path:
@@ -167,3 +177,50 @@ def test_every_failure_names_its_file(tmp_path: Path) -> None:
         (tmp_path / "a.png", f"{tmp_path / 'a.png'}: unsupported image mode 'F'"),
         (tmp_path / "b.png", f"cannot decode image {tmp_path / 'b.png'}: broken"),
     ]
+
+
+def test_run_jobs_reports_each_failure_as_it_happens(tmp_path: Path) -> None:
+    jobs = [Job(tmp_path / f"{n}.png", tmp_path / "out" / f"{n}.png", n) for n in "abc"]
+    events = []
+
+    def process(job: Job) -> None:
+        events.append(f"process {job.key}")
+        if job.key != "c":
+            raise ImageError(f"{job.key} is broken")
+
+    run_jobs(jobs, process, on_error=lambda job, reason: events.append(f"error {reason}"))
+    assert events == [
+        "process a",
+        f"error {jobs[0].source}: a is broken",
+        "process b",
+        f"error {jobs[1].source}: b is broken",
+        "process c",
+    ]
+
+
+@pytest.mark.parametrize("where", ["in a job", "between jobs"])
+def test_an_interrupted_batch_says_what_was_done(where: str, tmp_path: Path) -> None:
+    jobs = [Job(tmp_path / f"{n}.png", tmp_path / "out" / f"{n}.png", n) for n in "abcde"]
+    _touch(tmp_path / "out" / "b.png")
+
+    def process(job: Job) -> None:
+        if job.key == "c":
+            raise ImageError("c is broken")
+        if job.key == "d" and where == "in a job":
+            raise Interrupted(signal.SIGTERM)
+        job.target.write_bytes(b"done")
+
+    def progress(job: Job) -> None:
+        if job.key == "d":
+            raise KeyboardInterrupt
+
+    with pytest.raises(BatchInterrupted) as stopped:
+        run_jobs(jobs, process, progress=progress)
+    interruption = stopped.value
+    assert isinstance(interruption, KeyboardInterrupt)
+    assert interruption.signum == (signal.SIGTERM if where == "in a job" else signal.SIGINT)
+    assert interruption.summary.line() == (
+        f"{1 if where == 'in a job' else 2} written, 1 skipped (output exists), 1 failed"
+    )
+    assert interruption.current == (jobs[3] if where == "in a job" else None)
+    assert interruption.not_started == 1

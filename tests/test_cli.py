@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from PIL import Image
 
 import subpixel
 from subpixel import models
+from subpixel.batch import Job
 from subpixel.cli import main
 from subpixel.engines import set_threads
 from subpixel.precision import resolve_precision
@@ -388,6 +390,149 @@ def test_upscaled_image_has_ordinary_permissions(image_file: Path, tmp_path: Pat
     reference.write_text("x")
     assert out.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def _clip(path: Path, frames: int = 3) -> Path:
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 16, 12, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((12, 16, 3), i * 40, np.uint8), "rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def _subpixel(
+    args: list[str], stdin: bytes = b"", prelude: str = ""
+) -> subprocess.CompletedProcess[bytes]:
+    """`subpixel ARGS` in a fresh process, after running ``prelude`` there."""
+    script = f"{prelude}\nimport sys\nfrom subpixel.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        input=stdin,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_video_without_pyav_names_the_extra(tmp_path: Path) -> None:
+    source = tmp_path / "clip.mp4"
+    source.write_bytes(b"not looked at")
+    out = tmp_path / "out.mp4"
+    done = _subpixel(
+        ["upscale", str(source), "-o", str(out), "--engine", "torch"],
+        prelude="import sys; sys.modules['av'] = None  # as if PyAV were not installed",
+    )
+    assert done.returncode == 1
+    assert done.stderr.decode().strip() == (
+        f"subpixel: error: {source}: videos need PyAV: pip install 'subpixel[video]'"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_failures_are_printed_as_they_happen(
+    tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subpixel.cli as cli
+
+    source = tmp_path / "in"
+    source.mkdir()
+    _write_rgb(source / "a.png", 1)
+    (source / "b.png").write_bytes(b"not a png")
+    _write_rgb(source / "c.png", 2)
+    seen_before: dict[str, str] = {}
+    upscale_one = cli._upscale_one
+
+    def recording(job: Job, model: torch.nn.Module, args: object) -> None:
+        seen_before[job.source.name] = capsys.readouterr().err
+        upscale_one(job, model, args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli, "_upscale_one", recording)
+    out = tmp_path / "out"
+    assert main(["upscale", str(source), "-o", str(out), "--scale", "2", "--engine", "torch"]) == 1
+    at_end = capsys.readouterr().err
+    assert "b.png" in seen_before["c.png"]  # printed before c.png was started
+    assert "b.png" not in seen_before["b.png"]
+    lines = "".join([*seen_before.values(), at_end]).strip().splitlines()
+    assert lines[-1] == "subpixel: 2 written, 0 skipped (output exists), 1 failed"
+    assert [line for line in lines if "b.png" in line] == [lines[0]]
+    assert lines[0].startswith("subpixel: error: ")
+
+
+def test_an_image_on_stdin_is_upscaled_as_an_image(image_file: Path, tmp_path: Path) -> None:
+    options = ["--engine", "torch", "--scale", "2"]
+    reference = tmp_path / "reference.png"
+    assert main(["upscale", str(image_file), "-o", str(reference), *options]) == 0
+    expected = np.asarray(Image.open(reference))
+    out = tmp_path / "out.png"
+    done = _subpixel(["upscale", "-", "-o", str(out), *options], stdin=image_file.read_bytes())
+    assert done.returncode == 0, done.stderr.decode()
+    assert np.array_equal(np.asarray(Image.open(out)), expected)
+    # To stdout, in the input's format.
+    done = _subpixel(["upscale", "-", "-o", "-", *options], stdin=image_file.read_bytes())
+    assert done.returncode == 0, done.stderr.decode()
+    written = Image.open(io.BytesIO(done.stdout))
+    assert written.format == "PNG"
+    assert np.array_equal(np.asarray(written), expected)
+    jpeg = tmp_path / "in.jpg"
+    Image.open(image_file).save(jpeg, quality=95)
+    done = _subpixel(["upscale", str(jpeg), "-o", "-", *options])
+    assert done.returncode == 0, done.stderr.decode()
+    assert Image.open(io.BytesIO(done.stdout)).format == "JPEG"
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["in.jpg", "in.png", "out.png", "reference.png"]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "stdin is empty"),
+        (b"hello, this is text\n", "neither an image"),
+        (b"\x1a\x45\xdf\xa3" + bytes(60), "neither an image"),  # a Matroska file
+    ],
+)
+def test_stdin_that_is_neither_image_nor_y4m_is_refused(
+    data: bytes, message: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.png"
+    done = _subpixel(["upscale", "-", "-o", str(out), "--engine", "torch"], stdin=data)
+    assert done.returncode == 1
+    [line] = done.stderr.decode().strip().splitlines()
+    assert line.startswith("subpixel: error: ") and message in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["out.gif", "out.png", "out.webm", "out.mp3"])
+def test_video_to_a_file_that_cannot_hold_it_is_refused(
+    name: str, tmp_path: Path, capsys: Capsys
+) -> None:
+    source = _clip(tmp_path / "clip.mp4")
+    out = tmp_path / name
+    args = ["upscale", str(source), "-o", str(out), "--model", "bicubic", "--engine", "torch"]
+    assert main(args) == 1
+    line = _error_line(capsys)
+    assert name in line
+    assert "image file name" in line if name in ("out.gif", "out.png") else "cannot hold" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_y4m_on_stdin_to_an_image_name_is_refused(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    y4m = tmp_path / "clip.y4m"
+    options = ["--model", "bicubic", "--engine", "torch"]
+    clip = _clip(tmp_path / "clip.mp4")
+    assert main(["upscale", str(clip), "-o", str(y4m), "--scale", "2", *options]) == 0
+    assert y4m.read_bytes().startswith(b"YUV4MPEG2 ")
+    out = tmp_path / "out.png"
+    done = _subpixel(["upscale", "-", "-o", str(out), *options], y4m.read_bytes())
+    assert done.returncode == 1
+    assert done.stderr.decode().strip() == (
+        f"subpixel: error: {out} is an image file name; write the video to .mp4, .mkv, .mov or .y4m"
+    )
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(

@@ -532,3 +532,153 @@ def test_video_speed_benchmark_writes_its_table(data_dir: Path, tmp_path: Path) 
     table = (tmp_path / "video-speed.md").read_text()
     assert "| fsrcnn-s-x3 | bundled |" in table and "| bicubic-x3 | none (fixed) |" in table
     assert "Decode alone:" in table
+
+
+# ---------------------------------------------------------------------------------------------
+# Subtitle, data and attachment streams
+
+_CUES = [(b"Bonjour", 0.0, 0.3), (b"le monde", 0.5, 0.2)]  # (text, start s, duration s)
+
+
+def _write_with_streams(
+    path: Path, *, subtitle: str | None = None, data: str | None = None, font: bool = False
+) -> Path:
+    """Ten frames of 16x16 H.264 plus a French subtitle stream (``subrip`` or ``mov_text``),
+    a data stream (e.g. ``klv``) and an attached font, each if asked for."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 16, 16, "yuv420p"
+        video.options = {"preset": "ultrafast"}
+        text = out.add_mux_stream(subtitle) if subtitle else None
+        if text is not None:
+            text.time_base = Fraction(1, 1000)
+            text.metadata["language"] = "fra"
+        extra = out.add_data_stream(data) if data else None
+        if font:
+            out.add_attachment("font.ttf", "application/x-truetype-font", b"not really a font")
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(_scene(16, 16, i), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        for words, start, duration in _CUES if text is not None else []:
+            payload = len(words).to_bytes(2, "big") + words if subtitle == "mov_text" else words
+            packet = av.Packet(payload)
+            packet.stream, packet.time_base = text, Fraction(1, 1000)
+            packet.pts = packet.dts = round(start * 1000)
+            packet.duration = round(duration * 1000)
+            out.mux(packet)
+        for k in range(3) if extra is not None else []:
+            packet = av.Packet(b"reading %d" % k)
+            packet.stream, packet.time_base = extra, Fraction(1, 1000)
+            packet.pts = packet.dts = 300 * k
+            out.mux(packet)
+    return path
+
+
+def _packets(path: Path, kind: str) -> list[tuple[bytes, float]]:
+    """The payloads of a stream of ``kind`` and their times, gap fillers (mov_text's empty
+    cues) left out."""
+    with av.open(str(path)) as container:
+        [stream] = [s for s in container.streams if s.type == kind]
+        return [
+            (bytes(p), round(float(p.pts * p.time_base), 3))
+            for p in container.demux(stream)
+            if p.size > 2
+        ]
+
+
+@pytest.mark.parametrize(
+    ("subtitle", "source_name", "target_name"),
+    [
+        ("subrip", "in.mkv", "out.mkv"),
+        ("mov_text", "in.mp4", "out.mp4"),
+        ("mov_text", "in.mp4", "out.mov"),
+    ],
+)
+def test_subtitles_are_copied_where_the_container_holds_them(
+    subtitle: str, source_name: str, target_name: str, bicubic2: torch.nn.Module, tmp_path: Path
+) -> None:
+    source = _write_with_streams(tmp_path / source_name, subtitle=subtitle)
+    target = tmp_path / target_name
+    report = upscale_video(source, target, bicubic2, preset="ultrafast")
+    assert (report.frames, report.subtitle_streams, report.left_out) == (10, 1, ())
+    cues = _packets(target, "subtitle")
+    assert cues == _packets(source, "subtitle")
+    assert [time for _, time in cues] == [0.0, 0.5]
+    with av.open(str(target)) as container:
+        assert container.streams.subtitles[0].metadata.get("language") == "fra"
+
+
+def test_data_streams_and_attachments_are_copied(bicubic2: torch.nn.Module, tmp_path: Path) -> None:
+    source = _write_with_streams(tmp_path / "in.ts", data="klv")
+    report = upscale_video(source, tmp_path / "out.ts", bicubic2, preset="ultrafast")
+    assert (report.data_streams, report.left_out) == (1, ())
+    assert _packets(tmp_path / "out.ts", "data") == _packets(source, "data")
+    source = _write_with_streams(tmp_path / "in.mkv", subtitle="subrip", font=True)
+    report = upscale_video(source, tmp_path / "out.mkv", bicubic2, preset="ultrafast")
+    assert (report.subtitle_streams, report.data_streams, report.left_out) == (1, 1, ())
+    with av.open(str(tmp_path / "out.mkv")) as container:
+        [font] = container.streams.attachments
+        assert (font.name, font.data) == ("font.ttf", b"not really a font")
+
+
+def test_streams_the_output_cannot_hold_are_left_out_with_a_warning(
+    bicubic2: torch.nn.Module, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = _write_with_streams(tmp_path / "in.mkv", subtitle="subrip", font=True)
+    target = tmp_path / "out.mp4"
+    with caplog.at_level("WARNING", logger="subpixel.video"):
+        report = upscale_video(source, target, bicubic2, preset="ultrafast")
+    assert report.frames == 10
+    assert report.left_out == (
+        "subtitle stream #1 (srt, fra) left out: the mp4 format cannot hold srt subtitle",
+        "attachment stream #2 (font.ttf) left out: the mp4 format cannot hold font.ttf attachment",
+    )
+    assert [r.getMessage() for r in caplog.records] == list(report.left_out)
+    with av.open(str(target)) as container:
+        assert [s.type for s in container.streams] == ["video"]
+    # Into y4m (video only), everything else is left out, and said so.
+    ts = _write_with_streams(tmp_path / "in.ts", data="klv")
+    report = upscale_video(ts, io.BytesIO(), bicubic2)
+    assert report.left_out == ("data stream #1 (klv) left out: y4m holds video only",)
+
+
+def test_the_cli_warns_of_a_stream_it_leaves_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from subpixel.cli import main
+
+    source = _write_with_streams(tmp_path / "in.mkv", subtitle="subrip")
+    target = tmp_path / "out.mp4"
+    args = ["upscale", str(source), "-o", str(target), "--model", "bicubic", "--scale", "2"]
+    assert main([*args, "--engine", "torch", "--preset", "ultrafast"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "subpixel: warning: subtitle stream #1 (srt, fra) left out: the mp4 format cannot hold "
+        "srt subtitle"
+    ]
+    assert target.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("out.gif", "out.gif is an image file name"),
+        ("out.png", "out.png is an image file name"),
+        ("out.webm", "the webm format cannot hold libx264 video"),
+        ("out.wav", "the wav format cannot hold libx264 video"),
+    ],
+)
+def test_targets_that_cannot_hold_the_video_are_refused_before_any_work(
+    name: str, message: str, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    probe = _Probe()
+    with pytest.raises(VideoError, match=message):
+        upscale_video(clips["silent"], tmp_path / name, probe)
+    assert probe.seen == []  # refused before the first frame
+    assert list(tmp_path.iterdir()) == []
+    # With a codec the container holds, .webm is fine.
+    if name == "out.webm":
+        upscale_video(clips["silent"], tmp_path / name, probe, codec="libvpx-vp9", max_frames=1)
+        assert _frames(tmp_path / name)[0].width == 64

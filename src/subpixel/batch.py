@@ -6,7 +6,8 @@ of outputs that mirrors each input folder's layout. ``shard(jobs, k, n)`` keeps 
 1/n of the jobs (by a hash of each input's path), so n processes on any scheduler split the
 work, and re-runs skip outputs that exist. A failing input is recorded (its message naming
 it) and the rest go on; what would fail for every input or lose a file (two inputs for one
-output, an output folder that cannot be written to) is refused before any work.
+output, an output folder that cannot be written to) is refused before any work. Ctrl-C or
+SIGTERM stops the batch with a ``BatchInterrupted`` that says what was done.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from subpixel.errors import ImageError, SubpixelError
+from subpixel.files import remove_stale_temporaries
 from subpixel.images import output_format
+from subpixel.signals import Interrupted, signal_number
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
+    "BatchInterrupted",
     "BatchSummary",
     "Job",
     "collect_inputs",
@@ -205,32 +209,80 @@ def shard(jobs: Sequence[Job], k: int, n: int) -> list[Job]:
     return [job for job in jobs if bucket(job) == k - 1]
 
 
+class BatchInterrupted(Interrupted):
+    """A batch stopped by Ctrl-C or SIGTERM (``signum``).
+
+    ``summary`` holds what was done before; ``current`` is the job that was being processed
+    (None if it stopped between jobs), which left no output; ``not_started`` jobs came after.
+    """
+
+    def __init__(
+        self, signum: int, summary: BatchSummary, current: Job | None, not_started: int
+    ) -> None:
+        super().__init__(signum)
+        self.summary = summary
+        self.current = current
+        self.not_started = not_started
+
+
 def run_jobs(
     jobs: Sequence[Job],
     process: Callable[[Job], None],
     *,
     overwrite: bool = False,
     progress: Callable[[Job], None] | None = None,
+    on_error: Callable[[Job, str], None] | None = None,
 ) -> BatchSummary:
     """Run ``process`` on every job whose output does not exist yet (or all, ``overwrite``).
 
-    A ``SubpixelError`` from one job is recorded and the others go on; ``process`` must write
-    its output atomically (``subpixel.images.write_image`` does).
+    A ``SubpixelError`` from one job is recorded, passed to ``on_error`` (the job and the
+    message) as it happens, and the others go on; ``process`` must write its output atomically
+    (``subpixel.images.write_image`` does). Each output folder is first cleared of the
+    temporaries that killed runs left there (``subpixel.temporaries``).
+
+    Raises:
+        BatchInterrupted: Ctrl-C or SIGTERM (see ``subpixel.signals``), with what was done.
     """
     summary = BatchSummary()
-    for job in jobs:
-        if job.target.exists() and not overwrite:
-            summary.skipped.append(job.target)
-        else:
-            try:
-                job.target.parent.mkdir(parents=True, exist_ok=True)
-                process(job)
-                summary.written.append(job.target)
-            except (SubpixelError, OSError) as error:
-                summary.failed.append((job.source, _naming(job.source, str(error))))
-        if progress is not None:
-            progress(job)
+    cleared: set[Path] = set()
+    for index, job in enumerate(jobs):
+        done = len(summary.written) + len(summary.skipped) + len(summary.failed)
+        try:
+            if job.target.parent not in cleared:
+                cleared.add(job.target.parent)
+                remove_stale_temporaries(job.target.parent)
+            _run_job(job, process, overwrite, summary, on_error)
+            if progress is not None:
+                progress(job)
+        except KeyboardInterrupt as interruption:
+            recorded = len(summary.written) + len(summary.skipped) + len(summary.failed) > done
+            current = None if recorded else job
+            raise BatchInterrupted(
+                signal_number(interruption), summary, current, len(jobs) - index - 1
+            ) from interruption
     return summary
+
+
+def _run_job(
+    job: Job,
+    process: Callable[[Job], None],
+    overwrite: bool,
+    summary: BatchSummary,
+    on_error: Callable[[Job, str], None] | None,
+) -> None:
+    if job.target.exists() and not overwrite:
+        summary.skipped.append(job.target)
+        return
+    try:
+        job.target.parent.mkdir(parents=True, exist_ok=True)
+        process(job)
+        summary.written.append(job.target)
+        return
+    except (SubpixelError, OSError) as error:
+        reason = _naming(job.source, str(error))
+    summary.failed.append((job.source, reason))
+    if on_error is not None:
+        on_error(job, reason)
 
 
 def _naming(source: Path, reason: str) -> str:

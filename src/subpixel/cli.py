@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -16,10 +17,11 @@ from tqdm import tqdm
 
 from subpixel import models
 from subpixel.allocator import keep_freed_memory
-from subpixel.batch import Job
+from subpixel.batch import BatchInterrupted, Job
 from subpixel.engines import ENGINES, PRECISIONS, default_cache_file, engine_module, set_threads
 from subpixel.errors import ScaleError, SubpixelError
 from subpixel.evaluation import EvaluationReport, evaluate
+from subpixel.files import remove_stale_temporaries
 from subpixel.images import (
     DEFAULT_MAX_PIXELS,
     open_image,
@@ -28,6 +30,7 @@ from subpixel.images import (
     write_image,
 )
 from subpixel.inference import upscale_image
+from subpixel.signals import interrupt_on_sigterm, signal_number
 from subpixel.weights import (
     DEFAULT_MODEL,
     DEFAULT_SCALE,
@@ -99,7 +102,7 @@ def _upscale(args: argparse.Namespace) -> int:
         cache_file=default_cache_file(),
     )
     if streaming:
-        _stream_video(args, model)
+        _stream(args, model)
         return 0
     extension = f".{args.format.lower().lstrip('.')}" if args.format else None
     jobs = plan_jobs(args.inputs, args.output, recursive=args.recursive, extension=extension)
@@ -113,9 +116,8 @@ def _upscale(args: argparse.Namespace) -> int:
             lambda job: _upscale_one(job, model, args),
             overwrite=args.overwrite,
             progress=lambda job: bar.update(1),
+            on_error=lambda job, reason: tqdm.write(f"subpixel: error: {reason}", sys.stderr),
         )
-    for _, reason in summary.failed:
-        print(f"subpixel: error: {reason}", file=sys.stderr)
     if len(jobs) == 1:
         card = card_of(model)
         factor = f"x{args.scale or card.scale:g}"
@@ -137,7 +139,9 @@ def _upscale_one(job: Job, model: torch.nn.Module, args: argparse.Namespace) -> 
         if scale is not None and scale != native:
             raise ScaleError(f"videos are upscaled at the network's own scale (x{native})")
 
-        with tqdm(unit="frame", desc=job.source.name, file=sys.stderr, leave=False) as bar:
+        with tqdm(
+            unit="frame", desc=job.source.name, file=sys.stderr, leave=False, disable=None
+        ) as bar:
 
             def frames(done: int, total: int | None) -> None:
                 bar.total = total
@@ -185,13 +189,26 @@ def _upscale_one(job: Job, model: torch.nn.Module, args: argparse.Namespace) -> 
         print(f"subpixel: note: {note}", file=sys.stderr)
 
 
-def _stream_video(args: argparse.Namespace, model: torch.nn.Module) -> None:
-    from subpixel.video import upscale_video
+def _stream(args: argparse.Namespace, model: torch.nn.Module) -> None:
+    """``-`` as input or output: an image or y4m video on stdin, known by its first bytes."""
+    from subpixel.batch import VIDEO_EXTENSIONS
+    from subpixel.streams import identify, peek
 
     if len(args.inputs) != 1:
         raise SubpixelError("streaming with '-' takes exactly one input")
-    source = args.inputs[0]
-    target = args.output
+    source, target = args.inputs[0], args.output
+    if target != "-":
+        remove_stale_temporaries(Path(target).parent)
+    if source == "-":
+        kind = identify(peek(sys.stdin.buffer))
+        if kind.kind == "image":
+            _stream_image(args, model, None, kind.extension)
+            return
+    elif Path(source).suffix.lower() not in VIDEO_EXTENSIONS:
+        _stream_image(args, model, Path(source), Path(source).suffix)
+        return
+    from subpixel.video import PIPE_FORMAT, upscale_video
+
     upscale_video(
         sys.stdin.buffer if source == "-" else source,
         sys.stdout.buffer if target == "-" else target,
@@ -199,7 +216,37 @@ def _stream_video(args: argparse.Namespace, model: torch.nn.Module) -> None:
         codec=args.codec,
         crf=args.crf,
         preset=args.preset,
+        input_format=PIPE_FORMAT if source == "-" else None,
     )
+
+
+def _stream_image(
+    args: argparse.Namespace, model: torch.nn.Module, source: Path | None, extension: str
+) -> None:
+    """An image from stdin (``source`` None) or a file, to a file or stdout (in the input's
+    format, or ``--format``)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="subpixel-") as folder:
+        names = {}
+        if source is None:
+            source = Path(folder, f"stdin{extension}")
+            source.write_bytes(sys.stdin.buffer.read())
+            names[str(source)] = "stdin"
+        target = Path(args.output)
+        if args.output == "-":
+            target = Path(folder, f"stdout{extension}")
+            names[str(target)] = "stdout"
+        try:
+            _upscale_one(Job(source, target, source.name), model, args)
+        except SubpixelError as error:
+            message = str(error)
+            for path, name in names.items():
+                message = message.replace(path, name)
+            raise SubpixelError(message) from error
+        if args.output == "-":
+            sys.stdout.buffer.write(target.read_bytes())
+            sys.stdout.buffer.flush()
 
 
 def _print_report(report: EvaluationReport, name: str) -> None:
@@ -432,13 +479,13 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs",
         nargs="+",
         metavar="IN",
-        help="files, folders or globs (never overwritten); '-' reads y4m from stdin",
+        help="files, folders or globs (never overwritten); '-' reads y4m or an image from stdin",
     )
     up.add_argument(
         "-o",
         "--output",
         required=True,
-        help="a file for one input, else a folder; '-' writes y4m to stdout",
+        help="a file for one input, else a folder; '-' writes to stdout (y4m for a video)",
     )
     up.add_argument("--model", default=DEFAULT_MODEL, help="bundled name or .safetensors file")
     up.add_argument(
@@ -589,17 +636,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _WarningLines(logging.Handler):
+    """The library's logged warnings as ``subpixel: warning: ...`` lines, above any bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(f"subpixel: warning: {record.getMessage()}", sys.stderr)
+
+
+def _interrupted(interruption: KeyboardInterrupt) -> str:
+    """What an interruption stopped, for its one line."""
+    if not isinstance(interruption, BatchInterrupted):
+        return "interrupted"
+    summary, current = interruption.summary, interruption.current
+    done = summary.written or summary.skipped or summary.failed
+    if current is not None and not done and interruption.not_started == 0:  # the only job
+        return f"interrupted: {current.target} not written"
+    return f"interrupted: {summary.line()}; the rest not started"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 success, 1 error, 2 usage, 130 interrupted)."""
+    """Entry point; returns the exit code (0 success, 1 error, 2 usage; interrupted by Ctrl-C
+    130, by SIGTERM 143)."""
     args = build_parser().parse_args(argv)
+    warnings = _WarningLines(logging.WARNING)
+    library_log = logging.getLogger("subpixel")
+    library_log.addHandler(warnings)
+    propagate, library_log.propagate = library_log.propagate, False
     try:
-        return int(args.run(args))
-    except SubpixelError as error:
-        print(f"subpixel: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("subpixel: interrupted", file=sys.stderr)
-        return 130
+        with interrupt_on_sigterm():
+            try:
+                return int(args.run(args))
+            except SubpixelError as error:
+                print(f"subpixel: error: {error}", file=sys.stderr)
+                return 1
+            except KeyboardInterrupt as interruption:
+                print(f"subpixel: {_interrupted(interruption)}", file=sys.stderr)
+                return 128 + signal_number(interruption)
+    finally:
+        library_log.removeHandler(warnings)
+        library_log.propagate = propagate
 
 
 if __name__ == "__main__":

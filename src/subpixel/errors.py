@@ -17,3 +17,10 @@ class ModelError(SubpixelError):
 
 class ScaleError(SubpixelError):
     """The requested scale is one the model does not support."""
+
+
+class MissingExtraError(SubpixelError, ImportError):
+    """An optional feature's packages are not installed; the message names the extra.
+
+    Also an ``ImportError``, so code that treats the feature as optional still catches it.
+    """

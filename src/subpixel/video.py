@@ -11,8 +11,11 @@
   copy. y4m has no place for it.
 - **Colour tags and shape**: the matrix, range, primaries, transfer and sample aspect ratio.
 - **Audio**: every audio stream, packet for packet (no re-encode), with its language and
-  title; none into y4m, which holds video only. Subtitle, data and attachment streams are
-  dropped.
+  title; none into y4m, which holds video only.
+- **Subtitles, data and attachments** (fonts in Matroska): copied likewise where the output
+  container holds them (text subtitles: SubRip/ASS in .mkv, mov_text in .mp4/.mov). A stream
+  that cannot be kept is left out with a warning (logged) that names it: no container
+  conversion is attempted.
 - **Metadata**: the container's title, comment, description, copyright, artist, date,
   creation time and location.
 
@@ -49,29 +52,38 @@ Ctrl-C never leaves a partial output (stdout cannot be taken back).
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any, cast
 
-import av
 import numpy as np
 import torch
-from av.audio.stream import AudioStream
-from av.container import InputContainer, OutputContainer
-from av.packet import Packet
-from av.sidedata.sidedata import Type as SideDataType
-from av.video.frame import VideoFrame
-from av.video.reformatter import Interpolation
-from av.video.stream import VideoStream
 from torch import nn
 
-from subpixel.errors import SubpixelError
+from subpixel.errors import MissingExtraError, SubpixelError
+
+try:
+    import av
+    from av.container import InputContainer, OutputContainer
+    from av.packet import Packet
+    from av.sidedata.sidedata import Type as SideDataType
+    from av.stream import Stream
+    from av.video.frame import VideoFrame
+    from av.video.reformatter import Interpolation
+    from av.video.stream import VideoStream
+except ImportError as error:
+    if (error.name or "av").partition(".")[0] != "av":
+        raise
+    raise MissingExtraError("videos need PyAV: pip install 'subpixel[video]'") from error
+
+from subpixel.batch import IMAGE_EXTENSIONS
 from subpixel.images import temporary_beside
 from subpixel.inference import ModelTraits, model_traits, upscale_array
 from subpixel.resize import cubic
@@ -122,6 +134,9 @@ class VideoReport:
         output_size: (width, height) of the written frames.
         audio_streams: audio streams copied (none into y4m, which holds video only).
         rotation: counter-clockwise display rotation in degrees, kept from the input (0: none).
+        subtitle_streams: subtitle streams copied.
+        data_streams: data and attachment streams copied.
+        left_out: the input streams not kept, each described with the reason.
     """
 
     frames: int
@@ -131,6 +146,9 @@ class VideoReport:
     output_size: tuple[int, int]
     audio_streams: int
     rotation: int
+    subtitle_streams: int = 0
+    data_streams: int = 0
+    left_out: tuple[str, ...] = ()
 
 
 def upscale_video(
@@ -147,7 +165,7 @@ def upscale_video(
     input_format: str | None = None,
     output_format: str | None = None,
 ) -> VideoReport:
-    """Upscale every frame of a video with ``model``, copying the audio.
+    """Upscale every frame of a video with ``model``, copying the audio and subtitles.
 
     Args:
         source: a video file, ``"-"`` for stdin, or a readable binary file object.
@@ -172,7 +190,9 @@ def upscale_video(
 
     Raises:
         VideoError: the input is missing, empty, not a video, corrupt or truncated; a codec
-            or format is unknown; the output cannot be written. Nothing is left at ``target``.
+            or format is unknown; the target is not a video container that can hold
+            ``codec`` (checked before any work); the output cannot be written. Nothing is
+            left at ``target``.
 
     Example:
         >>> import subpixel
@@ -184,20 +204,21 @@ def upscale_video(
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
     traits = model_traits(model)
     _check_encoder(codec)
+    _check_target(target, codec, output_format)
     _refuse_overwrite(source, target)
     started = time.perf_counter()
     head = _peek(source)
     with contextlib.ExitStack() as stack:
         input_container = stack.enter_context(_open_input(source, input_format))
         video_in = _video_stream(input_container, source)
-        audio_in = list(input_container.streams.audio)
+        others_in = [s for s in input_container.streams if s.type != "video" or s is not video_in]
         output_container = stack.enter_context(_open_output(target, output_format))
         with torch.inference_mode():
-            frames, video_out, audio_streams = _transcode(
+            frames, video_out, copies = _transcode(
                 input_container,
                 output_container,
                 video_in,
-                audio_in,
+                others_in,
                 model,
                 traits,
                 _EncoderSettings(codec, crf, preset, pixel_format),
@@ -212,8 +233,11 @@ def upscale_video(
         fps=frames / seconds if seconds > 0 else float("inf"),
         input_size=video_out.input_size,
         output_size=video_out.size,
-        audio_streams=audio_streams,
+        audio_streams=copies.count("audio"),
         rotation=video_out.rotation,
+        subtitle_streams=copies.count("subtitle"),
+        data_streams=copies.count("data"),
+        left_out=copies.left_out,
     )
 
 
@@ -232,6 +256,29 @@ def _check_encoder(codec: str) -> None:
         raise VideoError(f"unknown video encoder {codec!r}") from error
     if found.type != "video":
         raise VideoError(f"{codec!r} encodes {found.type}, not video")
+
+
+def _check_target(target: Target, codec: str, output_format: str | None) -> None:
+    """Refuse, before any work, a target file that cannot hold the video: an image's name
+    (``out.gif``, ``out.png``) or a container without room for ``codec`` (H.264 in .webm)."""
+    if not isinstance(target, (str, Path)) or str(target) == "-":
+        return
+    path = Path(target)
+    if output_format is None and path.suffix.lower() in IMAGE_EXTENSIONS:
+        raise VideoError(
+            f"{path} is an image file name; write the video to .mp4, .mkv, .mov or .y4m"
+        )
+    # Opening for writing only picks the muxer: nothing is created before the header.
+    with _written(str(path), output_format, str(path)) as probe:
+        if probe.format.name == PIPE_FORMAT:
+            return  # raw frames: the codec is not used
+        try:
+            probe.add_stream(codec)
+        except ValueError as error:
+            raise VideoError(
+                f"the {probe.format.name} format cannot hold {codec} video ({path}); write "
+                ".mp4, .mkv or .mov, or choose another codec"
+            ) from error
 
 
 def _name(where: Source | Target) -> str:
@@ -385,21 +432,22 @@ def _transcode(
     input_container: InputContainer,
     output_container: OutputContainer,
     video_in: VideoStream,
-    audio_in: list[AudioStream],
+    others_in: list[Stream],
     model: nn.Module,
     traits: ModelTraits,
     settings: _EncoderSettings,
     chroma_offset: float,
     progress: Progress | None,
     max_frames: int | None,
-) -> tuple[int, _VideoOutput, int]:
-    """Decode, upscale, encode, remux; returns frames written, the output, audio copied."""
+) -> tuple[int, _VideoOutput, _Copies]:
+    """Decode, upscale, encode, remux; returns frames written, the output, the streams copied."""
     total = video_in.frames or None
     if max_frames is not None:
         total = min(total, max_frames) if total else max_frames
     video_out: _VideoOutput | None = None
-    audio_out: dict[int, AudioStream] = {}
-    pending_audio: list[Packet] = []  # audio read before the first frame set up the output
+    copies = _Copies()
+    pending: list[Packet] = []  # packets read before the first frame set up the output
+    demuxed = [s for s in others_in if s.type in ("audio", "subtitle", "data")]
     frames = 0
     # Where the output's chroma goes. PyAV cannot set the chroma location, so: y4m is labelled
     # 420jpeg (centred); H.264 without one means left; other pixel formats come from yuv420p
@@ -408,7 +456,7 @@ def _transcode(
     left = not raw and settings.pixel_format == "yuv420p"
     chroma = _ChromaUpscaler(traits.scale, _LEFT if left else _CENTRE)
     try:
-        for packet in input_container.demux(video_in, *audio_in):
+        for packet in input_container.demux(video_in, *demuxed):
             if packet.is_corrupt:  # e.g. the last, cut-off packet of a truncated file
                 raise VideoError(
                     f"the input is truncated or corrupt: damaged {packet.stream.type} packet"
@@ -418,9 +466,9 @@ def _transcode(
                 if packet.dts is None:  # demux's end-of-stream marker, no data
                     continue
                 if video_out is None:
-                    pending_audio.append(packet)
+                    pending.append(packet)
                 else:
-                    _mux_audio(output_container, packet, audio_out)
+                    _mux_copy(output_container, packet, copies.streams)
                 continue
             for frame in video_in.decode(packet):
                 if video_out is None:
@@ -428,11 +476,11 @@ def _transcode(
                     video_out = _add_video_stream(
                         output_container, video_in, frame, traits.scale, settings
                     )
-                    audio_out = _add_audio_streams(output_container, audio_in)
+                    copies = _add_copied_streams(output_container, others_in)
                     _copy_metadata(input_container, output_container)
-                    for waiting in pending_audio:
-                        _mux_audio(output_container, waiting, audio_out)
-                    pending_audio.clear()
+                    for waiting in pending:
+                        _mux_copy(output_container, waiting, copies.streams)
+                    pending.clear()
                 if (frame.width, frame.height) != video_out.input_size:
                     raise VideoError(
                         f"the frame size changes mid-stream ({video_out.input_size[0]}x"
@@ -462,7 +510,7 @@ def _transcode(
             frames,
             total,
         )
-    return frames, video_out, len(audio_out)
+    return frames, video_out, copies
 
 
 @dataclass(frozen=True)
@@ -530,26 +578,88 @@ def _add_video_stream(
     return _VideoOutput(stream, input_size, (width, height), time_base, rate, raw, rotation)
 
 
-def _add_audio_streams(
-    output_container: OutputContainer, audio_in: list[AudioStream]
-) -> dict[int, AudioStream]:
-    """A copy of each audio stream, keyed by input stream index; none for y4m (video only)."""
-    if output_container.format.name == PIPE_FORMAT:
-        return {}
-    copies: dict[int, AudioStream] = {}
-    for stream in audio_in:
+@dataclass
+class _Copies:
+    """The output's copies of input streams, keyed by input stream index, and those left out."""
+
+    streams: dict[int, Stream] = field(default_factory=dict)
+    left_out: tuple[str, ...] = ()
+
+    def count(self, kind: str) -> int:
+        kinds = ("data", "attachment") if kind == "data" else (kind,)
+        return sum(stream.type in kinds for stream in self.streams.values())
+
+
+def _add_copied_streams(output_container: OutputContainer, others_in: list[Stream]) -> _Copies:
+    """A copy of each audio, subtitle, data and attachment stream the output can hold.
+
+    Audio that cannot be kept is an error; the others are left out with a warning naming them.
+    """
+    copies = _Copies()
+    left_out = []
+    muxer = output_container.format.name
+    for stream in others_in:
+        if muxer == PIPE_FORMAT:
+            reason = "y4m holds video only"
+        elif stream.type == "video":
+            reason = "only the first video stream is upscaled"
+        elif stream.type == "audio":
+            reason = None  # a container that cannot hold it raises below
+        else:
+            reason = _cannot_hold(muxer, stream)
+        if reason is not None:
+            left_out.append(f"{_describe(stream)} left out: {reason}")
+            logger.warning("%s", left_out[-1])
+            continue
         try:
             copy = output_container.add_stream_from_template(stream)
         except ValueError as error:
-            raise VideoError(
-                f"the {output_container.format.name} container cannot hold the input's "
-                f"{stream.codec_context.name} audio; write .mkv instead"
-            ) from error
+            if stream.type == "audio":
+                raise VideoError(
+                    f"the {muxer} container cannot hold the input's "
+                    f"{_codec_name(stream)} audio; write .mkv instead"
+                ) from error
+            left_out.append(f"{_describe(stream)} left out: {_reason(error)}")
+            logger.warning("%s", left_out[-1])
+            continue
         for key in _STREAM_TAGS:
             if key in stream.metadata:
                 copy.metadata[key] = stream.metadata[key]
-        copies[stream.index] = copy
+        copy.disposition = stream.disposition
+        copies.streams[stream.index] = copy
+    copies.left_out = tuple(left_out)
     return copies
+
+
+def _codec_name(stream: Stream) -> str:
+    """The codec's name (an attachment's: its file name)."""
+    context = stream.codec_context
+    return (context.name if context is not None else stream.name) or "unknown"
+
+
+def _describe(stream: Stream) -> str:
+    """``subtitle stream #2 (subrip, fra, "Forced")``: what a warning calls a stream."""
+    details = [_codec_name(stream)]
+    if "language" in stream.metadata:
+        details.append(stream.metadata["language"])
+    if "title" in stream.metadata:
+        details.append(f'"{stream.metadata["title"]}"')
+    return f"{stream.type} stream #{stream.index} ({', '.join(details)})"
+
+
+def _cannot_hold(muxer: str, stream: Stream) -> str | None:
+    """Why the ``muxer`` format cannot hold a copy of ``stream``, or None if it can: tried by
+    writing a header with that stream alone to memory (some formats say no only then)."""
+    probe = av.open(io.BytesIO(), "w", format=muxer)
+    try:
+        probe.add_stream_from_template(stream)
+        probe.start_encoding()
+    except (av.FFmpegError, ValueError):
+        return f"the {muxer} format cannot hold {_codec_name(stream)} {stream.type}"
+    finally:
+        with contextlib.suppress(av.FFmpegError, ValueError, OSError):
+            probe.close()
+    return None
 
 
 def _display_matrix(frame: VideoFrame, scale: int) -> list[int] | None:
@@ -570,8 +680,8 @@ def _copy_metadata(input_container: InputContainer, output_container: OutputCont
             output_container.metadata[key] = input_container.metadata[key]
 
 
-def _mux_audio(
-    output_container: OutputContainer, packet: Packet, streams: dict[int, AudioStream]
+def _mux_copy(
+    output_container: OutputContainer, packet: Packet, streams: dict[int, Stream]
 ) -> None:
     if packet.stream.index not in streams:
         return
