@@ -1,9 +1,12 @@
-"""Re-parameterised blocks (subpixel.reparam): every block equals its collapsed convolution,
-and the merged-kernel forward equals the branch forward with the same gradients."""
+"""Re-parameterised blocks (subpixel.reparam) and the networks built from them (ecbsr, sesr):
+every block equals its collapsed convolution, the merged-kernel forward equals the branch
+forward with the same gradients, and a network collapses into an ordinary ESPCN that saves,
+loads, tiles and costs like one."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from subpixel import models
 from subpixel.reparam import (
     Collapsible,
     CollapsibleLinearBlock,
@@ -19,6 +23,8 @@ from subpixel.reparam import (
     compose_1x1_kxk,
     pad_with_bias,
 )
+from subpixel.tiling import receptive_radius
+from subpixel.weights import card_of, describe, load_model, save_weights
 
 FAST = settings(derandomize=True, deadline=None, max_examples=60)
 
@@ -151,3 +157,100 @@ def test_bad_kernel_sizes_are_refused() -> None:
         EdgeOrientedBlock(1, 1, 1)  # the 3x3 edge filters need room
     with pytest.raises(ValueError, match="odd"):
         CollapsibleLinearBlock(1, 1, 4)
+
+
+# --------------------------------------------------------------------------- #
+# Networks
+# --------------------------------------------------------------------------- #
+
+NETS = [("ecbsr", 2, 1), ("ecbsr", 3, 3), ("ecbsr", 4, 1), ("sesr", 2, 3), ("sesr", 3, 1)]
+
+
+@pytest.mark.parametrize(("name", "scale", "channels"), NETS)
+def test_network_collapses_into_an_equal_espcn(name: str, scale: int, channels: int) -> None:
+    net = _randomise(models.build(name, scale=scale, channels=channels).double(), scale)
+    lr = torch.rand(2, channels, 7, 10, dtype=torch.float64)
+    plain = net.collapse()
+    assert type(plain) is models.ESPCN and plain.config.residual
+    assert plain.config.activation == "prelu"
+    _branch_form(net, merged=False)
+    expected = net(lr)
+    assert expected.shape == (2, channels, 7 * scale, 10 * scale)
+    torch.testing.assert_close(plain(lr), expected, rtol=1e-9, atol=1e-9)
+    _branch_form(net, merged=True)
+    torch.testing.assert_close(net(lr), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_espcn_residual_adds_the_nearest_neighbour_upsampled_input() -> None:
+    config = models.ESPCNConfig(scale=3, channels=3, features=(8,), kernels=(3, 3))
+    plain = models.ESPCN(config)
+    residual = models.ESPCN(models.ESPCNConfig(**{**config.__dict__, "residual": True}))
+    residual.load_state_dict(plain.state_dict())
+    lr = torch.rand(2, 3, 5, 4)
+    nearest = lr.repeat_interleave(3, -2).repeat_interleave(3, -1)  # colour by colour
+    torch.testing.assert_close(residual(lr), plain(lr) + nearest, rtol=0, atol=1e-6)
+    assert not models.ESPCNConfig().residual  # today's networks are unchanged
+
+
+def test_collapsed_configs_and_receptive_radius() -> None:
+    ecbsr = models.build("ecbsr", scale=3)
+    assert ecbsr.collapse().config.features == (16,) * 5  # ECBSR-M4C16: six 3x3 convs
+    assert ecbsr.collapse().config.kernels == (3,) * 6
+    assert receptive_radius(ecbsr) == receptive_radius(ecbsr.collapse()) == 6
+    sesr = models.build("sesr", scale=2, blocks=5, kernels=(5, 3, 5))  # SESR-M5
+    assert sesr.collapse().config.kernels == (5, 3, 3, 3, 3, 3, 5)
+    assert receptive_radius(sesr) == 2 + 5 + 2
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_defaults_cost_no_more_than_fsrcnn(scale: int) -> None:
+    fsrcnn = models.measure_complexity(models.build("fsrcnn", scale=scale), 1)
+    for name in ("ecbsr", "sesr"):
+        net = models.build(name, scale=scale)
+        plain = models.measure_complexity(net.collapse(), 1)
+        assert 0 < plain.macs_per_pixel <= fsrcnn.macs_per_pixel, name
+        assert models.measure_complexity(net, 1) == plain  # measured as it runs
+        # Training adds parameters, not inference cost.
+        assert sum(p.numel() for p in net.parameters()) > plain.parameters
+
+
+@pytest.mark.parametrize("name", ["ecbsr", "sesr"])
+def test_weights_are_saved_collapsed_and_load_as_espcn(name: str, tmp_path: Path) -> None:
+    net = _randomise(models.build(name, scale=2), 7).eval()
+    describe(net, name, training={"iterations": 3})
+    path = save_weights(net, tmp_path / "net.safetensors")
+    loaded = load_model(path)
+    assert type(loaded) is models.ESPCN
+    card = card_of(loaded)
+    assert card.architecture == "espcn" and card.config["residual"] is True
+    assert card.training["iterations"] == 3
+    assert card.training["collapsed_from"]["architecture"] == name
+    lr = torch.rand(1, 1, 9, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(lr), net(lr), rtol=1e-5, atol=1e-5)
+
+
+def test_training_form_trains_and_still_collapses() -> None:
+    """A few dozen Adam steps through the merged kernels learn a sharpening x2 map."""
+    torch.manual_seed(0)
+    net = models.build("ecbsr", scale=2, blocks=1, features=8, hidden=16).train()
+    hr = torch.rand(8, 1, 24, 24)
+    lr = F.avg_pool2d(hr, 2)
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        optimizer.zero_grad()
+        loss = F.mse_loss(net(lr), hr)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+    with torch.no_grad():
+        torch.testing.assert_close(net.collapse()(lr), net(lr), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_configs_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown block"):
+        models.build("ecbsr", block="rep")
+    with pytest.raises(ValueError, match="ecb kernel sizes"):
+        models.build("ecbsr", kernels=(1, 3, 3))
