@@ -152,6 +152,26 @@ def test_merged_forward_is_the_default_and_edge_filters_are_not_saved() -> None:
     assert block.edge_filters[2].tolist() == [[0, 1, 0], [1, -4, 1], [0, 1, 0]]  # Laplacian
 
 
+def test_branches_are_named_and_sum_to_the_merged_kernel() -> None:
+    ecb = _randomise(EdgeOrientedBlock(2, 2, 5).double(), 3)
+    assert list(ecb.branch_parameters()) == [
+        "5x5",
+        "1x1 -> 5x5",
+        "1x1 -> sobel-x",
+        "1x1 -> sobel-y",
+        "1x1 -> laplacian",
+        "identity",
+    ]
+    sesr = CollapsibleLinearBlock(2, 3, 3)
+    assert list(sesr.branch_parameters()) == ["3x3 -> 1x1"]  # no identity from 2 to 3
+    # The Sobel-x branch alone is its filter, scaled, after the 1x1.
+    weight, _ = ecb.branch_parameters()["1x1 -> sobel-x"]
+    scale, row = ecb.edge_scale[1], ecb.edge_inputs.weight[1, :, 0, 0]  # output 1
+    sobel = torch.tensor([[1, 0, -1], [2, 0, -2], [1, 0, -1]], dtype=torch.float64)
+    expected = scale * row[:, None, None] * F.pad(sobel, (1, 1, 1, 1))
+    torch.testing.assert_close(weight[1], expected, rtol=0, atol=1e-15)
+
+
 def test_bad_kernel_sizes_are_refused() -> None:
     with pytest.raises(ValueError, match="odd and >= 3"):
         EdgeOrientedBlock(1, 1, 1)  # the 3x3 edge filters need room

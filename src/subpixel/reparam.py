@@ -221,25 +221,39 @@ class EdgeOrientedBlock(nn.Module):
         filters = self.edge_filters.repeat_interleave(self.out_channels, 0)  # (3 C_out, k, k)
         return (self.edge_scale[:, None, None] * filters).unsqueeze(1)
 
-    def merged_parameters(self) -> tuple[Tensor, Tensor]:
-        """The single (C_out, C_in, k, k) weight and (C_out,) bias, differentiable."""
-        weight, bias = self.conv.weight, self.conv.bias
-        assert bias is not None and self.expanded_conv.bias is not None
+    def branch_parameters(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """Each branch as one (C_out, C_in, k, k) weight and (C_out,) bias, by name."""
+        assert self.conv.bias is not None and self.expanded_conv.bias is not None
         assert self.expand.bias is not None
-        w, b = compose_1x1_kxk(
-            self.expand.weight, self.expand.bias, self.expanded_conv.weight, self.expanded_conv.bias
-        )
-        weight, bias = weight + w, bias + b
+        branches = {
+            f"{self.kernel_size}x{self.kernel_size}": (self.conv.weight, self.conv.bias),
+            f"1x1 -> {self.kernel_size}x{self.kernel_size}": compose_1x1_kxk(
+                self.expand.weight,
+                self.expand.bias,
+                self.expanded_conv.weight,
+                self.expanded_conv.bias,
+            ),
+        }
+        # A depthwise filter after a 1x1: channel j mixes only the 1x1's row j.
         edges, inputs = self._edge_kernels(), self.edge_inputs
         assert inputs.bias is not None
-        # A depthwise filter after a 1x1: channel j mixes only 1x1 row j; then the three
-        # branches are summed.
-        w = edges * inputs.weight  # (3 C_out, 1, k, k) * (3 C_out, C_in, 1, 1)
-        b = self.edge_bias + edges.sum((1, 2, 3)) * inputs.bias  # (3 C_out,)
-        weight = weight + w.unflatten(0, (3, -1)).sum(0)
-        bias = bias + b.unflatten(0, (3, -1)).sum(0)
+        weights = edges * inputs.weight  # (3 C_out, 1, k, k) * (3 C_out, C_in, 1, 1)
+        biases = self.edge_bias + edges.sum((1, 2, 3)) * inputs.bias  # (3 C_out,)
+        for name, w, b in zip(
+            EDGE_NAMES, weights.unflatten(0, (3, -1)), biases.unflatten(0, (3, -1)), strict=True
+        ):
+            branches[f"1x1 -> {name}"] = (w, b)
         if self.identity:
-            weight = weight + _identity_kernel(self.out_channels, self.kernel_size, weight)
+            identity = _identity_kernel(self.out_channels, self.kernel_size, self.conv.weight)
+            branches["identity"] = (identity, torch.zeros_like(self.conv.bias))
+        return branches
+
+    def merged_parameters(self) -> tuple[Tensor, Tensor]:
+        """The single (C_out, C_in, k, k) weight and (C_out,) bias (the sum of the
+        branches'), differentiable."""
+        branches = list(self.branch_parameters().values())
+        weight = torch.stack([w for w, _ in branches]).sum(0)
+        bias = torch.stack([b for _, b in branches]).sum(0)
         return weight, bias
 
     def forward_branches(self, x: Tensor) -> Tensor:
@@ -312,14 +326,26 @@ class CollapsibleLinearBlock(nn.Module):
         self.expand = nn.Conv2d(in_channels, hidden, kernel_size, padding=kernel_size // 2)
         self.project = nn.Conv2d(hidden, out_channels, 1)
 
-    def merged_parameters(self) -> tuple[Tensor, Tensor]:
-        """The single (C_out, C_in, k, k) weight and (C_out,) bias, differentiable."""
+    def branch_parameters(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """Each branch as one (C_out, C_in, k, k) weight and (C_out,) bias, by name."""
         assert self.expand.bias is not None and self.project.bias is not None
-        weight, bias = compose_kxk_1x1(
-            self.expand.weight, self.expand.bias, self.project.weight, self.project.bias
-        )
+        k = self.kernel_size
+        branches = {
+            f"{k}x{k} -> 1x1": compose_kxk_1x1(
+                self.expand.weight, self.expand.bias, self.project.weight, self.project.bias
+            )
+        }
         if self.identity:
-            weight = weight + _identity_kernel(self.out_channels, self.kernel_size, weight)
+            identity = _identity_kernel(self.out_channels, k, self.expand.weight)
+            branches["identity"] = (identity, torch.zeros_like(self.project.bias))
+        return branches
+
+    def merged_parameters(self) -> tuple[Tensor, Tensor]:
+        """The single (C_out, C_in, k, k) weight and (C_out,) bias (the sum of the
+        branches'), differentiable."""
+        branches = list(self.branch_parameters().values())
+        weight = torch.stack([w for w, _ in branches]).sum(0)
+        bias = torch.stack([b for _, b in branches]).sum(0)
         return weight, bias
 
     def forward_branches(self, x: Tensor) -> Tensor:
