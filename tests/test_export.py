@@ -37,7 +37,8 @@ from subpixel.export import ExportError, _ExportableBicubic, export_onnx, onnx_b
 from subpixel.models import Bicubic
 from subpixel.weights import CARD_KEY, ModelCard, describe
 
-# "fsrcnn+subpixel" is FSRCNN converted by models.fsrcnn_to_subpixel.
+# "fsrcnn+subpixel" is FSRCNN converted by models.fsrcnn_to_subpixel; "ecbsr+collapsed" is
+# the ESPCN (PReLU, global residual) a re-parameterised network collapses into.
 NETWORKS = ["espcn", "espcn-7", "fsrcnn", "fsrcnn+subpixel", "fsrcnn-s", "srcnn", "srcnn-915"]
 # Every network at x3; at x2 and x4 those whose exported geometry depends on the scale
 # (shuffle, deconvolution output padding, sub-pixel pad and crop); bicubic's phase weights at
@@ -45,6 +46,7 @@ NETWORKS = ["espcn", "espcn-7", "fsrcnn", "fsrcnn+subpixel", "fsrcnn-s", "srcnn"
 CASES = [(name, 3, 1) for name in [*NETWORKS, "bicubic"]]
 CASES += [(name, s, 1) for s in (2, 4) for name in ("espcn", "fsrcnn", "fsrcnn+subpixel")]
 CASES += [("bicubic", 2, 1), ("espcn", 2, 3)]
+CASES += [("ecbsr+collapsed", 3, 1), ("ecbsr+collapsed", 2, 3), ("sesr+collapsed", 4, 1)]
 SIZES = [(1, 9, 11), (2, 16, 5), (1, 3, 1)]  # (B, H, W); none is export.TRACE_SIZE
 
 
@@ -76,7 +78,10 @@ def _randomise(model: nn.Module, seed: int = 0) -> nn.Module:
 @functools.cache
 def _network(name: str, scale: int, channels: int) -> nn.Module:
     architecture, _, form = name.partition("+")
-    net = _randomise(models.build(architecture, scale=scale, channels=channels))
+    net = models.build(architecture, scale=scale, channels=channels)
+    if form == "collapsed":  # randomised collapsed: the branches would sum to outputs ~30
+        return _randomise(net.collapse())  # type: ignore[operator]
+    net = _randomise(net)
     return models.fsrcnn_to_subpixel(net) if form == "subpixel" else net  # type: ignore[arg-type]
 
 
@@ -279,12 +284,12 @@ def test_export_runs_in_opencv_dnn(name: str) -> None:
 # --------------------------------------------------------------------------- #
 
 
-@pytest.mark.parametrize("name", ["espcn", "fsrcnn"])
+@pytest.mark.parametrize("name", ["espcn", "fsrcnn", "ecbsr+collapsed"])
 def test_engines_agree_with_pytorch(name: str, tmp_path: Path) -> None:
     model = _network(name, 3, 1)
     engines: list[Engine] = [TorchEngine(model), TorchEngine(model, channels_last=True)]
     if _has_onnx_stack():
-        if name == "espcn":  # exports the model itself; fsrcnn reuses the shared export
+        if name == "espcn":  # exports the model itself; the others reuse the shared export
             engines.append(OnnxRuntimeEngine(model, threads=1))
         path = tmp_path / "net.onnx"
         path.write_bytes(_exported(name, 3, 1))

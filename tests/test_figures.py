@@ -212,6 +212,26 @@ def test_broken_icnr_raises(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
         )
 
 
+def test_reparam_branches_sum_to_the_collapsed_kernel() -> None:
+    result = figures.reparam_collapse(_lr(8), scale=2)
+    names = list(result.branches)
+    assert names[0] == "3x3" and names[-1] == "identity" and len(names) == 6
+    assert result.branches["identity"][0][1, 1] == 1.0
+    summed = sum(kernel for kernel, _ in result.branches.values())
+    torch.testing.assert_close(summed, result.merged[0], rtol=0, atol=1e-12)
+    assert abs(sum(b for _, b in result.branches.values()) - result.merged[1]) < 1e-12
+    assert result.collapsed_output.shape == (1, 1, 8, 8)
+    assert len(result.checks) == 5 and result.network == "ECBSR-M4C16 x2"
+
+
+def test_broken_collapse_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    from subpixel.reparam import EdgeOrientedBlock
+
+    monkeypatch.setattr(EdgeOrientedBlock, "collapse", _perturbed(EdgeOrientedBlock.collapse))
+    with pytest.raises(figures.EquivalenceError, match="ECB 1 -> 1"):
+        figures.reparam_collapse(_lr(8))
+
+
 def test_check_close_rejects_shapes_and_nan() -> None:
     with pytest.raises(figures.EquivalenceError, match="shapes"):
         figures.check_close("x", torch.zeros(2), torch.zeros(3), 1.0)
@@ -245,7 +265,7 @@ def test_script_small_builds_the_guide(tmp_path: Path, weights: tuple[Path, Path
     text = (out / "theory.md").read_text()
     assert "$" not in text.replace("\\$", "")  # every placeholder was filled
     linked = re.findall(r"\]\((figures/[^)]+\.png)\)", text)
-    assert len(linked) == 8
+    assert len(linked) == 9
     total = 0
     for name in linked:
         path = out / name
@@ -261,7 +281,7 @@ def test_script_small_builds_the_guide(tmp_path: Path, weights: tuple[Path, Path
     assert len(rows) >= 15
     # Every check of the build is listed, and there are as many as the guide claims.
     count = re.search(r"the\s+(\d+) checks it ran", text)
-    assert count is not None and int(count.group(1)) == 23
+    assert count is not None and int(count.group(1)) == 28
 
 
 def test_script_fails_on_a_broken_equivalence(

@@ -53,6 +53,7 @@ __all__ = [
     "LastLayer",
     "MappingCost",
     "Matrices1d",
+    "Reparam",
     "ShuffleLayout",
     "TwoRoutes2d",
     "build_default_guide",
@@ -64,6 +65,7 @@ __all__ = [
     "draw_icnr",
     "draw_last_layer",
     "draw_matrices_1d",
+    "draw_reparam",
     "draw_shuffle",
     "draw_two_routes",
     "espcn_last_layer",
@@ -73,6 +75,7 @@ __all__ = [
     "icnr_comparison",
     "load_figure_model",
     "measure_costs",
+    "reparam_collapse",
     "shuffle_layout",
     "synthetic_image",
     "two_routes_2d",
@@ -925,6 +928,138 @@ def icnr_comparison(
     )
 
 
+@dataclass(frozen=True)
+class Reparam:
+    """An edge-oriented block (ECBSR's ECB, 1 channel in and out, 3x3) with random weights:
+    each branch as one kernel, their sum, and the block run both ways on an image.
+
+    Attributes:
+        branches: branch name -> ((k, k) kernel, bias), float64.
+        merged: the collapsed convolution's (k, k) kernel and bias.
+        lr: (1, 1, H, W) input; ``branch_output`` and ``collapsed_output`` the block's output
+            computed branch by branch and by the one collapsed convolution.
+        network: the network checked, e.g. "ECBSR-M4C16 x3", and ``network_error`` the largest
+            difference between its training form and its collapsed ESPCN (float32).
+        checks: the equivalences verified.
+    """
+
+    branches: dict[str, tuple[Tensor, float]]
+    merged: tuple[Tensor, float]
+    lr: Tensor
+    branch_output: Tensor
+    collapsed_output: Tensor
+    network: str
+    network_error: float
+    network_parameters: tuple[int, int]
+    checks: list[Check]
+
+
+def _randomised(module: nn.Module, seed: int) -> nn.Module:
+    """Every parameter drawn at unit scale over its fan-in (fresh edge scales are ~1e-3)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            fan_in = parameter[0].numel() if parameter.dim() > 1 else 4
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) / math.sqrt(fan_in))
+    return module
+
+
+def reparam_collapse(lr: Tensor, scale: int = 3, seed: int = 0) -> Reparam:
+    """Collapse an ECB, a SESR block and an ECBSR network, and check each against its
+    training form.
+
+    Args:
+        lr: (1, 1, H, W) luminance image the block and the network run on.
+        scale: the network's scale.
+        seed: for the random weights.
+
+    Raises:
+        EquivalenceError: If a collapsed form differs from its training form.
+    """
+    from subpixel.reparam import CollapsibleLinearBlock, EdgeOrientedBlock
+
+    x = lr.double()
+    block = _randomised(EdgeOrientedBlock(1, 1, 3, hidden=4).double(), seed)
+    assert isinstance(block, EdgeOrientedBlock)
+    with torch.no_grad():  # the Laplacian's centre tap is -4: keep it at the others' scale
+        block.edge_scale.mul_(0.25)
+    with torch.no_grad():
+        branches = {
+            name: (w[0, 0].clone(), float(b[0]))
+            for name, (w, b) in block.branch_parameters().items()
+        }
+        conv = block.collapse()
+        assert conv.bias is not None
+        merged = (conv.weight[0, 0].clone(), float(conv.bias[0]))
+        branch_output, collapsed_output = block.forward_branches(x), conv(x)
+    checks = [
+        check_close(
+            "ECB 1 -> 1: branches = collapsed 3x3 conv", collapsed_output, branch_output, _EXACT
+        ),
+    ]
+    # Wider blocks, as networks use them, at their initialisation, in float32.
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.rand(2, 16, 20, 20, generator=generator)
+    for name, wide in (
+        ("ECB 16 -> 16", EdgeOrientedBlock(16, 16)),
+        ("SESR block 16 -> 256 -> 16", CollapsibleLinearBlock(16, 16, 3, 256)),
+    ):
+        with torch.no_grad():
+            checks.append(
+                check_close(
+                    f"{name}: branches = collapsed 3x3 conv (float32)",
+                    wide.collapse()(features),
+                    wide.forward_branches(features),
+                    _FLOAT32,
+                )
+            )
+    # The merged kernel in the forward pass: the same gradients as the branches.
+    gradients = []
+    for merged_form in (False, True):
+        block.merged = merged_form
+        block.zero_grad()
+        (block(x) * x).sum().backward()
+        gradients.append(
+            torch.cat([torch.flatten(p.grad) for p in block.parameters() if p.grad is not None])
+        )
+    block.merged = True
+    checks.append(
+        check_close(
+            "ECB: merged-kernel forward, gradients = branch gradients",
+            gradients[1],
+            gradients[0],
+            1e-10,  # sums over every pixel: values in the hundreds, rounding to ~1e-13
+        )
+    )
+    torch.manual_seed(seed)
+    network = models.build("ecbsr", scale=scale)
+    plain = network.collapse()  # type: ignore[operator]
+    for block_ in network.modules():
+        if isinstance(block_, EdgeOrientedBlock):
+            block_.merged = False
+    with torch.no_grad():
+        expected = network(lr.float())
+        network_check = check_close(
+            f"ECBSR-M4C16 x{scale}: training form = collapsed ESPCN",
+            plain(lr.float()),
+            expected,
+            _FLOAT32,
+        )
+    checks.append(network_check)
+    return Reparam(
+        branches,
+        merged,
+        x,
+        branch_output,
+        collapsed_output,
+        f"ECBSR-M4C16 x{scale}",
+        network_check.error,
+        (sum(p.numel() for p in network.parameters()), sum(p.numel() for p in plain.parameters())),
+        checks,
+    )
+
+
 @contextmanager
 def _maybe_temporary(folder: str | Path | None) -> Iterator[Path]:
     if folder is not None:
@@ -1503,6 +1638,48 @@ def draw_icnr(result: IcnrComparison, path: Path, crop: int = 20) -> Path:
     return _save(figure, path)
 
 
+def draw_reparam(result: Reparam, path: Path) -> Path:
+    """The branches' kernels summed into the merged kernel (top); the block run both ways on
+    an image, and the difference (bottom)."""
+    plt = _pyplot()
+    names = list(result.branches)
+    columns = len(names) + 1
+    figure = plt.figure(figsize=(1.55 * columns, 4.6))
+    grid = figure.add_gridspec(2, 4 * columns, height_ratios=(1.0, 1.5))
+    limit = max(float(k.abs().max()) for k, _ in [*result.branches.values(), result.merged])
+    kernel_range: dict[str, Any] = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}
+    for index, name in enumerate([*names, "merged"]):
+        kernel, bias = result.merged if name == "merged" else result.branches[name]
+        axis = figure.add_subplot(grid[0, 4 * index : 4 * index + 4])
+        sign = "=" if name == "merged" else ("" if index == 0 else "+")
+        title = "collapsed 3x3" if name == "merged" else name
+        _show(axis, kernel, f"{sign} {title}\nbias {bias:+.2f}", **kernel_range)
+        for (i, j), value in np.ndenumerate(kernel.numpy()):
+            axis.text(j, i, f"{value + 0.0:.2f}", ha="center", va="center", fontsize=6)
+    width = columns  # four panels across the 4 x columns grid
+    image = result.lr[0, 0]
+    outputs = [result.branch_output[0, 0], result.collapsed_output[0, 0]]
+    low = min(float(o.min()) for o in outputs)
+    high = max(float(o.max()) for o in outputs)
+    difference = (outputs[1] - outputs[0]).abs()
+    error = float(difference.max())
+    panels: list[tuple[Tensor, str, dict[str, Any]]] = [
+        (image, f"input {tuple(image.shape)}", {}),
+        (outputs[0], "six branches, summed", {"vmin": low, "vmax": high}),
+        (outputs[1], "one collapsed 3x3 conv", {"vmin": low, "vmax": high}),
+        (
+            difference,
+            f"|difference| (float64)\nmax {error:.1e}",
+            {"cmap": "magma", "vmin": 0.0, "vmax": max(error, 1e-15)},
+        ),
+    ]
+    for index, (shown, title, options) in enumerate(panels):
+        axis = figure.add_subplot(grid[1, width * index : width * index + width])
+        _show(axis, shown, title, **options)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
 # --------------------------------------------------------------------------- #
 # The guide
 # --------------------------------------------------------------------------- #
@@ -1828,6 +2005,21 @@ def _build(
         icnr_spread=f"{icnr.checks[0].error:.1e}",
     )
 
+    say("re-parameterisation")
+    lr_r, _ = _luma_pair(_crop_center(photo, 3 * sizes.crop_2d, 3 * sizes.crop_2d), 3)
+    reparam = reparam_collapse(lr_r, scale=3)
+    checks += reparam.checks
+    written.append(draw_reparam(reparam, figures_dir / "reparam.png"))
+    numbers.update(
+        reparam_lr=f"{lr_r.shape[-2]}x{lr_r.shape[-1]}",
+        reparam_error=_difference_text(reparam.checks[0].error),
+        reparam_bias=f"{reparam.merged[1]:+.2f}",
+        reparam_network=reparam.network,
+        reparam_network_error=_difference_text(reparam.network_error),
+        reparam_training_parameters=f"{reparam.network_parameters[0]:,}",
+        reparam_parameters=f"{reparam.network_parameters[1]:,}",
+    )
+
     numbers.update(
         mode="small (test sizes)" if small else "full",
         torch_version=torch.__version__.split("+")[0],
@@ -2021,6 +2213,32 @@ ${icnr_loss_default} against ${icnr_loss_icnr}. After training, the pattern ampl
 ${icnr_pattern_default_trained} and ${icnr_pattern_icnr_trained}, and the PSNR on the crop
 shown is ${icnr_psnr_default} dB and ${icnr_psnr_icnr} dB. These are short runs: they show
 where training starts, not where a full run ends.
+
+## 7. Re-parameterisation: train with branches, run one convolution
+
+![re-parameterisation](figures/reparam.png)
+
+A sum of convolutions is a convolution, and so is a convolution of a convolution: any block of
+linear branches, with no activation inside it, is one convolution in disguise. ECBSR's
+edge-oriented block (`reparam.EdgeOrientedBlock`) trains six branches side by side: a 3x3
+convolution; a 1x1 convolution to more channels, then a 3x3; three 1x1 convolutions, each
+followed by a fixed edge filter (Sobel-x, Sobel-y, Laplacian) with a learned scale and bias per
+channel; and the identity. Top: for a block with one channel in and out and random weights,
+each branch written as the one 3x3 kernel and bias it equals (`branch_parameters`); their sum
+is the collapsed kernel (bias ${reparam_bias}). Bottom: the block run branch by branch and as
+that one convolution on a ${reparam_lr} LR crop: they differ by at most ${reparam_error} in
+float64. One detail makes this exact at the borders: the 1x1 convolution's output is padded
+with its own bias, not with zeros, since that is what the 1x1 gives on the zero-padded input
+the collapsed convolution sees.
+
+SESR's linear block (`reparam.CollapsibleLinearBlock`: a 3x3 convolution to 256 channels, a
+1x1 back, the identity) collapses the same way. A network of such blocks with activations
+between them (`models.ReparamSR`, builders `ecbsr` and `sesr`) collapses block by block into an
+ordinary `models.ESPCN`: ${reparam_network} has ${reparam_training_parameters} parameters while
+training and ${reparam_parameters} collapsed, and the two forms differ by ${reparam_network_error}
+in float32. While training, each block computes its collapsed kernel from its branches at every
+step and runs that one convolution: the same function and gradients as the branches (checked
+below), at about the cost of the plain network's step.
 
 ## Checks run while building this page
 

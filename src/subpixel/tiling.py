@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from subpixel.errors import SubpixelError
 from subpixel.layers import SubpixelConv2d
 from subpixel.models.bicubic import Bicubic
+from subpixel.reparam import Collapsible
 from subpixel.resize import contributions
 
 __all__ = [
@@ -135,7 +136,11 @@ def _trace(model: nn.Module) -> _Trace:
 
     A module of a known type (``_GEOMETRIC`` or ``_POINTWISE``) or without children is one
     step; containers are looked into, known modules are not (``SubpixelConv2d`` holds a conv).
+    A re-parameterised network (``Collapsible``) is traced in its collapsed form: its blocks
+    run their merged kernels functionally, where no hook would see them.
     """
+    if isinstance(model, Collapsible):
+        model = model.collapse()
     steps: list[_Step] = []
     open_steps: list[tuple[nn.Module, tuple[int, ...]]] = []
 

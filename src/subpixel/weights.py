@@ -22,6 +22,7 @@ from torch import nn
 from subpixel import models
 from subpixel.errors import ModelError, ScaleError
 from subpixel.files import atomic_write
+from subpixel.reparam import Collapsible
 
 __all__ = ["ModelCard", "bundled_weights", "card_of", "load_model", "load_weights", "save_weights"]
 
@@ -106,8 +107,15 @@ def describe(model: nn.Module, architecture: str, **card_fields: Any) -> ModelCa
 
 
 def save_weights(model: nn.Module, path: str | Path, card: ModelCard | None = None) -> Path:
-    """Write ``model``'s weights and card to a safetensors file (atomically)."""
+    """Write ``model``'s weights and card to a safetensors file (atomically).
+
+    A network trained in a re-parameterised form (``models.Collapsible``: ecbsr, sesr) is
+    written collapsed, as the ESPCN it equals, so loading it needs nothing of its training
+    form; the card's ``training`` records the form it was trained in (``collapsed_from``).
+    """
     card = card or card_of(model)
+    if isinstance(model, Collapsible):
+        model, card = _collapsed(model, card)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {FORMAT_KEY: FORMAT, CARD_KEY: json.dumps(asdict(card), sort_keys=True)}
     path = Path(path)
@@ -115,6 +123,20 @@ def save_weights(model: nn.Module, path: str | Path, card: ModelCard | None = No
     # safetensors' save_file replaces the file it is given with one of mode 0o600.
     data = save(state, metadata)
     return atomic_write(path, lambda temporary: temporary.write_bytes(data))
+
+
+def _collapsed(model: Collapsible, card: ModelCard) -> tuple[nn.Module, ModelCard]:
+    """The plain network ``model`` collapses into, and its card."""
+    plain = model.collapse()
+    if not isinstance(plain, models.ESPCN):
+        raise ModelError(f"cannot write a {type(model).__name__}: it collapses into no network")
+    config = asdict(plain.config)
+    if (config.pop("scale"), config.pop("channels")) != (card.scale, card.channels):
+        raise ModelError("the card's scale or channels differ from the network's")
+    trained_as = {"architecture": card.architecture, "config": card.config}
+    training = {**card.training, "collapsed_from": trained_as}
+    card = dataclasses.replace(card, architecture="espcn", config=config, training=training)
+    return plain, card
 
 
 def _read_card(path: Path) -> ModelCard:

@@ -4,7 +4,7 @@ Example:
     >>> from subpixel import models
     >>> net = models.build("espcn", scale=3, channels=1)
     >>> sorted(models.BUILDERS)[:3]
-    ['bicubic', 'espcn', 'espcn-7']
+    ['bicubic', 'ecbsr', 'espcn']
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from subpixel.models.fsrcnn import (
     combine_fsrcnn_heads,
     fsrcnn_to_subpixel,
 )
+from subpixel.models.reparam_sr import ReparamSR, ReparamSRConfig
 from subpixel.models.srcnn import SRCNN, SRCNNConfig
+from subpixel.reparam import Collapsible
 
 __all__ = [
     "BUILDERS",
@@ -33,11 +35,14 @@ __all__ = [
     "FSRCNN",
     "SRCNN",
     "Bicubic",
+    "Collapsible",
     "Complexity",
     "ESPCNConfig",
     "FSRCNNConfig",
     "MultiScaleFSRCNN",
     "MultiScaleFSRCNNConfig",
+    "ReparamSR",
+    "ReparamSRConfig",
     "SRCNNConfig",
     "build",
     "combine_fsrcnn_heads",
@@ -74,6 +79,17 @@ def _srcnn_915(**options: Any) -> nn.Module:
     return SRCNN(SRCNNConfig(**{"kernels": (9, 1, 5), **options}))
 
 
+def _ecbsr(**options: Any) -> nn.Module:
+    return ReparamSR(ReparamSRConfig(**{"block": "ecb", **options}))
+
+
+def _sesr(**options: Any) -> nn.Module:
+    # SESR's blocks (256 wide in training) in ECBSR-M4C16's collapsed shape, so the two
+    # training forms compare at one inference cost. The paper's SESR-M5 (blocks=5,
+    # kernels=(5, 3, 5)) costs more than FSRCNN per output pixel at x2 and x4.
+    return ReparamSR(ReparamSRConfig(**{"block": "sesr", "hidden": 256, **options}))
+
+
 def _bicubic(**options: Any) -> nn.Module:
     return Bicubic(**options)
 
@@ -87,6 +103,8 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "fsrcnn-multiscale": _fsrcnn_multiscale,
     "srcnn": _srcnn,
     "srcnn-915": _srcnn_915,
+    "ecbsr": _ecbsr,
+    "sesr": _sesr,
     "bicubic": _bicubic,
 }
 
@@ -95,7 +113,8 @@ def build(name: str, scale: int = 3, channels: int = 1, **options: Any) -> nn.Mo
     """Build a network by name with fresh weights.
 
     Args:
-        name: a key of ``BUILDERS`` (espcn, espcn-7, fsrcnn, fsrcnn-s, srcnn, srcnn-915, bicubic).
+        name: a key of ``BUILDERS`` (espcn, espcn-7, fsrcnn, fsrcnn-s, srcnn, srcnn-915, ecbsr,
+            sesr, bicubic).
         scale: the upscaling factor r.
         channels: 1 for luminance (Y), 3 for RGB.
         **options: other fields of the network's config (for example ``features=(64, 32)``).

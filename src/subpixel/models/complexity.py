@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from subpixel.models.bicubic import Bicubic
+from subpixel.reparam import Collapsible
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,11 @@ def _layer_macs(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -
 def measure_complexity(model: nn.Module, channels: int, size: int = 16) -> Complexity:
     """Count parameters and MACs per output pixel by running ``model`` on a small probe.
 
-    Zero-padded borders are counted as full kernels, the usual convention.
+    Zero-padded borders are counted as full kernels, the usual convention. A network trained
+    in a re-parameterised form (``Collapsible``) is measured collapsed, as it runs.
     """
+    if isinstance(model, Collapsible):
+        model = model.collapse()
     total = 0
 
     def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:

@@ -20,6 +20,9 @@ class ESPCNConfig:
     ``features[i]`` channels come out of a ``kernels[i]`` x ``kernels[i]`` convolution followed
     by ``activation``; the last kernel belongs to the sub-pixel layer (C * scale^2 outputs).
     The paper's network is the default: 5x5 -> 64, tanh; 3x3 -> 32, tanh; 3x3 -> C r^2.
+    ``residual`` adds the input to every one of its r^2 phases before the shuffle, i.e.
+    nearest-neighbour upsampling of the input to the output (ECBSR's global skip), so the
+    layers learn the difference; the collapsed form of ``models.ReparamSR`` uses it.
     """
 
     scale: int = 3
@@ -28,6 +31,7 @@ class ESPCNConfig:
     kernels: tuple[int, ...] = (5, 3, 3)
     activation: str = "tanh"
     output_activation: str | None = None
+    residual: bool = False
 
     def __post_init__(self) -> None:
         if self.scale < 1:
@@ -61,7 +65,8 @@ class ESPCN(nn.Module):
 
     Input (B, C, H, W) float in [0, 1]; output (B, C, rH, rW), not clamped.
     Deviations from the paper: "same" zero padding, so the output covers the whole input
-    (the paper trained on unpadded patches and cropped the targets).
+    (the paper trained on unpadded patches and cropped the targets); optionally the global
+    residual of ``ESPCNConfig.residual``, which the paper does not have.
 
     Example:
         >>> import torch
@@ -103,4 +108,18 @@ class ESPCN(nn.Module):
         output activation is elementwise, so it commutes with the shuffle.
         """
         x = self.features(lr)  # (B, F, H, W)
-        return self.output_activation(self.subpixel(x))  # (B, C r^2, H, W)
+        phases = self.subpixel(x)  # (B, C r^2, H, W)
+        if self.config.residual:
+            phases = add_nearest(phases, lr)
+        return self.output_activation(phases)
+
+
+def add_nearest(phases: Tensor, lr: Tensor) -> Tensor:
+    """``phases`` (B, C r^2, H, W) plus ``lr`` (B, C, H, W) at every phase of its colour.
+
+    After the shuffle this is the output plus ``lr`` upsampled by nearest neighbour; torch's
+    shuffle reads colour c at phase s from channel c r^2 + s, hence the (C, r^2) split.
+    """
+    b, c, h, w = lr.shape
+    split = phases.reshape(b, c, -1, h, w) + lr.unsqueeze(2)  # (B, C, r^2, H, W)
+    return split.reshape(b, -1, h, w)
