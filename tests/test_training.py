@@ -238,15 +238,19 @@ def test_weight_average_update_maths() -> None:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
     average = WeightAverage(net, decay=0.9)
+    # d = min(0.9, (1 + n) / (10 + n)): 2/11, 3/12, then 0.9 from step 80 on.
+    decays = [average.decay_at(n) for n in (1, 2, 79, 80, 10**6)]
+    assert decays == [2 / 11, 3 / 12, 80 / 89, 0.9, 0.9]
     expected = [p.detach().double().clone() for p in net.parameters()]
-    for step in range(3):
+    for step in (1, 2, 80, 81):
         with torch.no_grad():
             for parameter in net.parameters():
                 parameter.add_(torch.randn_like(parameter))
             net[1].running_mean.fill_(step)
-        average.update(net)
+        average.update(net, step)
+        d = min(0.9, (1 + step) / (10 + step))
         weights = [p.detach().double() for p in net.parameters()]
-        expected = [0.9 * e + 0.1 * w for e, w in zip(expected, weights, strict=True)]
+        expected = [d * e + (1 - d) * w for e, w in zip(expected, weights, strict=True)]
     for got, want in zip(average.network.parameters(), expected, strict=True):
         torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)
         assert not got.requires_grad

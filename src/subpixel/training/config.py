@@ -45,8 +45,9 @@ class TrainConfig:
     the only path for ``sampling="stride"``). ``charbonnier`` is the loss
     ``mean(sqrt((sr - hr)^2 + charbonnier_eps^2))``, L1 with a smooth minimum. With
     ``ema_decay`` > 0 an exponential moving average of the weights
-    (``ema = decay ema + (1 - decay) weights`` after every step) is what validation scores and
-    what ``best``/``last`` hold. ``warmup`` iterations raise the rate linearly from
+    (``ema = d ema + (1 - d) weights`` after step ``n``, ``d = min(ema_decay, (1 + n) /
+    (10 + n))``: ``subpixel.training.ema``) is what validation scores and what
+    ``best``/``last`` hold. ``warmup`` iterations raise the rate linearly from
     ``lr / warmup`` to ``lr`` before any schedule (the cosine then anneals over the rest).
     ``precision="bfloat16"`` runs the network under autocast (the loss in float32);
     ``compile_mode`` names a ``torch.compile`` mode for the training step (None: eager).

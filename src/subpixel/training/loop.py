@@ -480,7 +480,7 @@ def train(
             loss.backward()
             optimizer.step()
             if average is not None:
-                average.update(network)
+                average.update(network, iteration)
             losses.add(loss)
 
             validate = iteration % config.val_every == 0 or iteration == config.iterations
