@@ -18,6 +18,7 @@ import subpixel.data.cache as cache_module
 from subpixel.colour import rgb_to_ycbcr
 from subpixel.data import (
     DataConfig,
+    DevicePairs,
     PatchCache,
     PatchDataset,
     epoch_order,
@@ -270,6 +271,107 @@ def test_grayscale_and_16_bit_images_become_rgb(folder: Path, tmp_path: Path) ->
     np.testing.assert_array_equal(hr16[..., 0], np.floor(gray16 / 257 + 0.5).astype(np.uint8))
 
 
+# --------------------------------------------------------------------------- on the device
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_device_pairs_hold_every_variant_as_the_loader_converts_it(
+    folder: Path, tmp_path: Path, channels: int
+) -> None:
+    config = _config(scale=3, channels=channels, downscale_augment=(0.8,))
+    cache = PatchCache.build([folder], config, tmp_path / "cache")
+    pairs = DevicePairs(cache, config, "cpu")
+    assert len(pairs) == len(cache) > len(IMAGES)
+    assert pairs.nbytes == sum(v.height * v.width for v in cache.variants) * 10 // 9 * 4 * channels
+    for v in range(len(cache)):
+        lr_want, hr_want = cache.pair(v)
+        for got, want in zip(pairs.pair(v), (lr_want, hr_want), strict=True):
+            assert got.shape == (channels, *want.shape[:2])
+            if channels == 3:
+                np.testing.assert_array_equal(_as_uint8(got), want)
+            else:
+                y_want = rgb_to_ycbcr(want / 255.0)[..., 0].astype(np.float32)
+                np.testing.assert_array_equal(got[0].numpy(), y_want)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("scale", [2, 3])
+def test_device_crops_are_the_crops_of_the_pairs_with_one_transform_for_both(
+    folder: Path, tmp_path: Path, channels: int, scale: int
+) -> None:
+    config = _config(scale=scale, channels=channels, patch_size=5, downscale_augment=(0.8,))
+    cache = PatchCache.build([folder], config, tmp_path / "cache")
+    pairs = DevicePairs(cache, config, "cpu")
+    variants, ys, xs, transforms = pairs.locate(seed=4, iteration=9, batch_size=96)
+    lr, hr = pairs.crops(variants, ys, xs, transforms)
+    assert lr.shape == (96, channels, 5, 5) and hr.shape == (96, channels, 5 * scale, 5 * scale)
+    assert lr.is_contiguous() and hr.is_contiguous()
+    torch.testing.assert_close(pairs.batch(4, 9, 96), (lr, hr), rtol=0, atol=0)
+    for b in range(96):
+        v, y, x, t = (int(a[b]) for a in (variants, ys, xs, transforms))
+        lr_image, hr_image = (image.numpy() for image in pairs.pair(v))
+        assert 0 <= y <= lr_image.shape[1] - 5 and 0 <= x <= lr_image.shape[2] - 5
+        lr_want = lr_image[:, y : y + 5, x : x + 5]
+        hr_want = hr_image[:, scale * y : scale * (y + 5), scale * x : scale * (x + 5)]
+        for got, want in ((lr[b], lr_want), (hr[b], hr_want)):
+            want = want[:, :, ::-1] if t >= 4 else want  # mirrored left-right, then turned
+            np.testing.assert_array_equal(got.numpy(), np.rot90(want, t % 4, axes=(1, 2)))
+    assert set(transforms.tolist()) == set(range(8))
+    assert len(set(variants.tolist())) > len(IMAGES)  # the downscaled copies are drawn too
+
+
+def test_device_batches_are_pure_functions_of_seed_and_iteration(
+    folder: Path, tmp_path: Path
+) -> None:
+    config = _config(scale=2)
+    cache = PatchCache.build([folder], config, tmp_path / "cache")
+    first, second = DevicePairs(cache, config, "cpu"), DevicePairs(cache, config, "cpu")
+    for iteration in (3, 0, 3):  # any order, repeated
+        torch.testing.assert_close(
+            first.batch(1, iteration, 8), second.batch(1, iteration, 8), rtol=0, atol=0
+        )
+    assert not torch.equal(first.batch(1, 3, 8)[1], first.batch(1, 4, 8)[1])
+    assert not torch.equal(first.batch(1, 3, 8)[1], first.batch(2, 3, 8)[1])
+    # Each of two processes gathers its half of the same global batch.
+    halves = [first.batch(1, 3, 8, rank=k, world_size=2) for k in (0, 1)]
+    whole = first.batch(1, 3, 8)
+    for side in (0, 1):
+        torch.testing.assert_close(
+            torch.cat([h[side] for h in halves]), whole[side], rtol=0, atol=0
+        )
+    with pytest.raises(ValueError, match="does not split"):
+        first.batch(1, 3, 9, rank=0, world_size=2)
+
+
+@pytest.mark.parametrize(
+    ("flips", "rotations", "allowed"),
+    [(False, False, {0}), (True, False, {0, 4}), (False, True, {0, 1, 2, 3})],
+)
+def test_device_transforms_follow_the_config(
+    folder: Path, tmp_path: Path, flips: bool, rotations: bool, allowed: set[int]
+) -> None:
+    config = _config(scale=2, flips=flips, rotations=rotations)
+    cache = PatchCache.build([folder], config, tmp_path / "cache")
+    transforms = DevicePairs(cache, config, "cpu").locate(0, 0, 200)[3]
+    assert set(transforms.tolist()) == allowed
+
+
+def test_device_sampling_is_uniform_over_patch_positions(folder: Path, tmp_path: Path) -> None:
+    # Each variant is drawn in proportion to its number of positions (its area, roughly).
+    config = _config(scale=2, patch_size=6)
+    cache = PatchCache.build([folder], config, tmp_path / "cache")
+    pairs = DevicePairs(cache, config, "cpu")
+    draws = 40_000
+    variants, ys, xs, _ = pairs.locate(0, 0, draws)
+    counts = np.bincount(variants.numpy(), minlength=len(cache))
+    positions = np.array(
+        [(v.height // 2 - 5) * (v.width // 2 - 5) for v in cache.variants], dtype=np.float64
+    )
+    expected = draws * positions / positions.sum()
+    assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected))
+    assert len(set(zip(ys.tolist(), xs.tolist(), strict=True))) > 100
+
+
 # --------------------------------------------------------------------------- gaussian
 
 
@@ -350,6 +452,26 @@ def test_cache_is_reused_without_decoding(
     with pytest.raises(AssertionError, match="decoded"):
         PatchCache.build([folder], config, tmp_path / "cache")
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [cache.path.name]
+
+
+def test_cache_built_by_several_processes_is_the_same(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_module, "_POOL_FILES", 2)  # a pool even for four images
+    (folder / "z.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    config = _config(scale=3, downscale_augment=(0.9,))
+    with pytest.raises(ImageError, match=r"z\.png"):  # a worker's error reaches the caller
+        PatchCache.build([folder], config, tmp_path / "pooled", workers=2)
+    (folder / "z.png").unlink()
+    calls: list[tuple[int, int]] = []
+    pooled = PatchCache.build(
+        [folder], config, tmp_path / "pooled", lambda d, t: calls.append((d, t)), workers=2
+    )
+    single = PatchCache.build([folder], config, tmp_path / "single")
+    assert calls == [(i + 1, len(IMAGES)) for i in range(len(IMAGES))]
+    assert pooled.path.name == single.path.name and pooled.variants == single.variants
+    for name in ("hr.bin", "lr.bin", "index.json"):
+        assert (pooled.path / name).read_bytes() == (single.path / name).read_bytes(), name
 
 
 def test_failed_build_leaves_no_cache(

@@ -20,6 +20,7 @@ from subpixel import models
 from subpixel.cli import main
 from subpixel.training import (
     Progress,
+    RunError,
     TrainConfig,
     TrainingView,
     build_network,
@@ -29,6 +30,9 @@ from subpixel.training import (
     train,
 )
 from subpixel.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from subpixel.training.ema import WeightAverage
+from subpixel.training.losses import charbonnier_loss
+from subpixel.training.recipes import RECIPES, recipe
 from subpixel.training.records import read_log
 from subpixel.training.schedule import Schedule
 
@@ -186,6 +190,74 @@ def test_schedules(folders: tuple[Path, Path]) -> None:
     assert restored.state_dict() == plateau.state_dict()
 
 
+def test_warmup_rises_linearly_then_the_cosine_anneals_over_the_rest(
+    folders: tuple[Path, Path],
+) -> None:
+    config = _config(folders, schedule="cosine", iterations=110, warmup=10, min_lr=1e-5)
+    schedule = Schedule(config)
+    assert [schedule.factor(i) for i in range(10)] == pytest.approx(
+        [(i + 1) / 10 for i in range(10)]
+    )
+    assert schedule.factor(10) == pytest.approx(1.0)
+    assert schedule.factor(60) == pytest.approx(0.01 + 0.99 * 0.5)  # half-way through the cosine
+    assert schedule.factor(110) == pytest.approx(0.01)
+    constant = Schedule(dataclasses.replace(config, schedule="constant"))
+    assert [constant.factor(i) for i in (0, 4, 9, 50)] == pytest.approx([0.1, 0.5, 1.0, 1.0])
+    with pytest.raises(ValueError, match="warmup"):
+        dataclasses.replace(config, warmup=110)
+    # Losses fed in sums decide the plateau rule as when fed one by one.
+    one, many = (Schedule(_config(folders, schedule="plateau", plateau_every=2)) for _ in "ab")
+    for loss in (1.0, 1.0, 0.9999, 0.9999):
+        one.observe(loss)
+    many.observe_sum(2.0, 2)
+    many.observe_sum(0.9999, 1)
+    many.observe_sum(0.9999, 1)
+    assert one.state_dict() == many.state_dict() and one.factor(0) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="across the end"):
+        many.observe_sum(3.0, 3)
+
+
+def test_charbonnier_loss_value(folders: tuple[Path, Path]) -> None:
+    output = torch.tensor([[[[0.5, 0.2], [0.0, 1.0]]]], dtype=torch.float64)
+    target = torch.tensor([[[[0.2, 0.2], [0.4, 0.0]]]], dtype=torch.float64)
+    eps = 0.4  # residuals 0.3, 0, -0.4, 1 -> sqrt(r^2 + 0.16) = 0.5, 0.4, sqrt(0.32), sqrt(1.16)
+    want = (0.5 + 0.4 + 0.32**0.5 + 1.16**0.5) / 4
+    assert charbonnier_loss(output, target, eps).item() == pytest.approx(want, rel=1e-12)
+    # The loop's loss is that of the network's output.
+    config = _config(folders, loss="charbonnier", charbonnier_eps=0.01)
+    net = build_network(config)
+    lr, hr = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        got = compute_loss(TrainingView(net), lr, hr, config)
+        residual = net(lr).double() - hr.double()
+        expected = torch.sqrt(residual**2 + 1e-4).mean()
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=0)
+
+
+def test_weight_average_update_maths() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    average = WeightAverage(net, decay=0.9)
+    # d = min(0.9, (1 + n) / (10 + n)): 2/11, 3/12, then 0.9 from step 80 on.
+    decays = [average.decay_at(n) for n in (1, 2, 79, 80, 10**6)]
+    assert decays == [2 / 11, 3 / 12, 80 / 89, 0.9, 0.9]
+    expected = [p.detach().double().clone() for p in net.parameters()]
+    for step in (1, 2, 80, 81):
+        with torch.no_grad():
+            for parameter in net.parameters():
+                parameter.add_(torch.randn_like(parameter))
+            net[1].running_mean.fill_(step)
+        average.update(net, step)
+        d = min(0.9, (1 + step) / (10 + step))
+        weights = [p.detach().double() for p in net.parameters()]
+        expected = [d * e + (1 - d) * w for e, w in zip(expected, weights, strict=True)]
+    for got, want in zip(average.network.parameters(), expected, strict=True):
+        torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)
+        assert not got.requires_grad
+    assert torch.equal(average.network[1].running_mean, net[1].running_mean)  # buffers copied
+    assert not torch.allclose(average.network[0].weight, net[0].weight)
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_checkpoint_restores_the_optimizer_exactly(
     folders: tuple[Path, Path], tmp_path: Path, optimizer: str
@@ -285,12 +357,25 @@ _KILLED_RUN = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("schedule", ["plateau", "cosine"])
+@pytest.mark.parametrize(
+    ("schedule", "options"),
+    [
+        ("plateau", {}),  # batches cut on the device (the default)
+        ("cosine", {"ema_decay": 0.9, "warmup": 5, "loss": "charbonnier"}),
+        ("plateau", {"data_on_device": False}),  # the DataLoader
+    ],
+)
 def test_a_run_killed_mid_way_resumes_to_the_same_weights(
-    folders: tuple[Path, Path], tmp_path: Path, schedule: str
+    folders: tuple[Path, Path], tmp_path: Path, schedule: str, options: dict[str, object]
 ) -> None:
     config = _config(
-        folders, iterations=40, schedule=schedule, plateau_every=3, plateau_mu=0.5, workers=1
+        folders,
+        iterations=40,
+        schedule=schedule,
+        plateau_every=3,
+        plateau_mu=0.5,
+        workers=1,
+        **options,
     )
     cache = tmp_path / "cache"
     straight = train(config, tmp_path / "straight", cache_dir=cache)
@@ -307,11 +392,13 @@ def test_a_run_killed_mid_way_resumes_to_the_same_weights(
     assert max(r.iteration for r in read_log(run / "log.csv")) == 20
     resumed = train(config, run, cache_dir=cache, resume=True)
     assert resumed.iteration == straight.iteration == 40
-    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
-    b = load_file(str(run / "last.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    for name in ("last.safetensors", "checkpoint.safetensors"):  # with the average, if any
+        a = load_file(str(tmp_path / "straight" / name))
+        b = load_file(str(run / name))
+        assert a.keys() == b.keys()
+        # Not the global RNG: a DataLoader draws its workers' seed from it at every start.
+        for key in (k for k in a if not k.startswith("rng.")):
+            assert torch.equal(a[key], b[key]), key
     assert [r.iteration for r in read_log(run / "log.csv")] == [
         r.iteration for r in read_log(tmp_path / "straight" / "log.csv")
     ]
@@ -487,3 +574,155 @@ def test_data_parallel_run_with_two_processes_and_resume(
     assert done.returncode == 0, done.stderr[-2000:]
     assert [r.iteration for r in read_log(out / "log.csv") if r.val_psnr] == [2, 4, 6]
     assert subpixel.load_model(out / "last.safetensors").card.training["iterations"] == 6
+
+
+def test_data_parallel_on_the_cpu_of_a_machine_with_a_gpu_uses_gloo(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # The process group's backend follows the training device, not the machine: NCCL takes
+    # no CPU tensors (and this CPU build of torch has none).
+    script = tmp_path / "cpu_run.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, torch
+            torch.cuda.is_available = lambda: True  # as on a machine with a GPU
+            from subpixel.training import TrainConfig, train
+            config = TrainConfig.from_json(open(sys.argv[1]).read())
+            train(config, sys.argv[2], cache_dir=sys.argv[3], device="cpu")
+            """
+        )
+    )
+    config_file = tmp_path / "config.json"
+    config_file.write_text(_config(folders, iterations=2, val=None).to_json())
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+    arguments = [str(script), str(config_file), str(tmp_path / "run"), str(tmp_path / "cache")]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [*launch, "2", *arguments], capture_output=True, text=True, check=False, env=environment
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "run" / "last.safetensors").is_file()
+
+
+def test_cuda_processes_beyond_the_node_s_gpus_are_refused(
+    folders: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RunError, match="no GPU of its own"):
+        train(_config(folders), tmp_path / "run", cache_dir=tmp_path / "cache", device="cuda")
+
+
+class _SplitHead(torch.nn.Module):
+    """An ESPCN whose sub-pixel convolution trains as two parallel ones, summed: the
+    simplest re-parameterised network; ``collapse()`` adds them into one."""
+
+    def __init__(self, scale: int = 3, channels: int = 1, **options: object) -> None:
+        super().__init__()
+        self.body = models.ESPCN(models.ESPCNConfig(scale=scale, channels=channels, **options))  # type: ignore[arg-type]
+        head = self.body.subpixel
+        self.extra = torch.nn.Conv2d(head.in_channels, head.out_channels, 3, padding=1)
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        features = self.body.features(lr)
+        return self.body.shuffle(self.body.subpixel(features) + self.extra(features))
+
+    def collapse(self) -> models.ESPCN:
+        plain = models.ESPCN(self.body.config)
+        plain.load_state_dict(self.body.state_dict())
+        with torch.no_grad():
+            plain.subpixel.weight += self.extra.weight
+            plain.subpixel.bias += self.extra.bias
+        return plain
+
+
+def test_a_collapsible_network_is_validated_and_saved_collapsed_with_its_average(
+    folders: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(models.BUILDERS, "split-espcn", _SplitHead)
+    config = _config(
+        folders, model="split-espcn", head_lr_scale=1.0, ema_decay=0.5, iterations=10, val_every=5
+    )
+    out = tmp_path / "run"
+    train(config, out, cache_dir=tmp_path / "cache")
+    checkpoint = load_file(str(out / "checkpoint.safetensors"))
+    # The checkpoint keeps the training form, its weights and their average apart.
+    assert "model.extra.weight" in checkpoint and "average.extra.weight" in checkpoint
+    assert not torch.equal(checkpoint["model.extra.weight"], checkpoint["average.extra.weight"])
+    average = _SplitHead(scale=2, features=(8, 4))
+    average.load_state_dict(
+        {k.removeprefix("average."): v for k, v in checkpoint.items() if k.startswith("average.")}
+    )
+    # last holds the average, collapsed: a plain ESPCN that loads without the training form.
+    last = subpixel.load_model(out / "last.safetensors")
+    assert last.card.architecture == "espcn" and isinstance(last, models.ESPCN)
+    assert last.card.training["collapsed_from"] == "split-espcn"
+    assert last.card.training["ema_decay"] == 0.5
+    for key, value in average.collapse().state_dict().items():
+        assert torch.equal(last.state_dict()[key], value), key
+    lr = torch.rand(1, 1, 9, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(last(lr), average(lr), rtol=1e-5, atol=1e-6)
+    assert subpixel.load_model(out / "best.safetensors").card.metrics
+    bundled = tmp_path / "bundled.safetensors"
+    assert main(["bundle", str(out), "-o", str(bundled), "--datasets", str(folders[1])]) == 0
+    assert subpixel.load_model(bundled).card.architecture == "espcn"
+    # With an output layer unknown, the head cannot train at its own rate.
+    with pytest.raises(RunError, match="head_lr_scale 1"):
+        make_optimizer(_SplitHead(), dataclasses.replace(config, head_lr_scale=0.1))
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipes_are_complete_modern_configs(name: str) -> None:
+    config = recipe(name)
+    assert TrainConfig.from_json(config.to_json()) == config
+    assert name == f"{config.model}-x{config.scale}"
+    assert config.model in models.BUILDERS
+    assert [Path(d).parts[-2:] for d in config.data] == [
+        ("train", "T91"),
+        ("train", "General100"),
+        ("train", "BSDS200"),
+    ]
+    assert config.data_on_device and config.val == "Set5"
+    assert config.loss in ("l1", "charbonnier") and config.ema_decay >= 0.99
+    assert config.schedule == "cosine" and 0 < config.warmup < config.iterations // 10
+    assert 32 <= config.patch_size <= 48 and config.batch_size >= 128
+    # Sized for minutes on one GPU: at most 0.6 M LR pixels a step, 50,000 steps.
+    assert config.batch_size * config.patch_size**2 <= 600_000
+    assert config.iterations <= 50_000
+    with pytest.raises(KeyError, match="espcn-x3"):
+        recipe("nope")
+
+
+def test_cli_recipe_with_overrides(
+    folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train_dir, val_dir = folders
+    out = tmp_path / "run"
+    common = ["--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    overrides = ["--data", str(train_dir), "--val", str(val_dir), "--iterations", "3"]
+    overrides += ["--val-every", "3", "--batch-size", "2", "--patch-size", "8", "--warmup", "1"]
+    overrides += ["--downscale-augment", "--no-data-on-device", "--workers", "0"]
+    assert main(["train", "--recipe", "espcn-x2", *overrides, *common]) == 0
+    want = dataclasses.replace(
+        recipe("espcn-x2"),
+        data=(str(train_dir),),
+        val=str(val_dir),
+        iterations=3,
+        val_every=3,
+        batch_size=2,
+        patch_size=8,
+        warmup=1,
+        downscale_augment=(),
+        data_on_device=False,
+        workers=0,
+    )
+    assert TrainConfig.load(out / "config.json") == want
+    assert subpixel.load_model(out / "best.safetensors").card.training["ema_decay"] == 0.999
+    capsys.readouterr()
+    assert main(["train", "--resume", "--recipe", "espcn-x2", *common]) == 1
+    assert "drop --recipe" in capsys.readouterr().err
+    assert main(["train", "--recipe", "nope", "--out", str(tmp_path / "other")]) == 1
+    assert "unknown recipe 'nope'" in capsys.readouterr().err

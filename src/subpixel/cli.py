@@ -396,7 +396,19 @@ _TRAIN_OPTIONS: dict[str, dict[str, object]] = {
     "min_lr": {"type": float},
     "plateau_every": {"type": int},
     "plateau_mu": {"type": float},
-    "loss": {"choices": ("mse", "l1")},
+    "loss": {"choices": ("mse", "l1", "charbonnier")},
+    "charbonnier_eps": {"type": float},
+    "ema_decay": {"type": float, "help": "average the weights (e.g. 0.999); 0: no average"},
+    "warmup": {"type": int, "help": "iterations of linear learning-rate warm-up"},
+    "precision": {"choices": ("float32", "bfloat16"), "help": "bfloat16: autocast"},
+    "compile_mode": {
+        "choices": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        "help": "torch.compile the training step in this mode (default: eager)",
+    },
+    "data_on_device": {
+        "action": argparse.BooleanOptionalAction,
+        "help": "keep the images on the device and cut batches there (default) or load them",
+    },
     "loss_border": {
         "type": int,
         "help": "LR pixels per patch side left out of the loss (receptive radius: espcn 4)",
@@ -411,6 +423,7 @@ _TRAIN_OPTIONS: dict[str, dict[str, object]] = {
 
 def _train(args: argparse.Namespace) -> int:
     from subpixel.training import Progress, TrainConfig, train
+    from subpixel.training.recipes import recipe
 
     given = {
         name: getattr(args, name) for name in _TRAIN_OPTIONS if getattr(args, name) is not None
@@ -423,6 +436,8 @@ def _train(args: argparse.Namespace) -> int:
         given["val"] = None
     out = Path(args.out)
     try:
+        if args.resume and args.recipe:
+            raise SubpixelError(f"--resume continues {out / 'config.json'}; drop --recipe")
         if args.resume:
             extra = set(given) - {"iterations", "workers"}
             if extra:
@@ -432,8 +447,12 @@ def _train(args: argparse.Namespace) -> int:
             config = dataclasses.replace(saved, **given)
             if config != saved:  # a longer run, or other workers: record it
                 (out / "config.json").write_text(config.to_json())
+        elif args.recipe:
+            config = dataclasses.replace(recipe(args.recipe), **given)
         else:
             config = TrainConfig(**given)
+    except KeyError as error:
+        raise SubpixelError(str(error.args[0])) from error
     except (ValueError, TypeError, OSError) as error:
         raise SubpixelError(f"cannot set up the run: {error}") from error
 
@@ -572,6 +591,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(run=_evaluate)
 
     tr = commands.add_parser("train", help="train a network on folders of HR images")
+    tr.add_argument(
+        "--recipe",
+        metavar="NAME",
+        help="start from a named recipe (subpixel.training.recipes: espcn-x2, espcn-x3, "
+        "espcn-x4, fsrcnn-s-x3, ...); other options override its fields",
+    )
     for name, options in _TRAIN_OPTIONS.items():
         tr.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, **options)  # type: ignore[arg-type]
     tr.add_argument("--rgb", action="store_true", help="train on RGB instead of luminance")

@@ -13,9 +13,11 @@ from subpixel.data.cache import PatchCache, Variant, list_images, read_rgb
 from subpixel.data.config import DataConfig
 from subpixel.data.dataset import PatchDataset, epoch_order, training_batches
 from subpixel.data.degradation import degrade_image, gaussian_degrade, make_variants
+from subpixel.data.device import DevicePairs
 
 __all__ = [
     "DataConfig",
+    "DevicePairs",
     "PatchCache",
     "PatchDataset",
     "Variant",

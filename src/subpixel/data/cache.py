@@ -23,7 +23,8 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,18 +134,40 @@ class Variant:
     lr_offset: int
 
 
+def _file_variants(path: Path, config: DataConfig) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    return make_variants(read_rgb(path), config)
+
+
+# Below this many files a process pool costs more than it saves.
+_POOL_FILES = 16
+
+
+def _each_file_variants(
+    files: list[Path], config: DataConfig, workers: int
+) -> Iterator[list[tuple[float, np.ndarray, np.ndarray]]]:
+    """``make_variants`` of each file, in order; decoded by ``workers`` processes."""
+    if workers <= 1 or len(files) < _POOL_FILES:
+        for path in files:
+            yield _file_variants(path, config)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(_file_variants, files, [config] * len(files), chunksize=4)
+
+
 def _write_cache(
     folder: Path,
     files: list[Path],
     config: DataConfig,
     key: str,
     progress: Progress | None,
+    workers: int = 1,
 ) -> None:
     variants: list[dict[str, Any]] = []
     hr_offset = lr_offset = 0
     with open(folder / "hr.bin", "wb") as hr_file, open(folder / "lr.bin", "wb") as lr_file:
-        for done, path in enumerate(files, start=1):
-            for factor, hr, lr in make_variants(read_rgb(path), config):
+        each = _each_file_variants(files, config, workers)
+        for done, (path, made) in enumerate(zip(files, each, strict=True), start=1):
+            for factor, hr, lr in made:
                 hr_file.write(hr.tobytes())
                 lr_file.write(lr.tobytes())
                 variants.append(
@@ -238,6 +261,7 @@ class PatchCache:
         config: DataConfig,
         cache_dir: str | Path,
         progress: Progress | None = None,
+        workers: int = 1,
     ) -> PatchCache:
         """Build the cache for ``folders`` under ``config``, or reuse an existing one.
 
@@ -252,6 +276,8 @@ class PatchCache:
             cache_dir: Where cache folders live; created if missing.
             progress: Called as ``progress(done, total)`` after each decoded image (never
                 called when the cache is reused).
+            workers: Processes that decode and degrade images (one file each at a time;
+                the cache is the same for any number).
 
         Returns:
             The opened cache.
@@ -270,7 +296,7 @@ class PatchCache:
             return cls.open(final)
         temporary = folder_beside(final, ".partial")
         try:
-            _write_cache(temporary, files, config, key, progress)
+            _write_cache(temporary, files, config, key, progress, workers)
             try:
                 os.rename(temporary, final)
             except OSError:

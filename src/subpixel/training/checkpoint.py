@@ -1,4 +1,5 @@
-"""Training checkpoints as safetensors: model, optimizer and RNG tensors; the rest as JSON.
+"""Training checkpoints as safetensors: model, optimizer, weight-average and RNG tensors; the
+rest as JSON.
 
 Nothing is pickled. A checkpoint is written to a temporary file and renamed, so a run killed
 while writing still has its previous checkpoint intact.
@@ -44,11 +45,27 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
+def _tensors(prefix: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def _loaded(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    start = f"{prefix}."
+    return {k.removeprefix(start): v for k, v in tensors.items() if k.startswith(start)}
+
+
 def save_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainingState,
+    average: nn.Module | None = None,
 ) -> None:
-    """Write model, optimizer and RNG state and ``state`` to ``path`` atomically."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    """Write model, optimizer, RNG state, ``state`` and the weight average (if any; the
+    network of a ``WeightAverage``) to ``path`` atomically."""
+    tensors = _tensors("model", model)
+    if average is not None:
+        tensors.update(_tensors("average", average))
     optimizer_tensors, optimizer_meta = _optimizer_tensors(optimizer)
     tensors.update(optimizer_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
@@ -63,15 +80,19 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    average: nn.Module | None = None,
 ) -> TrainingState:
-    """Restore model, optimizer and RNG state from ``path``; return the training state."""
+    """Restore model, optimizer, RNG state and the weight average (when ``average`` is given)
+    from ``path``; return the training state."""
     tensors = load_file(str(path))
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
-    model.load_state_dict(
-        {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-    )
+    model.load_state_dict(_loaded("model", tensors))
+    if average is not None:
+        average.load_state_dict(_loaded("average", tensors))
     optimizer_meta = json.loads(metadata["optimizer"])
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():

@@ -12,8 +12,10 @@ from subpixel.data import DataConfig
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "step", "cosine", "plateau")
-LOSSES = ("mse", "l1")
+LOSSES = ("mse", "l1", "charbonnier")
 TRAINABLE = ("all", "head")
+PRECISIONS = ("float32", "bfloat16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Bicubic has nothing to learn; multi-scale FSRCNN files are assembled from trained heads.
 UNTRAINABLE = ("bicubic", "fsrcnn-multiscale")
 
@@ -35,6 +37,20 @@ class TrainConfig:
     zero padding cannot reach. The outputs at an image's edges are then never trained: on
     Set5 x3 (crop = scale) FSRCNN-s trained so scored 27.7 dB, 31.5 dB with a 20-pixel crop.
     Keep the default 0 for models scored by the papers' protocol.
+
+    ``data_on_device`` keeps every training image on the training device and cuts each batch
+    there (``subpixel.data.DevicePairs``: positions uniform over all patches, so images are
+    drawn in proportion to their area); otherwise a ``DataLoader`` with ``workers``
+    processes cuts ``patches_per_image`` patches per image and epoch (``PatchDataset``, also
+    the only path for ``sampling="stride"``). ``charbonnier`` is the loss
+    ``mean(sqrt((sr - hr)^2 + charbonnier_eps^2))``, L1 with a smooth minimum. With
+    ``ema_decay`` > 0 an exponential moving average of the weights
+    (``ema = d ema + (1 - d) weights`` after step ``n``, ``d = min(ema_decay, (1 + n) /
+    (10 + n))``: ``subpixel.training.ema``) is what validation scores and what
+    ``best``/``last`` hold. ``warmup`` iterations raise the rate linearly from
+    ``lr / warmup`` to ``lr`` before any schedule (the cosine then anneals over the rest).
+    ``precision="bfloat16"`` runs the network under autocast (the loss in float32);
+    ``compile_mode`` names a ``torch.compile`` mode for the training step (None: eager).
     """
 
     model: str = "espcn"
@@ -72,6 +88,12 @@ class TrainConfig:
     workers: int = 2
     init_from: str | None = None
     train_only: str = "all"
+    data_on_device: bool = True
+    ema_decay: float = 0.0
+    warmup: int = 0
+    charbonnier_eps: float = 1e-3
+    precision: str = "float32"
+    compile_mode: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", tuple(str(d) for d in self.data))
@@ -98,6 +120,19 @@ class TrainConfig:
             (
                 0 <= 2 * self.loss_border < self.patch_size,
                 "loss_border must be >= 0 and leave part of the patch",
+            ),
+            (isinstance(self.data_on_device, bool), "data_on_device must be true or false"),
+            (
+                not (self.data_on_device and self.sampling == "stride"),
+                "stride sampling needs the loader (data_on_device false)",
+            ),
+            (0 <= self.ema_decay < 1, "ema_decay must lie in [0, 1) (0: no average)"),
+            (0 <= self.warmup < self.iterations, "warmup must be >= 0 and below iterations"),
+            (self.charbonnier_eps > 0, "charbonnier_eps must be positive"),
+            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
+            (
+                self.compile_mode is None or self.compile_mode in COMPILE_MODES,
+                f"compile_mode must be None or one of {COMPILE_MODES}",
             ),
         ]
         for ok, message in checks:
@@ -127,6 +162,8 @@ class TrainConfig:
         unknown = set(raw) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown training-config keys: {sorted(unknown)}")
+        # Runs saved before the device path existed used the loader; they resume on it.
+        raw.setdefault("data_on_device", False)
         return cls(**raw)
 
     @classmethod

@@ -2,16 +2,23 @@
 
 A run folder holds ``config.json`` (the resolved config), ``checkpoint.safetensors`` (the
 full training state, rewritten at every validation), ``best.safetensors`` and
-``last.safetensors`` (weights with model cards, usable by ``subpixel.load_model``),
-``log.csv`` and ``curves.png``. Run under ``torchrun`` it trains data-parallel; rank 0 writes.
+``last.safetensors`` (weights with model cards, usable by ``subpixel.load_model``: the weight
+average when the run keeps one, and a re-parameterised network collapsed into the plain
+network it equals), ``log.csv`` and ``curves.png``. Run under ``torchrun`` it trains
+data-parallel; rank 0 writes.
+
+A step never waits for the device: losses are summed where they are computed and read back
+only when a log row is written (every ``val_every / 10`` iterations), so on a GPU the host
+runs ahead and queues the next steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,12 +30,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from subpixel import models
-from subpixel.data import PatchCache, PatchDataset
+from subpixel.data import DevicePairs, PatchCache, PatchDataset
 from subpixel.errors import SubpixelError
 from subpixel.evaluation import evaluate
 from subpixel.layers import deconv_via_subpixel
+from subpixel.reparam import Collapsible
 from subpixel.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from subpixel.training.config import TrainConfig
+from subpixel.training.ema import WeightAverage
+from subpixel.training.losses import charbonnier_loss
 from subpixel.training.records import LogRow, plot_curves, read_log, write_log
 from subpixel.training.sampling import RunSampler
 from subpixel.training.schedule import Schedule
@@ -72,7 +82,11 @@ class RunFiles:
 
 @dataclass(frozen=True)
 class Progress:
-    """Reported after every iteration (``val_psnr`` only after a validation)."""
+    """Reported after every iteration (``val_psnr`` only after a validation).
+
+    ``loss`` is the mean training loss of the last logged window (NaN before the first),
+    so that reporting never waits for the device.
+    """
 
     iteration: int
     iterations: int
@@ -99,6 +113,8 @@ def output_layer(model: nn.Module) -> nn.Module:
         return model.deconv
     if isinstance(model, models.SRCNN):
         return model.body[-1]
+    if isinstance(model, models.ReparamSR):
+        return model.last
     raise TypeError(f"no output layer known for {type(model).__name__}")
 
 
@@ -121,14 +137,26 @@ def build_network(config: TrainConfig) -> nn.Module:
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Two parameter groups: the trunk at ``lr``, the output layer at ``lr * head_lr_scale``."""
-    head = list(output_layer(model).parameters())
+    """Two parameter groups: the trunk at ``lr``, the output layer at ``lr * head_lr_scale``.
+
+    A network with no known output layer (``output_layer``) trains as one group when
+    ``head_lr_scale`` is 1 and ``train_only`` is ``"all"``. Adam runs fused (one kernel for
+    all parameters) when they are on a GPU.
+    """
+    try:
+        head = list(output_layer(model).parameters())
+    except TypeError as error:
+        if config.head_lr_scale != 1.0 or config.train_only != "all":
+            raise RunError(f"{error}: train it with head_lr_scale 1 and train_only all") from error
+        head = []
     head_ids = {id(p) for p in head}
     trunk = [p for p in model.parameters() if id(p) not in head_ids]
     if config.train_only == "head":
         for parameter in trunk:
             parameter.requires_grad_(False)
-    groups = [{"params": head, "lr": config.lr * config.head_lr_scale, "base_lr": 0.0}]
+    groups = []
+    if head:
+        groups.append({"params": head, "lr": config.lr * config.head_lr_scale, "base_lr": 0.0})
     if config.train_only == "all":
         groups.insert(0, {"params": trunk, "lr": config.lr, "base_lr": 0.0})
     for group in groups:
@@ -137,7 +165,10 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
         return torch.optim.SGD(
             groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
-    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    fused = next(model.parameters()).device.type == "cuda"
+    return torch.optim.Adam(
+        groups, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None
+    )
 
 
 class TrainingView(nn.Module):
@@ -156,7 +187,7 @@ class TrainingView(nn.Module):
     def forward(self, lr: torch.Tensor, phases: bool = False) -> torch.Tensor:
         network = self.network
         if phases:
-            if not isinstance(network, models.ESPCN):
+            if not isinstance(network, models.ESPCN | models.ReparamSR):
                 raise RunError("unshuffled targets need a network ending in a sub-pixel layer")
             return network.forward_phases(lr)  # (B, C r^2, H, W)
         if isinstance(network, models.FSRCNN) and isinstance(network.deconv, nn.ConvTranspose2d):
@@ -164,11 +195,23 @@ class TrainingView(nn.Module):
         return network(lr)  # (B, C, rH, rW)
 
 
-def prepare_for_training(network: nn.Module, device: str | torch.device) -> nn.Module:
-    """``network`` on ``device``; FSRCNN on CPU in channels-last layout, where oneDNN's
-    kernels for its narrow layers run about 1.5x faster (ESPCN gains nothing)."""
+def prepare_for_training(
+    network: nn.Module, device: str | torch.device, precision: str = "float32"
+) -> nn.Module:
+    """``network`` on ``device``, in the memory layout its kernels run fastest in.
+
+    On CPU FSRCNN goes channels-last, where oneDNN's kernels for its narrow layers run about
+    1.5x faster (ESPCN gains nothing). On CUDA every network goes channels-last in bfloat16,
+    the layout cuDNN's tensor-core convolutions take without transposing; float32 keeps
+    cuDNN's default layout.
+    """
+    device = torch.device(device)
     network = network.to(device)
-    if isinstance(network, models.FSRCNN) and torch.device(device).type == "cpu":
+    if device.type == "cuda":
+        channels_last = precision == "bfloat16"
+    else:
+        channels_last = isinstance(network, models.FSRCNN)
+    if channels_last:
         network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return network
 
@@ -176,33 +219,52 @@ def prepare_for_training(network: nn.Module, device: str | torch.device) -> nn.M
 def compute_loss(
     view: nn.Module, lr: torch.Tensor, hr: torch.Tensor, config: TrainConfig
 ) -> torch.Tensor:
-    """MSE or L1 between the network's output and the HR patch.
+    """MSE, L1 or Charbonnier between the network's output and the HR patch.
 
     With ``unshuffled_targets`` the loss compares the pre-shuffle output with the
     pixel-unshuffled target: the shuffle is a permutation, so loss and gradients are the same.
     ``loss_border`` LR pixels on each side (``r`` times as many HR pixels) are left out.
-    ``view`` is a ``TrainingView`` (or DDP around one).
+    ``view`` is a ``TrainingView`` (or DDP around one). With ``precision="bfloat16"`` the
+    network runs under autocast and the loss is taken in float32.
     """
-    criterion = F.mse_loss if config.loss == "mse" else F.l1_loss
-    if config.unshuffled_targets:
-        output, target = view(lr, phases=True), F.pixel_unshuffle(hr, config.scale)
-        border = config.loss_border
-    else:
-        output, target = view(lr), hr
-        border = config.loss_border * config.scale
+    autocast = torch.autocast(
+        lr.device.type, dtype=torch.bfloat16, enabled=config.precision == "bfloat16"
+    )
+    with autocast:
+        if config.unshuffled_targets:
+            output, target = view(lr, phases=True), F.pixel_unshuffle(hr, config.scale)
+            border = config.loss_border
+        else:
+            output, target = view(lr), hr
+            border = config.loss_border * config.scale
+    output = output.float()
     if border:
         output = output[..., border:-border, border:-border]
         target = target[..., border:-border, border:-border]
+    if config.loss == "charbonnier":
+        return charbonnier_loss(output, target, config.charbonnier_eps)
+    criterion = F.mse_loss if config.loss == "mse" else F.l1_loss
     return criterion(output, target)
 
 
-def _distributed() -> tuple[int, int]:
+def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """``(rank, world_size, device)``; under ``torchrun`` joins the process group: gloo for
+    CPU training, NCCL for CUDA, where each process takes the GPU of its ``LOCAL_RANK``."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and device.type == "cuda":
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise RunError(
+                f"process {local_rank} of this node has no GPU of its own ({gpus} visible); "
+                f"start at most {gpus} per node, or train on the CPU"
+            )
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+        return dist.get_rank(), dist.get_world_size(), device
+    return 0, 1, device
 
 
 def _prepare_folder(files: RunFiles, config: TrainConfig, resume: bool, rank: int) -> TrainConfig:
@@ -218,21 +280,124 @@ def _prepare_folder(files: RunFiles, config: TrainConfig, resume: bool, rank: in
     return config
 
 
-def _card_fields(config: TrainConfig, state: TrainingState) -> dict[str, object]:
+def _card_fields(
+    config: TrainConfig, state: TrainingState, collapsed_from: str | None = None
+) -> dict[str, object]:
+    training: dict[str, object] = {
+        "data": list(config.data),
+        "iterations": state.iteration,
+        "seconds": round(state.seconds, 1),
+        "batch_size": config.batch_size,
+        "patch_size": config.patch_size,
+        "seed": config.seed,
+        "init_from": config.init_from,
+    }
+    if config.ema_decay:
+        training["ema_decay"] = config.ema_decay
+    if collapsed_from:
+        training["collapsed_from"] = collapsed_from
     return {
         "degradation": f"matlab-{config.degradation}"
         if config.degradation == "bicubic"
         else config.degradation,
-        "training": {
-            "data": list(config.data),
-            "iterations": state.iteration,
-            "seconds": round(state.seconds, 1),
-            "batch_size": config.batch_size,
-            "patch_size": config.patch_size,
-            "seed": config.seed,
-            "init_from": config.init_from,
-        },
+        "training": training,
     }
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _batches(
+    config: TrainConfig,
+    cache: PatchCache,
+    device: torch.device,
+    start: int,
+    rank: int,
+    world_size: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This process's ``(lr, hr)`` batches for iterations ``start .. iterations - 1``, on
+    ``device``: cut there from ``DevicePairs``, or by a ``DataLoader`` and copied over."""
+    if config.data_on_device:
+        try:
+            pairs = DevicePairs(cache, config.data_config(), device)
+        except torch.OutOfMemoryError as error:
+            raise RunError(
+                f"the training images ({cache.nbytes / 1e6:.0f} MB as uint8 RGB) do not fit "
+                f"on {device} as float32; train with data_on_device false"
+            ) from error
+        for iteration in range(start, config.iterations):
+            yield pairs.batch(config.seed, iteration, config.batch_size, rank, world_size)
+        return
+    dataset = PatchDataset(cache, config.data_config(), seed=config.seed)
+    sampler = RunSampler(
+        len(dataset), config.seed, start, config.iterations, config.batch_size, rank, world_size
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=sampler.share,
+        sampler=sampler,
+        num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+    )
+    for lr, hr in loader:
+        yield lr.to(device, non_blocking=True), hr.to(device, non_blocking=True)
+
+
+@contextlib.contextmanager
+def _cudnn_autotuned(device: torch.device) -> Iterator[None]:
+    """cuDNN's per-shape kernel search on while training on CUDA: every batch has one shape."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = previous or device.type == "cuda"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+class _LossSums:
+    """Training losses summed on the device (float64, in step order) and read back only
+    when a log row is written or a ``plateau`` window ends."""
+
+    def __init__(self, schedule: Schedule, device: torch.device, world_size: int) -> None:
+        self.schedule, self.world_size = schedule, world_size
+        self.plateau = schedule.config.schedule == "plateau"
+        self.window = torch.zeros((), dtype=torch.float64, device=device)
+        self.window_count = 0
+        self.pending = torch.zeros((), dtype=torch.float64, device=device)
+        self.pending_count = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        value = loss.detach().to(torch.float64)
+        self.window += value
+        self.window_count += 1
+        if self.plateau:
+            self.pending += value
+            self.pending_count += 1
+            window = self.schedule.window_count + self.pending_count
+            if window == self.schedule.config.plateau_every:
+                self.feed_schedule()
+
+    def _read(self, total: torch.Tensor) -> float:
+        if self.world_size > 1:
+            total = total.clone()
+            dist.all_reduce(total, op=dist.ReduceOp.AVG)
+        return float(total)
+
+    def feed_schedule(self) -> None:
+        """Hand the pending losses to the schedule (at a window's end, and before a
+        checkpoint records the schedule's state)."""
+        if self.pending_count:
+            self.schedule.observe_sum(self._read(self.pending), self.pending_count)
+            self.pending.zero_()
+            self.pending_count = 0
+
+    def mean(self) -> float:
+        """The mean loss since the last call (over all processes), and a new window."""
+        mean = self._read(self.window) / self.window_count
+        self.window.zero_()
+        self.window_count = 0
+        return mean
 
 
 def train(
@@ -246,25 +411,28 @@ def train(
 ) -> RunResult:
     """Train (or resume) a run in folder ``out``; see the module docstring for its files.
 
-    Resuming restores model, optimiser, schedule and the data order from the last checkpoint,
-    so an interrupted run ends with the same weights as an uninterrupted one.
+    Resuming restores model, optimiser, weight average, schedule and the data order from the
+    last checkpoint, so an interrupted run ends with the same weights as an uninterrupted
+    one. Under ``torchrun`` with ``device="cuda"`` each process trains on the GPU of its
+    ``LOCAL_RANK``.
     """
-    rank, world_size = _distributed()
+    rank, world_size, device = _distributed(torch.device(device))
     files = RunFiles(Path(out))
     config = _prepare_folder(files, config, resume, rank)
     cache = PatchCache.build(
         [Path(d) for d in config.data],
         config.data_config(),
         Path(cache_dir) if cache_dir else Path.home() / ".cache" / "subpixel" / "patches",
+        workers=_cpu_count(),
     )
-    dataset = PatchDataset(cache, config.data_config(), seed=config.seed)
 
     resuming = resume and files.checkpoint.exists()
     # A resumed run's weights come from its checkpoint, so the file it started from (which
     # may have moved since) is not read again.
     fresh = dataclasses.replace(config, init_from=None) if resuming else config
-    network = prepare_for_training(build_network(fresh), device)
+    network = prepare_for_training(build_network(fresh), device, config.precision)
     optimizer = make_optimizer(network, config)
+    average = WeightAverage(network, config.ema_decay) if config.ema_decay else None
     schedule = Schedule(config)
     state = TrainingState(
         iteration=0,
@@ -274,90 +442,117 @@ def train(
         seconds=0.0,
     )
     if resuming:
-        state = load_checkpoint(files.checkpoint, network, optimizer)
+        state = load_checkpoint(
+            files.checkpoint, network, optimizer, average.network if average else None
+        )
         schedule.load_state_dict(state.schedule)
     rows = [row for row in read_log(files.log) if row.iteration <= state.iteration]
 
     model: nn.Module = TrainingView(network)
     if world_size > 1:
-        model = DistributedDataParallel(model)
+        gpus = [device] if device.type == "cuda" else None
+        model = DistributedDataParallel(model, device_ids=gpus)
+    if config.compile_mode:
+        model = torch.compile(model, mode=config.compile_mode)  # type: ignore[assignment]
     model.train()
 
-    sampler = RunSampler(
-        len(dataset),
-        config.seed,
-        state.iteration,
-        config.iterations,
-        config.batch_size,
-        rank,
-        world_size,
-    )
-    loader = DataLoader(
-        dataset, batch_size=sampler.share, sampler=sampler, num_workers=config.workers
-    )
+    batches = _batches(config, cache, device, state.iteration, rank, world_size)
     log_every = max(1, config.val_every // 10)
-    iteration, window_loss, window_count = state.iteration, 0.0, 0
-    best_psnr, best_iteration = state.best_psnr, state.best_iteration
+    losses = _LossSums(schedule, device, world_size)
+    logged_loss = rows[-1].loss if rows else float("nan")
+    iteration, best_psnr, best_iteration = state.iteration, state.best_psnr, state.best_iteration
     started, seconds_before = time.perf_counter(), state.seconds
 
-    for lr_batch, hr_batch in loader:
-        factor = schedule.factor(iteration)
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
-        optimizer.zero_grad(set_to_none=True)
-        loss = compute_loss(model, lr_batch.to(device), hr_batch.to(device), config)
-        loss.backward()
-        optimizer.step()
-        value = loss.detach()
-        if world_size > 1:
-            dist.all_reduce(value, op=dist.ReduceOp.AVG)
-        loss_value = float(value)
-        schedule.observe(loss_value)
-        iteration += 1
-        window_loss, window_count = window_loss + loss_value, window_count + 1
+    with _cudnn_autotuned(device):
+        for iteration in range(state.iteration + 1, config.iterations + 1):
+            lr_batch, hr_batch = next(batches)
+            factor = schedule.factor(iteration - 1)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
+            optimizer.zero_grad(set_to_none=True)
+            loss = compute_loss(model, lr_batch, hr_batch, config)
+            loss.backward()
+            optimizer.step()
+            if average is not None:
+                average.update(network, iteration)
+            losses.add(loss)
 
-        validate = iteration % config.val_every == 0 or iteration == config.iterations
-        val_psnr = val_ssim = None
-        if validate or iteration % log_every == 0:
-            seconds = seconds_before + time.perf_counter() - started
-            if validate and rank == 0 and config.val:
-                val_psnr, val_ssim = _validate(network, config.val)
-                if best_psnr is None or val_psnr > best_psnr:
-                    best_psnr, best_iteration = val_psnr, iteration
-            mean_loss = window_loss / window_count
-            rows.append(
-                LogRow(iteration, mean_loss, config.lr * factor, val_psnr, val_ssim, seconds)
-            )
-            window_loss, window_count = 0.0, 0
-            if validate:
-                state = TrainingState(
-                    iteration, schedule.state_dict(), best_psnr, best_iteration, seconds
+            validate = iteration % config.val_every == 0 or iteration == config.iterations
+            val_psnr = val_ssim = None
+            if validate or iteration % log_every == 0:
+                logged_loss = losses.mean()
+                seconds = seconds_before + time.perf_counter() - started
+                if validate and rank == 0:
+                    deployed = _deployable(average.network if average else network, config)
+                    if config.val:
+                        val_psnr, val_ssim = _validate(deployed.network, config.val)
+                        if best_psnr is None or val_psnr > best_psnr:
+                            best_psnr, best_iteration = val_psnr, iteration
+                rows.append(
+                    LogRow(iteration, logged_loss, config.lr * factor, val_psnr, val_ssim, seconds)
                 )
-                if rank == 0:
-                    improved = best_iteration == iteration
-                    _write_outputs(files, network, optimizer, config, state, rows, improved)
-                if world_size > 1:
-                    dist.barrier()
-        if progress is not None and rank == 0:
-            lr_now = config.lr * factor
-            progress(
-                Progress(iteration, config.iterations, loss_value, lr_now, val_psnr, best_psnr)
-            )
+                if validate:
+                    losses.feed_schedule()
+                    state = TrainingState(
+                        iteration, schedule.state_dict(), best_psnr, best_iteration, seconds
+                    )
+                    if rank == 0:
+                        improved = best_iteration == iteration
+                        _write_outputs(
+                            files,
+                            network,
+                            average,
+                            deployed,
+                            optimizer,
+                            config,
+                            state,
+                            rows,
+                            improved,
+                        )
+                    if world_size > 1:
+                        dist.barrier()
+            if progress is not None and rank == 0:
+                lr_now = config.lr * factor
+                progress(
+                    Progress(iteration, config.iterations, logged_loss, lr_now, val_psnr, best_psnr)
+                )
 
     return RunResult(files, iteration, best_psnr, best_iteration, state.seconds)
 
 
+@dataclass(frozen=True)
+class _Deployed:
+    """The network that validation scores and weights files hold, and what it is."""
+
+    network: nn.Module
+    architecture: str
+    collapsed_from: str | None
+
+
+def _deployable(network: nn.Module, config: TrainConfig) -> _Deployed:
+    """``network`` as it is shipped: a ``Collapsible`` one collapsed into its plain ESPCN."""
+    if not isinstance(network, Collapsible):
+        return _Deployed(network, config.model, None)
+    plain = network.collapse()
+    if not isinstance(plain, models.ESPCN):
+        raise RunError(f"{config.model} collapses into {type(plain).__name__}, not an ESPCN")
+    return _Deployed(plain, "espcn", config.model)
+
+
 def _validate(network: nn.Module, dataset: str) -> tuple[float, float]:
     """Mean PSNR and SSIM on ``dataset`` under the evaluation protocol."""
+    training = network.training
     network.eval()
     report = evaluate(network, dataset)
-    network.train()
+    network.train(training)
     return report.mean("psnr"), report.mean("ssim")
 
 
 def _write_outputs(
     files: RunFiles,
     network: nn.Module,
+    average: WeightAverage | None,
+    deployed: _Deployed,
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
     state: TrainingState,
@@ -368,11 +563,14 @@ def _write_outputs(
     metrics = {}
     if last.val_psnr is not None:
         metrics = {str(config.val): {"psnr": last.val_psnr, "ssim": last.val_ssim}}
-    describe(network, config.model, metrics=metrics, **_card_fields(config, state))
-    save_weights(network, files.last)
+    fields = _card_fields(config, state, deployed.collapsed_from)
+    describe(deployed.network, deployed.architecture, metrics=metrics, **fields)
+    save_weights(deployed.network, files.last)
     if improved:
-        save_weights(network, files.best)
+        save_weights(deployed.network, files.best)
     write_log(files.log, rows)
     plot_curves(rows, files.plot, f"{config.model} x{config.scale}")
     # The checkpoint goes last: whatever it records is already on disk.
-    save_checkpoint(files.checkpoint, network, optimizer, state)
+    save_checkpoint(
+        files.checkpoint, network, optimizer, state, average.network if average else None
+    )

@@ -1,0 +1,161 @@
+"""Training speed: whole steps of ``subpixel.training.train`` per second, per network.
+
+For each network (ESPCN x3, FSRCNN x3, FSRCNN-s x3 and any re-parameterised network in
+``models.BUILDERS``) the real training loop runs on the same batch and patch size with the
+images on the device and batches cut there (``data_on_device``, the default) and with the
+``DataLoader`` of ``PatchDataset`` (``--workers`` processes), the only path before. Each run
+is timed from its ``--warmup``-th step (after the images are on the device, the loader's
+workers have started and cuDNN has chosen its kernels) for about ``--seconds``; on CUDA the
+device is synchronised at both ends. The two paths take turns ``--repeats`` times, so that a
+change in the machine's load hits both alike, and the median is shown. A step is everything
+the loop does: the batch, the learning rate, forward, loss, backward, the optimiser step
+(fused Adam on CUDA), the weight average when ``--ema-decay`` is set, and the loss kept on
+the device; nothing is validated or written. Rows give iterations/s, patches/s, LR pixels/s
+and the device path's ratio to the loader's.
+
+Usage::
+
+    OMP_NUM_THREADS=2 python benchmarks/train_speed.py --seconds 5
+    python benchmarks/train_speed.py --device cuda --batch-size 256 --patch-size 40 --seconds 10
+    python benchmarks/train_speed.py --device cuda --precision bfloat16 --compile-mode default
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from subpixel import models
+from subpixel.paths import data_root
+from subpixel.training import Progress, TrainConfig, train
+from subpixel.training.recipes import TRAINING_SETS
+
+# name -> (architecture, scale); re-parameterised networks join when they are built in.
+NETWORKS = {"espcn-x3": ("espcn", 3), "fsrcnn-x3": ("fsrcnn", 3), "fsrcnn-s-x3": ("fsrcnn-s", 3)}
+NETWORKS.update({f"{name}-x3": (name, 3) for name in ("ecbsr", "sesr") if name in models.BUILDERS})
+
+
+class _Done(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Timing:
+    iterations: int
+    seconds: float
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(
+    config: TrainConfig, device: torch.device, cache_dir: Path, warmup: int, seconds: float
+) -> Timing:
+    """Steps of ``train(config)`` from step ``warmup`` on, stopped after ``seconds``."""
+    marks: dict[str, float] = {}
+
+    def progress(p: Progress) -> None:
+        if p.iteration == warmup:
+            _sync(device)
+            marks["start"] = time.perf_counter()
+        elif p.iteration > warmup and time.perf_counter() - marks["start"] >= seconds:
+            _sync(device)
+            marks["stop"], marks["steps"] = time.perf_counter(), p.iteration - warmup
+            raise _Done
+
+    with tempfile.TemporaryDirectory(prefix="train_speed-") as out, contextlib.suppress(_Done):
+        train(config, out, cache_dir=cache_dir, device=device, progress=progress)
+    return Timing(int(marks["steps"]), marks["stop"] - marks["start"])
+
+
+def _processor(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--patch-size", type=int, default=17, help="LR patch side")
+    parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per row")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    parser.add_argument("--repeats", type=int, default=3, help="timings per path (median)")
+    parser.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated")
+    parser.add_argument("--workers", type=int, default=2, help="the loader's processes")
+    parser.add_argument("--no-loader", action="store_true", help="time the device path only")
+    parser.add_argument("--ema-decay", type=float, default=0.0)
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--compile-mode", default=None, help="a torch.compile mode")
+    parser.add_argument("--downscale-augment", type=float, nargs="*", default=[])
+    parser.add_argument("--data", nargs="+", default=None, help="HR folders (T91 etc.)")
+    parser.add_argument("--cache-dir", default=str(Path.home() / ".cache/subpixel/patches"))
+    args = parser.parse_args()
+
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    folders = args.data or [str(data_root() / "train" / s) for s in TRAINING_SETS]
+    print(
+        f"{_processor(device)}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"batch {args.batch_size} of {args.patch_size}x{args.patch_size} LR, "
+        f"{args.precision}, compile {args.compile_mode or 'off'}, EMA {args.ema_decay or 'off'}"
+    )
+    paths = [("device", True)] + ([] if args.no_loader else [("loader", False)])
+    header = f"{'network':<13}{'data':<8}{'it/s':>9}{'patches/s':>11}{'M LR px/s':>11}{'ratio':>7}"
+    print(header)
+    for network in args.networks.split(","):
+        architecture, scale = NETWORKS[network]
+        timings: dict[str, list[float]] = {path: [] for path, _ in paths}
+        for _ in range(args.repeats):
+            for path, on_device in paths:
+                config = TrainConfig(
+                    model=architecture,
+                    scale=scale,
+                    data=tuple(folders),
+                    val=None,
+                    iterations=10**9,
+                    val_every=10**9,
+                    batch_size=args.batch_size,
+                    patch_size=args.patch_size,
+                    downscale_augment=tuple(args.downscale_augment),
+                    data_on_device=on_device,
+                    workers=args.workers,
+                    ema_decay=args.ema_decay,
+                    precision=args.precision,
+                    compile_mode=args.compile_mode,
+                )
+                cache = Path(args.cache_dir)
+                timing = time_steps(config, device, cache, args.warmup, args.seconds)
+                timings[path].append(timing.iterations / timing.seconds)
+        for path, _ in paths:
+            rate = statistics.median(timings[path])
+            patches = rate * args.batch_size
+            pixels = patches * args.patch_size**2 / 1e6
+            ratio = ""
+            if path == "loader":
+                ratio = f"{statistics.median(timings['device']) / rate:>7.2f}"
+            print(f"{network:<13}{path:<8}{rate:>9.1f}{patches:>11.0f}{pixels:>11.2f}{ratio}")
+
+
+if __name__ == "__main__":
+    main()

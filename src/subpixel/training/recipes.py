@@ -1,0 +1,133 @@
+"""Named training recipes: ``subpixel train --recipe NAME --out DIR``.
+
+Each recipe is a function returning a complete :class:`TrainConfig`; command-line flags
+override its fields (``--iterations`` bounds the run's length, and with it the cosine).
+
+The modern recipe: an L1-type loss (Charbonnier), Adam with linear warm-up and a long
+cosine, an exponential moving average of the weights (BasicSR's 0.999), large batches of
+large patches, as recent small-network work (ECBSR, ETDS) trains; sized here for one GPU:
+every step is 256 patches of 32-48 LR pixels (0.26-0.59 M LR pixels), cut on the device
+(``data_on_device``), from T91 + General100 + BSDS200 and FSRCNN's 0.9/0.8/0.7/0.6 downscaled
+copies, on the Y channel with MATLAB bicubic degradation, validated on Set5.
+
+Sizing (an estimate until ``benchmarks/train_speed.py`` has measured the machine): an eager
+loop with its data on an H200 moved 82 M LR pixels/s at 256 patches of 32x32, about 3 ms a
+step and mostly per-step overhead. At that rate a step of 0.26-0.59 M LR pixels takes 3-7 ms
+and 50,000 steps take 2.5-6 minutes. Building the cache of the three sets and their copies
+took 17 s with 2 processes on the 2-core CPU machine (``PatchCache.build`` uses every core),
+moving its 0.8 GB of float32 Y to the device 1.5 s, and ten Set5 validations take seconds.
+On a CPU the same run is slow, and resumable (``--resume``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from subpixel.paths import data_root
+from subpixel.training.config import TrainConfig
+
+__all__ = ["RECIPES", "TRAINING_SETS", "recipe"]
+
+#: The training sets, under ``$SUBPIXEL_DATA/train``.
+TRAINING_SETS = ("T91", "General100", "BSDS200")
+
+# FSRCNN's extra copies of every training image.
+_DOWNSCALED = (0.9, 0.8, 0.7, 0.6)
+
+
+def _training_folders() -> tuple[str, ...]:
+    return tuple(str(data_root() / "train" / name) for name in TRAINING_SETS)
+
+
+def _modern(model: str, scale: int, patch_size: int, **fields: object) -> TrainConfig:
+    """The modern recipe for ``model`` at ``scale``; ``fields`` override it."""
+    options: dict[str, object] = {
+        "model": model,
+        "scale": scale,
+        "data": _training_folders(),
+        "val": "Set5",
+        "downscale_augment": _DOWNSCALED,
+        "data_on_device": True,
+        "batch_size": 256,
+        "patch_size": patch_size,
+        "iterations": 50_000,
+        "val_every": 5_000,
+        "loss": "charbonnier",
+        "charbonnier_eps": 1e-3,
+        "optimizer": "adam",
+        # Twice the 1e-3 the bundled models trained with at 64 patches a step: four times
+        # the batch, square-root scaling; the warm-up keeps the first steps stable.
+        "lr": 2e-3,
+        "min_lr": 1e-5,
+        "warmup": 1_000,
+        "schedule": "cosine",
+        "ema_decay": 0.999,
+    }
+    options.update(fields)
+    return TrainConfig(**options)  # type: ignore[arg-type]
+
+
+def _espcn_x2() -> TrainConfig:
+    return _modern("espcn", 2, 48)  # HR patches 96x96
+
+
+def _espcn_x3() -> TrainConfig:
+    return _modern("espcn", 3, 40)  # HR 120x120
+
+
+def _espcn_x4() -> TrainConfig:
+    return _modern("espcn", 4, 32)  # HR 128x128
+
+
+def _fsrcnn_s_x3() -> TrainConfig:
+    # FSRCNN's thin PReLU trunk trained at 1e-3 in the paper and here; its deconvolution at
+    # 0.1x as in the paper. Smaller patches than ESPCN's: its 9x9 deconvolution's
+    # receptive field is narrower than the patch either way, and the step is cheaper.
+    return _modern("fsrcnn-s", 3, 32, lr=1e-3)  # HR 96x96
+
+
+def _ecbsr(scale: int, patch_size: int) -> TrainConfig:
+    # ECBSR-M4C16 (models.build("ecbsr")): trained re-parameterised, validated and saved
+    # collapsed into a plain ESPCN of six 3x3 layers of 16 channels. ECBSR trains every
+    # layer at one rate (its last block is as thin as the others): head_lr_scale 1.
+    return _modern("ecbsr", scale, patch_size, head_lr_scale=1.0)
+
+
+def _ecbsr_x2() -> TrainConfig:
+    return _ecbsr(2, 48)
+
+
+def _ecbsr_x3() -> TrainConfig:
+    return _ecbsr(3, 40)
+
+
+def _ecbsr_x4() -> TrainConfig:
+    return _ecbsr(4, 32)
+
+
+# Name -> the function that makes its config (data folders found under $SUBPIXEL_DATA
+# when it is called).
+RECIPES: dict[str, Callable[[], TrainConfig]] = {
+    "espcn-x2": _espcn_x2,
+    "espcn-x3": _espcn_x3,
+    "espcn-x4": _espcn_x4,
+    "fsrcnn-s-x3": _fsrcnn_s_x3,
+    "ecbsr-x2": _ecbsr_x2,
+    "ecbsr-x3": _ecbsr_x3,
+    "ecbsr-x4": _ecbsr_x4,
+}
+
+
+def recipe(name: str) -> TrainConfig:
+    """The config of recipe ``name``.
+
+    Raises:
+        KeyError: For an unknown name (the message lists the known ones).
+
+    Example:
+        >>> recipe("espcn-x3").patch_size
+        40
+    """
+    if name not in RECIPES:
+        raise KeyError(f"unknown recipe {name!r}; available: {', '.join(RECIPES)}")
+    return RECIPES[name]()
