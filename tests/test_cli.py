@@ -387,3 +387,36 @@ def test_upscaled_image_has_ordinary_permissions(image_file: Path, tmp_path: Pat
     reference.write_text("x")
     assert out.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def _devices_missing_here() -> list[str]:
+    """Device names this machine cannot run: always 'gpu', CUDA beyond what it has, and MPS
+    where there is none."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = ["gpu", "cuda" if count == 0 else f"cuda:{count}"]
+    if not torch.backends.mps.is_available():
+        missing.append("mps")
+    return missing
+
+
+@pytest.mark.parametrize("device", _devices_missing_here())
+@pytest.mark.parametrize("command", ["upscale", "evaluate", "train"])
+def test_a_device_this_machine_lacks_is_one_line_and_nothing_is_written(
+    command: str, device: str, image_file: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    out = tmp_path / "out"
+    argv = {
+        "upscale": ["upscale", str(image_file), "-o", str(out / "x.png")],
+        "evaluate": ["evaluate", "--dataset", str(tmp_path), "--model", "bicubic"],
+        "train": ["train", "--data", str(tmp_path), "--out", str(out), "--val", "none"],
+    }[command]
+    assert main([*argv, "--device", device]) == 1
+    line = _error_line(capsys)
+    assert line.startswith(f"subpixel: error: --device {device}: "), line
+    expected = (
+        "unknown device; choose auto, cpu, cuda, cuda:N or mps"
+        if device == "gpu"
+        else ("no such CUDA device" if ":" in device else "device is available")
+    )
+    assert expected in line
+    assert not out.exists()

@@ -17,8 +17,9 @@ from tqdm import tqdm
 from subpixel import models
 from subpixel.allocator import keep_freed_memory
 from subpixel.batch import Job
+from subpixel.devices import DEVICE_NAMES, resolve_device
 from subpixel.engines import ENGINES, PRECISIONS, default_cache_file, engine_module, set_threads
-from subpixel.errors import ScaleError, SubpixelError
+from subpixel.errors import DeviceError, ScaleError, SubpixelError
 from subpixel.evaluation import EvaluationReport, evaluate
 from subpixel.images import DEFAULT_MAX_PIXELS, open_image, output_format, write_image
 from subpixel.inference import upscale_image
@@ -36,10 +37,15 @@ from subpixel.weights import (
 )
 
 
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+def _device(name: str) -> torch.device:
+    """``--device``, checked before anything is loaded or written."""
+    try:
+        return resolve_device(name)
+    except DeviceError as error:
+        raise DeviceError(f"--device {error}") from error
+
+
+_DEVICE_HELP = f"{DEVICE_NAMES} (default auto: the first CUDA device if there is one, else cpu)"
 
 
 def _positive_int(text: str) -> int:
@@ -67,6 +73,7 @@ def _byte_size(text: str) -> int:
 def _upscale(args: argparse.Namespace) -> int:
     from subpixel.batch import parse_shard, plan_jobs, run_jobs, shard
 
+    device = _device(args.device)
     streaming = args.inputs == ["-"] or args.output == "-"
     if args.scale is not None and not 1 < args.scale <= MAX_SCALE:
         raise ScaleError(f"--scale must be above 1 and at most {MAX_SCALE}, got {args.scale:g}")
@@ -74,7 +81,7 @@ def _upscale(args: argparse.Namespace) -> int:
     keep_freed_memory()  # frame-sized buffers are reused, not mapped afresh each frame
     if args.threads is not None:
         set_threads(args.threads)
-    model = load_model(args.model, scale=native, device=_device(args.device))
+    model = load_model(args.model, scale=native, device=device)
     model = engine_module(
         model,
         args.engine,
@@ -202,7 +209,8 @@ def _print_report(report: EvaluationReport, name: str) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    model = load_model(args.model, scale=args.scale, device=_device(args.device))
+    device = _device(args.device)
+    model = load_model(args.model, scale=args.scale, device=device)
     with tqdm(
         desc=f"evaluate {args.dataset}", unit="img", disable=args.json or None, file=sys.stderr
     ) as bar:
@@ -349,6 +357,7 @@ _TRAIN_OPTIONS: dict[str, dict[str, object]] = {
 def _train(args: argparse.Namespace) -> int:
     from subpixel.training import Progress, TrainConfig, train
 
+    device = _device(args.device)
     given = {
         name: getattr(args, name) for name in _TRAIN_OPTIONS if getattr(args, name) is not None
     }
@@ -395,7 +404,7 @@ def _train(args: argparse.Namespace) -> int:
             out,
             resume=args.resume,
             cache_dir=args.cache_dir,
-            device=_device(args.device),
+            device=device,
             progress=progress,
         )
     best = f"{result.best_psnr:.3f} dB at {result.best_iteration}" if result.best_psnr else "n/a"
@@ -491,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--codec", default="libx264", help="video codec (default libx264)")
     up.add_argument("--crf", type=int, default=18, help="video quality, lower is better")
     up.add_argument("--preset", default="medium", help="video encoder preset")
-    up.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    up.add_argument("--device", default="auto", help=_DEVICE_HELP)
     up.set_defaults(run=_upscale)
 
     ev = commands.add_parser("evaluate", help="PSNR/SSIM on a benchmark or a folder of HR images")
@@ -505,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="matlab: Y rounded to 8 bits (the papers'); float: Y unrounded (BasicSR's)",
     )
     ev.add_argument("--json", action="store_true", help="print one JSON object")
-    ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ev.add_argument("--device", default="auto", help=_DEVICE_HELP)
     ev.set_defaults(run=_evaluate)
 
     tr = commands.add_parser("train", help="train a network on folders of HR images")
@@ -520,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="run folder (config, checkpoints, log, plot)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     tr.add_argument("--cache-dir", default=None, help="patch cache (default ~/.cache/subpixel)")
-    tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    tr.add_argument("--device", default="auto", help=_DEVICE_HELP)
     tr.set_defaults(run=_train)
 
     ex = commands.add_parser("export", help="export a network to ONNX (dynamic height/width)")

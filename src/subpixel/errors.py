@@ -17,3 +17,7 @@ class ModelError(SubpixelError):
 
 class ScaleError(SubpixelError):
     """The requested scale is one the model does not support."""
+
+
+class DeviceError(SubpixelError):
+    """A device name that is unknown, or names a device this machine does not have."""

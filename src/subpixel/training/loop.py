@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from subpixel import models
 from subpixel.data import PatchCache, PatchDataset
+from subpixel.devices import resolve_device
 from subpixel.errors import SubpixelError
 from subpixel.evaluation import evaluate
 from subpixel.layers import deconv_via_subpixel
@@ -247,8 +248,14 @@ def train(
     """Train (or resume) a run in folder ``out``; see the module docstring for its files.
 
     Resuming restores model, optimiser, schedule and the data order from the last checkpoint,
-    so an interrupted run ends with the same weights as an uninterrupted one.
+    so an interrupted run ends with the same weights as an uninterrupted one. ``device`` is
+    checked (``subpixel.devices.resolve_device``) before anything is written.
+
+    Raises:
+        DeviceError: an unknown device, or one this machine does not have.
+        RunError: a folder that cannot be started or resumed as asked, or written.
     """
+    device = resolve_device(device)
     rank, world_size = _distributed()
     files = RunFiles(Path(out))
     config = _prepare_folder(files, config, resume, rank)
