@@ -420,3 +420,80 @@ def test_a_device_this_machine_lacks_is_one_line_and_nothing_is_written(
     )
     assert expected in line
     assert not out.exists()
+
+
+def test_export_makes_missing_folders_as_upscale_does(tmp_path: Path, capsys: Capsys) -> None:
+    pytest.importorskip("onnxscript")
+    out = tmp_path / "new" / "deeper" / "m.onnx"
+    assert main(["export", "--model", "fsrcnn-s", "-o", str(out)]) == 0
+    assert out.stat().st_size > 0
+    assert capsys.readouterr().err == ""
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    """A folder its owner cannot write, or a skip where chmod does not stop writes (root)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").touch()
+    except PermissionError:
+        return folder
+    pytest.skip("chmod does not stop writes here (running as root or with CAP_DAC_OVERRIDE)")
+
+
+@pytest.fixture
+def a_file(tmp_path: Path) -> Path:
+    path = tmp_path / "a-file"
+    path.write_text("not a folder\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("under a file", "a-file is not a folder"),
+        ("two below a file", "cannot create the folder"),
+        ("read-only", "Permission denied"),
+    ],
+)
+def test_export_to_a_place_it_cannot_write_is_one_line(
+    where: str, reason: str, tmp_path: Path, a_file: Path, capsys: Capsys
+) -> None:
+    pytest.importorskip("onnxscript")
+    out = {
+        "under a file": a_file / "m.onnx",
+        "two below a file": a_file / "sub" / "m.onnx",
+        "read-only": _unwritable_folder(tmp_path) / "m.onnx" if where == "read-only" else None,
+    }[where]
+    assert out is not None
+    assert main(["export", "--model", "fsrcnn-s", "-o", str(out)]) == 1
+    line = _error_line(capsys)
+    assert line.startswith("subpixel: error: ") and reason in line, line
+    assert str(out.parent) in line
+    assert a_file.read_text() == "not a folder\n"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("a file", "a-file is a file, not a run folder"),
+        ("under a file", "cannot create the run folder"),
+        ("read-only", "Permission denied"),
+    ],
+)
+def test_train_into_a_place_it_cannot_write_is_one_line(
+    where: str, reason: str, tmp_path: Path, a_file: Path, capsys: Capsys
+) -> None:
+    out = {
+        "a file": a_file,
+        "under a file": a_file / "run",
+        "read-only": _unwritable_folder(tmp_path) / "run" if where == "read-only" else a_file,
+    }[where]
+    argv = ["train", "--data", str(tmp_path), "--out", str(out), "--val", "none"]
+    assert main([*argv, "--device", "cpu"]) == 1
+    line = _error_line(capsys)
+    assert line.startswith("subpixel: error: ") and reason in line, line
+    assert str(out) in line
+    assert a_file.read_text() == "not a folder\n"

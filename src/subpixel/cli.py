@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -384,20 +385,24 @@ def _train(args: argparse.Namespace) -> int:
         raise SubpixelError(f"cannot set up the run: {error}") from error
 
     leader = os.environ.get("RANK", "0") == "0"  # under torchrun, one process reports
-    with tqdm(
-        total=config.iterations,
-        desc=f"train {config.model} x{config.scale}",
-        unit="it",
-        file=sys.stderr,
-        disable=not leader,
-    ) as bar:
+    with contextlib.ExitStack() as stack:
+        bars: list[tqdm] = []  # made at the first step, so an error before it is one line
 
         def progress(p: Progress) -> None:
+            if not bars:
+                bar = tqdm(
+                    total=config.iterations,
+                    desc=f"train {config.model} x{config.scale}",
+                    unit="it",
+                    file=sys.stderr,
+                    disable=not leader,
+                )
+                bars.append(stack.enter_context(bar))
             shown = {"loss": f"{p.loss:.5f}", "lr": f"{p.lr:.1e}"}
             if p.best_psnr is not None:
                 shown["best PSNR"] = f"{p.best_psnr:.3f}"
-            bar.set_postfix(shown, refresh=False)
-            bar.update(p.iteration - bar.n)
+            bars[0].set_postfix(shown, refresh=False)
+            bars[0].update(p.iteration - bars[0].n)
 
         result = train(
             config,

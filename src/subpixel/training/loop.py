@@ -214,8 +214,17 @@ def _prepare_folder(files: RunFiles, config: TrainConfig, resume: bool, rank: in
     if files.checkpoint.exists():
         raise RunError(f"{files.root} already holds a run; pass --resume or choose a new folder")
     if rank == 0:
-        files.root.mkdir(parents=True, exist_ok=True)
-        files.config.write_text(config.to_json())
+        try:
+            files.root.mkdir(parents=True, exist_ok=True)
+        except FileExistsError as error:
+            raise RunError(f"{files.root} is a file, not a run folder") from error
+        except OSError as error:
+            reason = f"cannot create the run folder {files.root}: {error.strerror}"
+            raise RunError(reason) from error
+        try:
+            files.config.write_text(config.to_json())
+        except OSError as error:
+            raise RunError(f"cannot write {files.config}: {error.strerror}") from error
     return config
 
 
