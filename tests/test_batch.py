@@ -4,7 +4,15 @@ from pathlib import Path
 
 import pytest
 
-from subpixel.batch import Job, collect_inputs, parse_shard, plan_jobs, run_jobs, shard
+from subpixel.batch import (
+    Job,
+    collect_inputs,
+    parse_shard,
+    pending_jobs,
+    plan_jobs,
+    run_jobs,
+    shard,
+)
 from subpixel.errors import ImageError, SubpixelError
 
 
@@ -78,3 +86,15 @@ def test_run_jobs_skips_existing_outputs_and_goes_on_after_failures(tmp_path: Pa
     assert summary.line() == "1 written, 1 skipped (output exists), 1 failed"
     again = run_jobs(jobs, process, overwrite=True)
     assert len(again.written) == 2
+
+
+def test_pending_jobs_are_those_run_jobs_would_process(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        _touch(tmp_path / "in" / f"{name}.png")
+    _touch(tmp_path / "out" / "b.png")
+    jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "out")
+    assert [j.source.name for j in pending_jobs(jobs)] == ["a.png", "c.png"]
+    assert pending_jobs(jobs, overwrite=True) == jobs
+    processed: list[Job] = []
+    run_jobs(jobs, processed.append)
+    assert processed == pending_jobs(jobs)

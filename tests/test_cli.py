@@ -497,3 +497,30 @@ def test_train_into_a_place_it_cannot_write_is_one_line(
     assert line.startswith("subpixel: error: ") and reason in line, line
     assert str(out) in line
     assert a_file.read_text() == "not a folder\n"
+
+
+def _no_network(*args: object, **kwargs: object) -> torch.nn.Module:
+    raise AssertionError("the network was prepared although every output exists")
+
+
+def test_a_rerun_with_every_output_there_prepares_no_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capsys
+) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    for i in range(3):
+        _write_rgb(source / f"{i}.png", i)
+    out = tmp_path / "out"
+    assert main(["upscale", str(source), "-o", str(out), "--scale", "2", "--engine", "torch"]) == 0
+    single = out / "0.png"
+    capsys.readouterr()
+    monkeypatch.setattr("subpixel.cli.load_model", _no_network)
+    monkeypatch.setattr("subpixel.cli.engine_module", _no_network)
+    assert main(["upscale", str(source), "-o", str(out), "--scale", "2"]) == 0
+    assert "0 written, 3 skipped (output exists), 0 failed" in capsys.readouterr().err
+    assert main(["upscale", str(source / "0.png"), "-o", str(single), "--scale", "2"]) == 0
+    assert "exists; skipped" in capsys.readouterr().err
+    # With one output missing, the network is prepared (and here refuses).
+    (out / "1.png").unlink()
+    with pytest.raises(AssertionError, match="network was prepared"):
+        main(["upscale", str(source), "-o", str(out), "--scale", "2"])

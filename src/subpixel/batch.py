@@ -24,6 +24,7 @@ __all__ = [
     "Job",
     "collect_inputs",
     "parse_shard",
+    "pending_jobs",
     "plan_jobs",
     "run_jobs",
     "shard",
@@ -127,6 +128,13 @@ def plan_jobs(
             raise ImageError(f"refusing to overwrite the input {source}")
         jobs.append(Job(source, target, relative.as_posix()))
     return jobs
+
+
+def pending_jobs(jobs: Sequence[Job], overwrite: bool = False) -> list[Job]:
+    """The jobs ``run_jobs`` would process: those whose output does not exist yet (all of
+    them with ``overwrite``). Empty on a re-run that finished, so a caller can skip
+    preparing the network altogether."""
+    return [job for job in jobs if overwrite or not job.target.exists()]
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -72,7 +72,7 @@ def _byte_size(text: str) -> int:
 
 
 def _upscale(args: argparse.Namespace) -> int:
-    from subpixel.batch import parse_shard, plan_jobs, run_jobs, shard
+    from subpixel.batch import parse_shard, pending_jobs, plan_jobs, run_jobs, shard
 
     device = _device(args.device)
     streaming = args.inputs == ["-"] or args.output == "-"
@@ -82,21 +82,15 @@ def _upscale(args: argparse.Namespace) -> int:
     keep_freed_memory()  # frame-sized buffers are reused, not mapped afresh each frame
     if args.threads is not None:
         set_threads(args.threads)
-    model = load_model(args.model, scale=native, device=device)
-    model = engine_module(
-        model,
-        args.engine,
-        precision=args.precision,
-        threads=args.threads,
-        cache_file=default_cache_file(),
-    )
     if streaming:
-        _stream_video(args, model)
+        _stream_video(args, _ready_model(args, native, device))
         return 0
     extension = f".{args.format.lower().lstrip('.')}" if args.format else None
     jobs = plan_jobs(args.inputs, args.output, recursive=args.recursive, extension=extension)
     if args.shard:
         jobs = shard(jobs, *parse_shard(args.shard))
+    # The engine (an export and a compilation for "auto") only when something is left to do.
+    model = _ready_model(args, native, device) if pending_jobs(jobs, args.overwrite) else None
     with tqdm(
         total=len(jobs), unit="file", desc="upscale", file=sys.stderr, disable=len(jobs) < 2 or None
     ) as bar:
@@ -109,9 +103,9 @@ def _upscale(args: argparse.Namespace) -> int:
     for _, reason in summary.failed:
         print(f"subpixel: error: {reason}", file=sys.stderr)
     if len(jobs) == 1:
-        card = card_of(model)
-        factor = f"x{args.scale or card.scale:g}"
-        if summary.written:
+        if summary.written and model is not None:
+            card = card_of(model)
+            factor = f"x{args.scale or card.scale:g}"
             print(f"{jobs[0].source} -> {jobs[0].target} ({card.architecture} {factor})")
         elif summary.skipped:
             print(f"subpixel: {jobs[0].target} exists; skipped (use --overwrite)", file=sys.stderr)
@@ -120,7 +114,21 @@ def _upscale(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def _upscale_one(job: Job, model: torch.nn.Module, args: argparse.Namespace) -> None:
+def _ready_model(args: argparse.Namespace, native: int, device: torch.device) -> torch.nn.Module:
+    """The network at ``native`` scale on ``device``, run by the engine asked for."""
+    model = load_model(args.model, scale=native, device=device)
+    return engine_module(
+        model,
+        args.engine,
+        precision=args.precision,
+        threads=args.threads,
+        cache_file=default_cache_file(),
+    )
+
+
+def _upscale_one(job: Job, model: torch.nn.Module | None, args: argparse.Namespace) -> None:
+    if model is None:  # run_jobs only calls this for jobs pending_jobs counted
+        raise SubpixelError(f"{job.target}: no network was prepared")
     scale = args.scale
     if job.is_video:
         from subpixel.video import upscale_video
