@@ -524,3 +524,15 @@ def test_a_rerun_with_every_output_there_prepares_no_network(
     (out / "1.png").unlink()
     with pytest.raises(AssertionError, match="network was prepared"):
         main(["upscale", str(source), "-o", str(out), "--scale", "2"])
+
+
+def test_engines_keep_their_exports_in_the_cache_folder(
+    image_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "out.png"
+    assert main(["upscale", str(image_file), "-o", str(out), "--engine", "onnxruntime"]) == 0
+    (stored,) = (tmp_path / "cache" / "subpixel" / "onnx").glob("*.onnx")
+    assert stored.stat().st_size > 1000
