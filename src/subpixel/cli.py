@@ -379,7 +379,11 @@ _TRAIN_OPTIONS: dict[str, dict[str, object]] = {
     "val_every": {"type": int, "help": "iterations between validations and checkpoints"},
     "seed": {"type": int, "help": "seed of the weights and the data order"},
     "workers": {"type": int, "help": "data-loading processes"},
-    "init_from": {"metavar": "RUN_OR_FILE", "help": "start from a run's best weights or a file"},
+    "init_from": {
+        "metavar": "FROM",
+        "help": "start from a run folder's best weights, a .safetensors file or a bundled "
+        "model (espcn_x3, or espcn for the run's scale; see `subpixel models`)",
+    },
     "train_only": {"choices": ("all", "head"), "help": "head: freeze all but the output layer"},
 }
 

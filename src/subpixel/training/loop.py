@@ -33,7 +33,7 @@ from subpixel.training.config import TrainConfig
 from subpixel.training.records import LogRow, plot_curves, read_log, write_log
 from subpixel.training.sampling import RunSampler
 from subpixel.training.schedule import Schedule
-from subpixel.weights import describe, load_weights, save_weights
+from subpixel.weights import bundled_weights, card_of, describe, load_weights, save_weights
 
 
 class RunError(SubpixelError):
@@ -103,16 +103,57 @@ def output_layer(model: nn.Module) -> nn.Module:
     raise TypeError(f"no output layer known for {type(model).__name__}")
 
 
+def init_weights(init_from: str | Path, scale: int) -> Path:
+    """The weights file ``init_from`` names: a run folder (its best weights), a
+    ``.safetensors`` file, or a bundled model, as ``espcn_x3`` or as ``espcn`` (at ``scale``,
+    the run's).
+
+    Raises:
+        RunError: none of these, or a run folder without best weights.
+    """
+    source = Path(init_from)
+    if source.is_dir():
+        best = RunFiles(source).best
+        if not best.is_file():
+            raise RunError(f"cannot initialise from {source}: it holds no {best.name}")
+        return best
+    if source.is_file():
+        return source
+    text = str(init_from)
+    bundled = bundled_weights()
+    name, _, digits = text.rpartition("_x")
+    key = (name, int(digits)) if name and digits.isdigit() else (text, scale)
+    if key in bundled:
+        return bundled[key]
+    names = ", ".join(f"{a}_x{s}" for a, s in sorted(bundled))
+    raise RunError(
+        f"cannot initialise from {text!r}: not a run folder, a weights file or a bundled model "
+        f"({names}; a name without _xN takes the run's scale, x{scale})"
+    )
+
+
+def _donor(config: TrainConfig) -> tuple[Path, nn.Module]:
+    """The weights ``config.init_from`` names, loaded, and checked to be the run's network."""
+    assert config.init_from is not None
+    weights = init_weights(config.init_from, config.scale)
+    donor = load_weights(weights)
+    architecture = card_of(donor).architecture
+    if architecture != config.model:
+        raise RunError(
+            f"cannot initialise {config.model} from {weights}: it holds {architecture} weights"
+        )
+    return weights, donor
+
+
 def build_network(config: TrainConfig) -> nn.Module:
-    """A fresh network, seeded, optionally initialised from a weights file or run folder."""
+    """A fresh network, seeded, optionally initialised (``init_from``) from a run folder, a
+    weights file or a bundled model (see ``init_weights``)."""
     torch.manual_seed(config.seed)
     model = models.build(
         config.model, scale=config.scale, channels=config.channels, **config.model_options
     )
     if config.init_from:
-        source = Path(config.init_from)
-        weights = RunFiles(source).best if source.is_dir() else source
-        donor = load_weights(weights)
+        weights, donor = _donor(config)
         try:
             model.load_state_dict(donor.state_dict(), strict=True)
         except RuntimeError as error:
@@ -265,6 +306,8 @@ def train(
         RunError: a folder that cannot be started or resumed as asked, or written.
     """
     device = resolve_device(device)
+    if config.init_from and not resume:
+        _donor(config)  # a bad name or network before the run folder is made
     rank, world_size = _distributed()
     files = RunFiles(Path(out))
     config = _prepare_folder(files, config, resume, rank)
