@@ -589,10 +589,14 @@ def test_top_level_help_version_and_python_dash_m() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"subpixel {importlib.metadata.version('subpixel')}"
-    done = subprocess.run(
-        [sys.executable, "-m", "subpixel", "upscale", "--help"], capture_output=True, text=True
-    )
-    assert done.returncode == 0 and done.stdout.startswith("usage: subpixel upscale"), done.stderr
+    helps = {}
+    for command in ("", "upscale"):
+        argv = [sys.executable, "-m", "subpixel", *command.split(), "--help"]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        helps[command] = done.stdout
+    assert helps[""].startswith("usage: subpixel") and "examples:" in helps[""]
+    assert helps["upscale"].startswith("usage: subpixel upscale")
 
 
 def test_max_memory_help_says_what_it_bounds() -> None:
