@@ -10,6 +10,7 @@ from subpixel.batch import (
     Job,
     collect_inputs,
     parse_shard,
+    pending_jobs,
     plan_jobs,
     run_jobs,
     shard,
@@ -224,3 +225,15 @@ def test_an_interrupted_batch_says_what_was_done(where: str, tmp_path: Path) -> 
     )
     assert interruption.current == (jobs[3] if where == "in a job" else None)
     assert interruption.not_started == 1
+
+
+def test_pending_jobs_are_those_run_jobs_would_process(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        _touch(tmp_path / "in" / f"{name}.png")
+    _touch(tmp_path / "out" / "b.png")
+    jobs = plan_jobs([str(tmp_path / "in")], tmp_path / "out")
+    assert [j.source.name for j in pending_jobs(jobs)] == ["a.png", "c.png"]
+    assert pending_jobs(jobs, overwrite=True) == jobs
+    processed: list[Job] = []
+    run_jobs(jobs, processed.append)
+    assert processed == pending_jobs(jobs)

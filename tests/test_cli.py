@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import io
 import json
 import os
@@ -15,7 +17,7 @@ from PIL import Image
 import subpixel
 from subpixel import models
 from subpixel.batch import Job
-from subpixel.cli import main
+from subpixel.cli import build_parser, main
 from subpixel.engines import set_threads
 from subpixel.precision import resolve_precision
 from subpixel.weights import describe, save_weights
@@ -532,6 +534,91 @@ def test_y4m_on_stdin_to_an_image_name_is_refused(tmp_path: Path) -> None:
     assert done.stderr.decode().strip() == (
         f"subpixel: error: {out} is an image file name; write the video to .mp4, .mkv, .mov or .y4m"
     )
+
+
+def _devices_missing_here() -> list[str]:
+    """Device names this machine cannot run: always 'gpu', CUDA beyond what it has, and MPS
+    where there is none."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = ["gpu", "cuda" if count == 0 else f"cuda:{count}"]
+    if not torch.backends.mps.is_available():
+        missing.append("mps")
+    return missing
+
+
+@pytest.mark.parametrize("device", _devices_missing_here())
+@pytest.mark.parametrize("command", ["upscale", "evaluate", "train"])
+def test_a_device_this_machine_lacks_is_one_line_and_nothing_is_written(
+    command: str, device: str, image_file: Path, tmp_path: Path, capsys: Capsys
+) -> None:
+    out = tmp_path / "out"
+    argv = {
+        "upscale": ["upscale", str(image_file), "-o", str(out / "x.png")],
+        "evaluate": ["evaluate", "--dataset", str(tmp_path), "--model", "bicubic"],
+        "train": ["train", "--data", str(tmp_path), "--out", str(out), "--val", "none"],
+    }[command]
+    assert main([*argv, "--device", device]) == 1
+    line = _error_line(capsys)
+    assert line.startswith(f"subpixel: error: --device {device}: "), line
+    expected = (
+        "unknown device; choose auto, cpu, cuda, cuda:N or mps"
+        if device == "gpu"
+        else ("no such CUDA device" if ":" in device else "device is available")
+    )
+    assert expected in line
+    assert not out.exists()
+
+
+def test_export_makes_missing_folders_as_upscale_does(tmp_path: Path, capsys: Capsys) -> None:
+    pytest.importorskip("onnxscript")
+    out = tmp_path / "new" / "deeper" / "m.onnx"
+    assert main(["export", "--model", "fsrcnn-s", "-o", str(out)]) == 0
+    assert out.stat().st_size > 0
+    assert capsys.readouterr().err == ""
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    """A folder its owner cannot write, or a skip where chmod does not stop writes (root)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").touch()
+    except PermissionError:
+        return folder
+    pytest.skip("chmod does not stop writes here (running as root or with CAP_DAC_OVERRIDE)")
+
+
+@pytest.fixture
+def a_file(tmp_path: Path) -> Path:
+    path = tmp_path / "a-file"
+    path.write_text("not a folder\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("under a file", "a-file is not a folder"),
+        ("two below a file", "cannot create the folder"),
+        ("read-only", "Permission denied"),
+    ],
+)
+def test_export_to_a_place_it_cannot_write_is_one_line(
+    where: str, reason: str, tmp_path: Path, a_file: Path, capsys: Capsys
+) -> None:
+    pytest.importorskip("onnxscript")
+    out = {
+        "under a file": a_file / "m.onnx",
+        "two below a file": a_file / "sub" / "m.onnx",
+        "read-only": _unwritable_folder(tmp_path) / "m.onnx" if where == "read-only" else None,
+    }[where]
+    assert out is not None
+    assert main(["export", "--model", "fsrcnn-s", "-o", str(out)]) == 1
+    line = _error_line(capsys)
+    assert line.startswith("subpixel: error: ") and reason in line, line
+    assert str(out.parent) in line
+    assert a_file.read_text() == "not a folder\n"
     assert not out.exists()
 
 
@@ -687,3 +774,131 @@ def test_a_file_name_for_several_inputs_is_refused(tmp_path: Path, capsys: Capsy
         f"subpixel: error: -o {out} looks like a file but 2 inputs were given; give a folder"
     )
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("a file", "a-file is a file, not a run folder"),
+        ("under a file", "cannot create the run folder"),
+        ("read-only", "Permission denied"),
+    ],
+)
+def test_train_into_a_place_it_cannot_write_is_one_line(
+    where: str, reason: str, tmp_path: Path, a_file: Path, capsys: Capsys
+) -> None:
+    out = {
+        "a file": a_file,
+        "under a file": a_file / "run",
+        "read-only": _unwritable_folder(tmp_path) / "run" if where == "read-only" else a_file,
+    }[where]
+    argv = ["train", "--data", str(tmp_path), "--out", str(out), "--val", "none"]
+    assert main([*argv, "--device", "cpu"]) == 1
+    line = _error_line(capsys)
+    assert line.startswith("subpixel: error: ") and reason in line, line
+    assert str(out) in line
+    assert a_file.read_text() == "not a folder\n"
+
+
+def _no_network(*args: object, **kwargs: object) -> torch.nn.Module:
+    raise AssertionError("the network was prepared although every output exists")
+
+
+def test_a_rerun_with_every_output_there_prepares_no_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capsys
+) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    for i in range(3):
+        _write_rgb(source / f"{i}.png", i)
+    out = tmp_path / "out"
+    assert main(["upscale", str(source), "-o", str(out), "--scale", "2", "--engine", "torch"]) == 0
+    single = out / "0.png"
+    capsys.readouterr()
+    monkeypatch.setattr("subpixel.cli.load_model", _no_network)
+    monkeypatch.setattr("subpixel.cli.engine_module", _no_network)
+    assert main(["upscale", str(source), "-o", str(out), "--scale", "2"]) == 0
+    assert "0 written, 3 skipped (output exists), 0 failed" in capsys.readouterr().err
+    assert main(["upscale", str(source / "0.png"), "-o", str(single), "--scale", "2"]) == 0
+    assert "exists; skipped" in capsys.readouterr().err
+    # With one output missing, the network is prepared (and here refuses).
+    (out / "1.png").unlink()
+    with pytest.raises(AssertionError, match="network was prepared"):
+        main(["upscale", str(source), "-o", str(out), "--scale", "2"])
+
+
+def test_engines_keep_their_exports_in_the_cache_folder(
+    image_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "out.png"
+    assert main(["upscale", str(image_file), "-o", str(out), "--engine", "onnxruntime"]) == 0
+    (stored,) = (tmp_path / "cache" / "subpixel" / "onnx").glob("*.onnx")
+    assert stored.stat().st_size > 1000
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(commands.choices)
+
+
+def _as_typed(value: object) -> list[str]:
+    """Ways a default may be written in a help text."""
+    if isinstance(value, (list, tuple)):
+        return [" ".join(str(v) for v in value)]
+    if isinstance(value, float):
+        return [str(value), format(value, "g")]
+    return [str(value)]
+
+
+def test_every_option_says_what_it_does_and_its_default() -> None:
+    from subpixel.training import TrainConfig
+
+    train_defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    checked = 0
+    for name, parser in _subparsers().items():
+        assert parser.description, name
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            flag = "/".join(action.option_strings) or action.dest
+            assert action.help and action.help.strip(), (name, flag)
+            default = action.default
+            if name == "train" and default is None and action.dest in train_defaults:
+                default = train_defaults[action.dest]  # the default lives in TrainConfig
+            if default in (None, False, (), []) or action.dest == "data":
+                continue
+            assert "default" in action.help, (name, flag, action.help)
+            assert any(text in action.help for text in _as_typed(default)), (name, flag)
+            checked += 1
+    assert checked >= 40  # not vacuous: train alone shows 23 defaults
+
+
+def test_top_level_help_version_and_python_dash_m() -> None:
+    import importlib.metadata
+
+    parser = build_parser()
+    assert parser.description and "Upscale" in parser.description
+    assert parser.epilog and "subpixel upscale" in parser.epilog
+    assert "Entry point" not in parser.format_help()  # no code docstring
+    done = subprocess.run(
+        [sys.executable, "-m", "subpixel", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"subpixel {importlib.metadata.version('subpixel')}"
+    helps = {}
+    for command in ("", "upscale"):
+        argv = [sys.executable, "-m", "subpixel", *command.split(), "--help"]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        helps[command] = done.stdout
+    assert helps[""].startswith("usage: subpixel") and "examples:" in helps[""]
+    assert helps["upscale"].startswith("usage: subpixel upscale")
+
+
+def test_max_memory_help_says_what_it_bounds() -> None:
+    (action,) = [a for a in _subparsers()["upscale"]._actions if a.dest == "max_memory"]
+    assert action.help is not None
+    assert "working arrays only, not the process" in action.help

@@ -236,7 +236,8 @@ def test_auto_tries_both_fsrcnn_forms_and_returns_a_working_engine(
     ran = getattr(engine, "precision", "float32")  # onnxruntime is float32 in either case
     _check(engine, network, _lr(), ran)
     (kind, entry), *others = json.loads(cache.read_text()).items()
-    assert not others and kind.startswith("fsrcnn/x3/c1/") and kind.endswith(f"/{precision}")
+    assert not others and kind.startswith("fsrcnn/x3/c1/")
+    assert kind.endswith(f"/{precision}/t{torch.get_num_threads()}")
     tried = set(entry["milliseconds"])
     expected = {e + form for e in AUTO_ENGINES[precision] for form in ("", "+subpixel")}
     missing = ([] if HAS_ORT else ["onnxruntime"]) + ([] if HAS_OPENVINO else ["openvino"])
@@ -279,6 +280,91 @@ def test_a_choice_calibrated_at_another_size_is_measured_again(tmp_path: Path) -
     entry["size"] = engines.CALIBRATION_SIZE
     cache.write_text(json.dumps({kind: entry}))
     assert engines._cached_choice(cache, kind) == "torch"
+
+
+def _no_calibration(*args: object, **kwargs: object) -> engines.Calibration:
+    raise AssertionError("calibrated although a choice was cached")
+
+
+def test_choices_are_kept_per_thread_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alternating thread counts reads each one's choice instead of measuring again."""
+    clear_engine_cache()
+    monkeypatch.setitem(AUTO_ENGINES, "float32", ("torch", "torch-channels-last"))
+    network = _network("espcn", 2)
+    cache = tmp_path / "engines.json"
+    for threads in (1, 2):
+        make_engine(network, "auto", precision="float32", threads=threads, cache_file=cache)
+    kind = f"{engines._network_kind(network)}/float32"
+    entries = json.loads(cache.read_text())
+    assert sorted(entries) == [f"{kind}/t1", f"{kind}/t2"]
+    assert [entries[f"{kind}/t{n}"]["threads"] for n in (1, 2)] == [1, 2]
+    clear_engine_cache()  # a new process
+    monkeypatch.setattr(engines, "calibrate", _no_calibration)
+    for threads in (1, 2, 1):
+        make_engine(network, "auto", precision="float32", threads=threads, cache_file=cache)
+    clear_engine_cache()
+
+
+def test_an_entry_keyed_without_threads_is_read_and_then_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clear_engine_cache()
+    monkeypatch.setitem(AUTO_ENGINES, "float32", ("torch", "torch-channels-last"))
+    network = _network("espcn", 2)
+    older = f"{engines._network_kind(network)}/float32"
+    entry = {"engine": "torch-channels-last", "milliseconds": {}, "cores": engines._cores()}
+    entry |= {"threads": 1, "versions": engines._versions(), "size": engines.CALIBRATION_SIZE}
+    cache = tmp_path / "engines.json"
+    cache.write_text(json.dumps({older: entry}))
+    with monkeypatch.context() as patched:
+        patched.setattr(engines, "calibrate", _no_calibration)
+        engine = make_engine(network, "auto", precision="float32", threads=1, cache_file=cache)
+    assert engine.name == "torch-channels-last"
+    clear_engine_cache()
+    make_engine(network, "auto", precision="float32", threads=2, cache_file=cache)  # measured
+    assert sorted(json.loads(cache.read_text())) == [older, f"{older}/t2"]
+    # Measured again at 1 thread (a forced miss), the new entry supersedes the old one.
+    clear_engine_cache()
+    monkeypatch.setattr(engines, "CALIBRATION_SIZE", engines.CALIBRATION_SIZE + 1)
+    make_engine(network, "auto", precision="float32", threads=1, cache_file=cache)
+    assert sorted(json.loads(cache.read_text())) == [f"{older}/t1", f"{older}/t2"]
+    clear_engine_cache()
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="onnx, onnxscript or openvino missing")
+def test_a_later_process_takes_the_export_and_compiled_model_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subpixel.export
+
+    network = _network("fsrcnn-s", 2)
+    cache = tmp_path / "engines.json"
+    monkeypatch.setattr(engines, "_EXPORTS", {})
+    make_engine(network, "openvino", precision="float32", cache_file=cache)
+    (stored,) = (tmp_path / "onnx").glob("*.onnx")
+    assert subpixel.export.read_card(stored.read_bytes()).architecture == "fsrcnn-s"
+    assert any((tmp_path / "openvino" / "float32").iterdir())  # OpenVINO's compiled model
+
+    def no_export(model: nn.Module, **kwargs: object) -> bytes:
+        raise AssertionError("exported although the export was cached")
+
+    monkeypatch.setattr(engines, "_EXPORTS", {})  # a new process
+    monkeypatch.setattr(subpixel.export, "onnx_bytes", no_export)
+    _check(
+        make_engine(network, "openvino", precision="float32", cache_file=cache),
+        network,
+        _lr(),
+        "float32",
+    )
+    if HAS_ORT:
+        engine = make_engine(network, "onnxruntime", cache_file=cache)
+        _check(engine, network, _lr(), "float32")
+    # Other weights are another export.
+    other = copy.deepcopy(network)
+    with torch.no_grad():
+        other.deconv.bias.fill_(0.5)  # type: ignore[union-attr]
+    with pytest.raises(EngineError, match="exported although"):  # openvino wraps it
+        make_engine(other, "openvino", precision="float32", cache_file=cache)
 
 
 def test_engine_module_wraps_all_but_plain_eager_torch() -> None:

@@ -532,7 +532,8 @@ def test_data_parallel_run_with_two_processes_and_resume(
 ) -> None:
     train_dir, val_dir = folders
     out = tmp_path / "ddp"
-    common = ["--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    # On the CPU wherever it runs: two processes on a one-GPU machine would be refused.
+    common = ["--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
     launch = [
         sys.executable,
         "-m",
@@ -726,3 +727,45 @@ def test_cli_recipe_with_overrides(
     assert "drop --recipe" in capsys.readouterr().err
     assert main(["train", "--recipe", "nope", "--out", str(tmp_path / "other")]) == 1
     assert "unknown recipe 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["espcn", "espcn_x2"])
+def test_init_from_takes_a_bundled_model(name: str, folders: tuple[Path, Path]) -> None:
+    config = _config(folders, model_options={}, init_from=name)
+    network = build_network(config)
+    bundled = subpixel.load_model("espcn", scale=2).state_dict()
+    state = network.state_dict()
+    assert state.keys() == bundled.keys()
+    for key, value in bundled.items():
+        assert torch.equal(state[key], value), key
+
+
+@pytest.mark.parametrize(
+    ("init_from", "message"),
+    [
+        ("espcn_x9", r"not a run folder, a weights file or a bundled model \(espcn_x2, "),
+        ("nothing-here", r"a name without _xN takes the run's scale, x2"),
+        ("fsrcnn-s_x3", r"cannot initialise espcn from .*fsrcnn-s_x3.*: it holds fsrcnn-s"),
+    ],
+)
+def test_init_from_anything_else_is_refused_before_the_run_folder_is_made(
+    init_from: str, message: str, folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from subpixel.training import RunError
+
+    config = _config(folders, model_options={}, init_from=init_from)
+    with pytest.raises(RunError, match=message):
+        train(config, tmp_path / "run", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_init_from_an_unknown_name_lists_what_it_takes(
+    folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(folders[0]), "--out", str(out), "--init-from", "espcnn"]
+    assert main([*argv, "--device", "cpu"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("subpixel: error: cannot initialise from 'espcnn': ")
+    assert "espcn_x3" in line and "fsrcnn_x2" in line
+    assert not out.exists()

@@ -33,6 +33,7 @@ __all__ = [
     "Job",
     "collect_inputs",
     "parse_shard",
+    "pending_jobs",
     "plan_jobs",
     "run_jobs",
     "shard",
@@ -187,6 +188,13 @@ def _check_writable(folder: Path) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         where = "" if existing == folder else f" in {existing}"
         raise ImageError(f"cannot write to {folder}: permission denied{where}")
+
+
+def pending_jobs(jobs: Sequence[Job], overwrite: bool = False) -> list[Job]:
+    """The jobs ``run_jobs`` would process: those whose output does not exist yet (all of
+    them with ``overwrite``). Empty on a re-run that finished, so a caller can skip
+    preparing the network altogether."""
+    return [job for job in jobs if overwrite or not job.target.exists()]
 
 
 def parse_shard(text: str) -> tuple[int, int]:

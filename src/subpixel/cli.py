@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import importlib.metadata
 import json
 import logging
 import os
@@ -18,8 +20,9 @@ from tqdm import tqdm
 from subpixel import models
 from subpixel.allocator import keep_freed_memory
 from subpixel.batch import BatchInterrupted, Job
+from subpixel.devices import DEVICE_NAMES, resolve_device
 from subpixel.engines import ENGINES, PRECISIONS, default_cache_file, engine_module, set_threads
-from subpixel.errors import ScaleError, SubpixelError
+from subpixel.errors import DeviceError, ScaleError, SubpixelError
 from subpixel.evaluation import EvaluationReport, evaluate
 from subpixel.files import remove_stale_temporaries
 from subpixel.images import (
@@ -45,10 +48,15 @@ from subpixel.weights import (
 )
 
 
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+def _device(name: str) -> torch.device:
+    """``--device``, checked before anything is loaded or written."""
+    try:
+        return resolve_device(name)
+    except DeviceError as error:
+        raise DeviceError(f"--device {error}") from error
+
+
+_DEVICE_HELP = f"{DEVICE_NAMES} (default auto: the first CUDA device if there is one, else cpu)"
 
 
 def _positive_int(text: str) -> int:
@@ -84,8 +92,9 @@ def _byte_size(text: str) -> int:
 
 
 def _upscale(args: argparse.Namespace) -> int:
-    from subpixel.batch import parse_shard, plan_jobs, run_jobs, shard
+    from subpixel.batch import parse_shard, pending_jobs, plan_jobs, run_jobs, shard
 
+    device = _device(args.device)
     streaming = args.inputs == ["-"] or args.output == "-"
     if args.scale is not None and not 1 < args.scale <= MAX_SCALE:
         raise ScaleError(f"--scale must be above 1 and at most {MAX_SCALE}, got {args.scale:g}")
@@ -93,21 +102,15 @@ def _upscale(args: argparse.Namespace) -> int:
     keep_freed_memory()  # frame-sized buffers are reused, not mapped afresh each frame
     if args.threads is not None:
         set_threads(args.threads)
-    model = load_model(args.model, scale=native, device=_device(args.device))
-    model = engine_module(
-        model,
-        args.engine,
-        precision=args.precision,
-        threads=args.threads,
-        cache_file=default_cache_file(),
-    )
     if streaming:
-        _stream(args, model)
+        _stream(args, _ready_model(args, native, device))
         return 0
     extension = f".{args.format.lower().lstrip('.')}" if args.format else None
     jobs = plan_jobs(args.inputs, args.output, recursive=args.recursive, extension=extension)
     if args.shard:
         jobs = shard(jobs, *parse_shard(args.shard))
+    # The engine (an export and a compilation for "auto") only when something is left to do.
+    model = _ready_model(args, native, device) if pending_jobs(jobs, args.overwrite) else None
     with tqdm(
         total=len(jobs), unit="file", desc="upscale", file=sys.stderr, disable=len(jobs) < 2 or None
     ) as bar:
@@ -119,9 +122,9 @@ def _upscale(args: argparse.Namespace) -> int:
             on_error=lambda job, reason: tqdm.write(f"subpixel: error: {reason}", sys.stderr),
         )
     if len(jobs) == 1:
-        card = card_of(model)
-        factor = f"x{args.scale or card.scale:g}"
-        if summary.written:
+        if summary.written and model is not None:
+            card = card_of(model)
+            factor = f"x{args.scale or card.scale:g}"
             print(f"{jobs[0].source} -> {jobs[0].target} ({card.architecture} {factor})")
         elif summary.skipped:
             print(f"subpixel: {jobs[0].target} exists; skipped (use --overwrite)", file=sys.stderr)
@@ -130,7 +133,21 @@ def _upscale(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def _upscale_one(job: Job, model: torch.nn.Module, args: argparse.Namespace) -> None:
+def _ready_model(args: argparse.Namespace, native: int, device: torch.device) -> torch.nn.Module:
+    """The network at ``native`` scale on ``device``, run by the engine asked for."""
+    model = load_model(args.model, scale=native, device=device)
+    return engine_module(
+        model,
+        args.engine,
+        precision=args.precision,
+        threads=args.threads,
+        cache_file=default_cache_file(),
+    )
+
+
+def _upscale_one(job: Job, model: torch.nn.Module | None, args: argparse.Namespace) -> None:
+    if model is None:  # run_jobs only calls this for jobs pending_jobs counted
+        raise SubpixelError(f"{job.target}: no network was prepared")
     scale = args.scale
     if job.is_video:
         from subpixel.video import upscale_video
@@ -265,7 +282,8 @@ def _print_report(report: EvaluationReport, name: str) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    model = load_model(args.model, scale=args.scale, device=_device(args.device))
+    device = _device(args.device)
+    model = load_model(args.model, scale=args.scale, device=device)
     with tqdm(
         desc=f"evaluate {args.dataset}", unit="img", disable=args.json or None, file=sys.stderr
     ) as bar:
@@ -370,61 +388,105 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
-# Training options: CLI flag -> TrainConfig field; defaults live in TrainConfig alone.
+# Training options: CLI flag -> TrainConfig field; defaults live in TrainConfig alone (the
+# help shows them from there).
 _TRAIN_OPTIONS: dict[str, dict[str, object]] = {
-    "model": {"help": "espcn, espcn-7, fsrcnn, fsrcnn-s, srcnn, srcnn-915"},
-    "scale": {"type": int},
-    "data": {"nargs": "+", "metavar": "DIR", "help": "folders of HR training images"},
-    "val": {"help": "Set5, Set14, BSD100, a folder of HR images, or 'none'"},
-    "iterations": {"type": int},
-    "batch_size": {"type": int},
+    "model": {"help": "the network: espcn, espcn-7, fsrcnn, fsrcnn-s, srcnn or srcnn-915"},
+    "scale": {"type": int, "help": "upscaling factor"},
+    "data": {
+        "nargs": "+",
+        "metavar": "DIR",
+        "help": "folders of HR training images (required unless --resume)",
+    },
+    "val": {"help": "validation set: Set5, Set14, BSD100, a folder of HR images, or 'none'"},
+    "iterations": {"type": int, "help": "training steps"},
+    "batch_size": {"type": int, "help": "patches per step"},
     "patch_size": {"type": int, "help": "LR patch side (HR patches are scale times larger)"},
-    "degradation": {"choices": ("bicubic", "gaussian")},
-    "sampling": {"choices": ("random", "stride")},
-    "patches_per_image": {"type": int},
+    "degradation": {
+        "choices": ("bicubic", "gaussian"),
+        "help": "how LR images are made: MATLAB bicubic, or Gaussian blur and subsampling "
+        "(the ESPCN paper's)",
+    },
+    "sampling": {
+        "choices": ("random", "stride"),
+        "help": "random patch positions, or the paper's regular grid",
+    },
+    "patches_per_image": {"type": int, "help": "patches per image and pass (random sampling)"},
     "downscale_augment": {
         "type": float,
         "nargs": "*",
         "metavar": "F",
-        "help": "extra copies of each HR image scaled by these factors",
+        "help": "extra copies of each HR image scaled by these factors (FSRCNN: 0.9 0.8 0.7 0.6)",
     },
-    "optimizer": {"choices": ("adam", "sgd")},
-    "lr": {"type": float},
-    "head_lr_scale": {"type": float, "help": "output layer's rate relative to lr (0.1)"},
-    "schedule": {"choices": ("constant", "step", "cosine", "plateau")},
-    "step_size": {"type": int},
-    "min_lr": {"type": float},
-    "plateau_every": {"type": int},
-    "plateau_mu": {"type": float},
-    "loss": {"choices": ("mse", "l1", "charbonnier")},
-    "charbonnier_eps": {"type": float},
-    "ema_decay": {"type": float, "help": "average the weights (e.g. 0.999); 0: no average"},
+    "optimizer": {"choices": ("adam", "sgd"), "help": "the optimiser"},
+    "lr": {"type": float, "help": "learning rate"},
+    "head_lr_scale": {"type": float, "help": "the output layer's rate relative to --lr"},
+    "schedule": {
+        "choices": ("constant", "step", "cosine", "plateau"),
+        "help": "learning-rate schedule; plateau: ESPCN's",
+    },
+    "step_size": {"type": int, "help": "step schedule: iterations between rate drops"},
+    "step_gamma": {"type": float, "help": "step schedule: factor of each drop"},
+    "min_lr": {"type": float, "help": "cosine and plateau schedules: the lowest rate"},
+    "plateau_every": {"type": int, "help": "plateau schedule: iterations per loss window"},
+    "plateau_mu": {
+        "type": float,
+        "help": "plateau schedule: lower the rate when the loss improves by less than this share",
+    },
+    "plateau_factor": {"type": float, "help": "plateau schedule: factor of each drop"},
+    "loss": {"choices": ("mse", "l1", "charbonnier"), "help": "training loss"},
+    "charbonnier_eps": {"type": float, "help": "charbonnier loss: sqrt(d^2 + eps^2)'s eps"},
+    "ema_decay": {"type": float, "help": "average the weights with this decay (0: no average)"},
     "warmup": {"type": int, "help": "iterations of linear learning-rate warm-up"},
     "precision": {"choices": ("float32", "bfloat16"), "help": "bfloat16: autocast"},
     "compile_mode": {
         "choices": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-        "help": "torch.compile the training step in this mode (default: eager)",
+        "help": "torch.compile the training step in this mode (none: eager)",
     },
     "data_on_device": {
         "action": argparse.BooleanOptionalAction,
-        "help": "keep the images on the device and cut batches there (default) or load them",
+        "help": "keep the images on the training device and cut batches there, or load them",
     },
     "loss_border": {
         "type": int,
         "help": "LR pixels per patch side left out of the loss (receptive radius: espcn 4)",
     },
-    "val_every": {"type": int},
-    "seed": {"type": int},
-    "workers": {"type": int},
-    "init_from": {"metavar": "RUN_OR_FILE", "help": "start from a run's best weights or a file"},
+    "val_every": {"type": int, "help": "iterations between validations and checkpoints"},
+    "seed": {"type": int, "help": "seed of the weights and the data order"},
+    "workers": {"type": int, "help": "data-loading processes"},
+    "init_from": {
+        "metavar": "FROM",
+        "help": "start from a run folder's best weights, a .safetensors file or a bundled "
+        "model (espcn_x3, or espcn for the run's scale; see `subpixel models`)",
+    },
     "train_only": {"choices": ("all", "head"), "help": "head: freeze all but the output layer"},
 }
+
+
+def _shown(value: object) -> str:
+    """A default as a user would type it."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(_shown(v) for v in value) if value else "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "none" if value is None else str(value)
+
+
+def _train_option_help(name: str, text: object) -> str:
+    """``text`` with ``TrainConfig``'s default for ``name``, where it has one to show."""
+    from subpixel.training.config import TrainConfig
+
+    default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}.get(name)
+    if default is None or default is dataclasses.MISSING or name == "data":
+        return str(text)
+    return f"{text} (default: {_shown(default)})"
 
 
 def _train(args: argparse.Namespace) -> int:
     from subpixel.training import Progress, TrainConfig, train
     from subpixel.training.recipes import recipe
 
+    device = _device(args.device)
     given = {
         name: getattr(args, name) for name in _TRAIN_OPTIONS if getattr(args, name) is not None
     }
@@ -457,27 +519,31 @@ def _train(args: argparse.Namespace) -> int:
         raise SubpixelError(f"cannot set up the run: {error}") from error
 
     leader = os.environ.get("RANK", "0") == "0"  # under torchrun, one process reports
-    with tqdm(
-        total=config.iterations,
-        desc=f"train {config.model} x{config.scale}",
-        unit="it",
-        file=sys.stderr,
-        disable=not leader,
-    ) as bar:
+    with contextlib.ExitStack() as stack:
+        bars: list[tqdm] = []  # made at the first step, so an error before it is one line
 
         def progress(p: Progress) -> None:
+            if not bars:
+                bar = tqdm(
+                    total=config.iterations,
+                    desc=f"train {config.model} x{config.scale}",
+                    unit="it",
+                    file=sys.stderr,
+                    disable=not leader,
+                )
+                bars.append(stack.enter_context(bar))
             shown = {"loss": f"{p.loss:.5f}", "lr": f"{p.lr:.1e}"}
             if p.best_psnr is not None:
                 shown["best PSNR"] = f"{p.best_psnr:.3f}"
-            bar.set_postfix(shown, refresh=False)
-            bar.update(p.iteration - bar.n)
+            bars[0].set_postfix(shown, refresh=False)
+            bars[0].update(p.iteration - bars[0].n)
 
         result = train(
             config,
             out,
             resume=args.resume,
             cache_dir=args.cache_dir,
-            device=_device(args.device),
+            device=device,
             progress=progress,
         )
     best = f"{result.best_psnr:.3f} dB at {result.best_iteration}" if result.best_psnr else "n/a"
@@ -489,11 +555,48 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="subpixel", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+_DESCRIPTION = """\
+Upscale images and videos with small, fast super-resolution networks (ESPCN, FSRCNN,
+SRCNN), and train, evaluate and export them. Bundled weights work out of the box."""
 
-    up = commands.add_parser("upscale", help="upscale images, folders and videos")
+_EPILOG = """\
+examples:
+  subpixel upscale photo.jpg -o photo_x3.png        one image, x3 (the default)
+  subpixel upscale photos/ -o big/ --recursive --scale 2
+  subpixel upscale clip.mp4 -o clip_x3.mp4          video, audio copied (needs .[video])
+  subpixel evaluate --dataset Set5 --model fsrcnn   PSNR/SSIM as the papers measure them
+  subpixel models                                   the networks and their bundled weights
+
+'subpixel COMMAND --help' lists a command's options and their defaults."""
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("subpixel")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        from subpixel import __version__
+
+        return __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from subpixel.training.recipes import RECIPES
+
+    parser = argparse.ArgumentParser(
+        prog="subpixel",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "upscale",
+        help="upscale images, folders and videos",
+        description="Upscale images, folders of images and videos; outputs that exist are "
+        "skipped, so a re-run continues where the last one stopped.",
+    )
     up.add_argument(
         "inputs",
         nargs="+",
@@ -506,54 +609,69 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="a file for one input, else a folder; '-' writes to stdout (y4m for a video)",
     )
-    up.add_argument("--model", default=DEFAULT_MODEL, help="bundled name or .safetensors file")
+    up.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"bundled name (see `subpixel models`) or .safetensors file (default: "
+        f"{DEFAULT_MODEL})",
+    )
     up.add_argument(
         "--scale",
         type=float,
         default=None,
-        help="total factor (default 3); off the network's own scale, bicubic finishes the job",
+        help=f"total factor, above 1 and up to {MAX_SCALE}; off the network's own scale, "
+        f"bicubic finishes the job (default: the network's own, {DEFAULT_SCALE} for a "
+        "bundled name)",
     )
     up.add_argument("--recursive", action="store_true", help="descend into folders")
-    up.add_argument("--format", default=None, help="output format (png, jpg, webp, tif, ...)")
+    up.add_argument(
+        "--format",
+        default=None,
+        help="output format: png, jpg, webp, tif, ... (default: the output's extension; "
+        "for a folder, each input's)",
+    )
     up.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     up.add_argument(
         "--shard",
         default=None,
         metavar="K/N",
-        help="process only the K-th of N stable shards of the inputs",
+        help="process only the K-th of N stable shards of the inputs (default: all of them)",
     )
     up.add_argument(
         "--tile",
         type=int,
         default=None,
         metavar="N",
-        help="tiles of N x N input pixels (exact; bounds memory)",
+        help="tiles of N x N input pixels; exact, and bounds the working memory (default: "
+        "the whole image at once)",
     )
     up.add_argument(
         "--max-memory",
         type=_byte_size,
         default=None,
         metavar="SIZE",
-        help="pick the tile size for this memory budget, e.g. 2G",
+        help="pick the largest tile whose estimated working memory fits SIZE, e.g. 2G. This "
+        "bounds the tile's working arrays only, not the process: the input and output "
+        "images, the network and the libraries come on top (default: no tiles)",
     )
     up.add_argument(
         "--max-pixels",
         type=int,
         default=DEFAULT_MAX_PIXELS,
-        help=f"refuse larger inputs (default {DEFAULT_MAX_PIXELS:,})",
+        help=f"refuse larger inputs (default: {DEFAULT_MAX_PIXELS})",
     )
     up.add_argument(
         "--alpha",
         choices=("bicubic", "network"),
         default="bicubic",
-        help="how to upscale an alpha channel",
+        help="how to upscale an alpha channel (default: bicubic)",
     )
     up.add_argument("--quality", type=_quality, default=95, help="JPEG/WebP quality (default: 95)")
     up.add_argument(
         "--engine",
         choices=("auto", *ENGINES),
         default="auto",
-        help="inference engine (default auto: the fastest measured for this network on this "
+        help="inference engine (default: auto, the fastest measured for this network on this "
         "machine, remembered in ~/.cache/subpixel/engines.json)",
     )
     up.add_argument(
@@ -561,7 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", *PRECISIONS),
         default="auto",
         help="arithmetic of the network; mixed: the first layer float32, the rest bfloat16 "
-        "(default auto: on CPUs with native BF16, bfloat16 or else mixed for weights whose "
+        "(default: auto, on CPUs with native BF16 bfloat16 or else mixed for weights whose "
         "recorded Set5/Set14 loss in it is under 0.05 dB, else float32)",
     )
     up.add_argument(
@@ -570,35 +688,59 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="threads for the network and colour work (default: all cores)",
     )
-    up.add_argument("--codec", default="libx264", help="video codec (default libx264)")
-    up.add_argument("--crf", type=int, default=18, help="video quality, lower is better")
-    up.add_argument("--preset", default="medium", help="video encoder preset")
-    up.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    up.add_argument("--codec", default="libx264", help="video codec (default: libx264)")
+    up.add_argument(
+        "--crf", type=int, default=18, help="video quality, lower is better (default: 18)"
+    )
+    up.add_argument("--preset", default="medium", help="video encoder preset (default: medium)")
+    up.add_argument("--device", default="auto", help=_DEVICE_HELP)
     up.set_defaults(run=_upscale)
 
-    ev = commands.add_parser("evaluate", help="PSNR/SSIM on a benchmark or a folder of HR images")
-    ev.add_argument("--model", default=DEFAULT_MODEL, help="bundled name or .safetensors file")
-    ev.add_argument("--scale", type=int, default=None, help="upscaling factor (default: 3)")
+    ev = commands.add_parser(
+        "evaluate",
+        help="PSNR/SSIM on a benchmark or a folder of HR images",
+        description="PSNR and SSIM on Y, as the papers measure them: HR images degraded by "
+        "MATLAB bicubic, scale pixels cropped from each border; bicubic alongside.",
+    )
+    ev.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"bundled name or .safetensors file (default: {DEFAULT_MODEL})",
+    )
+    ev.add_argument(
+        "--scale",
+        type=int,
+        default=None,
+        help=f"upscaling factor (default: {DEFAULT_SCALE} for a bundled name, a file's own)",
+    )
     ev.add_argument("--dataset", required=True, help="Set5, Set14, BSD100 or a folder of HR images")
     ev.add_argument(
         "--protocol",
         choices=("matlab", "float"),
         default="matlab",
-        help="matlab: Y rounded to 8 bits (the papers'); float: Y unrounded (BasicSR's)",
+        help="matlab: Y rounded to 8 bits (the papers'); float: Y unrounded (BasicSR's) "
+        "(default: matlab)",
     )
     ev.add_argument("--json", action="store_true", help="print one JSON object")
-    ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ev.add_argument("--device", default="auto", help=_DEVICE_HELP)
     ev.set_defaults(run=_evaluate)
 
-    tr = commands.add_parser("train", help="train a network on folders of HR images")
+    tr = commands.add_parser(
+        "train",
+        help="train a network on folders of HR images",
+        description="Train a network on folders of HR images into a run folder (config, "
+        "checkpoints, log, curves); --resume continues one exactly.",
+    )
     tr.add_argument(
         "--recipe",
         metavar="NAME",
-        help="start from a named recipe (subpixel.training.recipes: espcn-x2, espcn-x3, "
-        "espcn-x4, fsrcnn-s-x3, ...); other options override its fields",
+        help="start from a named recipe (subpixel.training.recipes: "
+        + ", ".join(RECIPES)
+        + "); other options override its fields",
     )
     for name, options in _TRAIN_OPTIONS.items():
-        tr.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, **options)  # type: ignore[arg-type]
+        shown = {**options, "help": _train_option_help(name, options["help"])}
+        tr.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, **shown)  # type: ignore[arg-type]
     tr.add_argument("--rgb", action="store_true", help="train on RGB instead of luminance")
     tr.add_argument(
         "--unshuffled-targets",
@@ -607,56 +749,99 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--out", required=True, help="run folder (config, checkpoints, log, plot)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    tr.add_argument("--cache-dir", default=None, help="patch cache (default ~/.cache/subpixel)")
-    tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    tr.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where decoded training patches are kept (default: ~/.cache/subpixel/patches)",
+    )
+    tr.add_argument("--device", default="auto", help=_DEVICE_HELP)
     tr.set_defaults(run=_train)
 
-    ex = commands.add_parser("export", help="export a network to ONNX (dynamic height/width)")
+    ex = commands.add_parser(
+        "export",
+        help="export a network to ONNX (dynamic height/width)",
+        description="Write a network as one ONNX file: input 'lr' (B, C, H, W) float32, "
+        "output 'sr', dynamic batch, height and width, the model card in its metadata.",
+    )
     ex.add_argument("--model", required=True, help="bundled name or .safetensors file")
-    ex.add_argument("--scale", type=int, default=None, help="which bundled scale (default 3)")
+    ex.add_argument(
+        "--scale",
+        type=int,
+        default=None,
+        help=f"which bundled scale (default: {DEFAULT_SCALE}, or a file's own)",
+    )
     ex.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    ex.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    ex.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
     ex.add_argument(
         "--deconv-form",
         choices=("deconv", "subpixel"),
         default="deconv",
-        help="FSRCNN's last layer as a transposed conv or its exact sub-pixel form",
+        help="FSRCNN's last layer as a transposed conv or its exact sub-pixel form "
+        "(default: deconv)",
     )
     ex.set_defaults(run=_export)
 
-    co = commands.add_parser("combine", help="put FSRCNN heads that share a trunk in one file")
+    co = commands.add_parser(
+        "combine",
+        help="put FSRCNN heads that share a trunk in one file",
+        description="Put FSRCNN networks that share a trunk (scale transfer) in one "
+        "multi-scale weights file.",
+    )
     co.add_argument("weights", nargs="+", help="FSRCNN .safetensors files, one per scale")
     co.add_argument("-o", "--output", required=True, help="the multi-scale .safetensors file")
-    co.add_argument("--default-scale", type=int, default=None, help="the head a plain call uses")
+    co.add_argument(
+        "--default-scale",
+        type=int,
+        default=None,
+        help="the head a plain call uses (default: the first file's scale)",
+    )
     co.set_defaults(run=_combine)
 
-    bu = commands.add_parser("bundle", help="a run's best weights with its training record")
+    bu = commands.add_parser(
+        "bundle",
+        help="a run's best weights with its training record",
+        description="Write a run's best weights with a model card: its config, training "
+        "record and metrics measured afresh.",
+    )
     bu.add_argument("run_dir", metavar="RUN", help="a run folder made by `subpixel train`")
     bu.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
     bu.add_argument(
         "--datasets",
         nargs="+",
         default=["Set5", "Set14", "BSD100"],
-        help="benchmarks to measure into the card",
+        help="benchmarks to measure into the card (default: Set5 Set14 BSD100)",
     )
     bu.add_argument(
         "--average-with",
         nargs="+",
         default=[],
         metavar="FILE",
-        help="average the best weights with these files of the same network",
+        help="average the best weights with these files of the same network (default: none)",
     )
     bu.set_defaults(run=_bundle)
 
-    fi = commands.add_parser("figures", help="draw the theory guide's figures, checking each")
+    fi = commands.add_parser(
+        "figures",
+        help="draw the theory guide's figures, checking each",
+        description="Draw the theory guide's figures, checking each equivalence they show.",
+    )
     fi.add_argument("-o", "--output", type=Path, required=True, help="folder for theory.md")
     fi.add_argument("--small", action="store_true", help="tiny sizes (seconds)")
     fi.add_argument("--espcn", type=Path, default=None, help="ESPCN weights (default: bundled)")
     fi.add_argument("--fsrcnn", type=Path, default=None, help="FSRCNN weights (default: bundled)")
-    fi.add_argument("--image", type=Path, default=None, help="photograph for the examples")
+    fi.add_argument(
+        "--image",
+        type=Path,
+        default=None,
+        help="photograph for the examples (default: a synthetic picture)",
+    )
     fi.set_defaults(run=_figures)
 
-    ls = commands.add_parser("models", help="list models with parameters and MACs per pixel")
+    ls = commands.add_parser(
+        "models",
+        help="list models with parameters and MACs per pixel",
+        description="List the networks with their parameters, MACs per pixel and bundled weights.",
+    )
     ls.set_defaults(run=_models)
     return parser
 

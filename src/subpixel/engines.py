@@ -32,11 +32,16 @@ engine (see PERF-NOTES.md). ``torch-compile`` is not among the candidates: its c
 dominate a calibration, and in float32 it did not beat ONNX Runtime here.
 
 The choice is remembered per network kind (architecture, FSRCNN's form, scale, channels,
-precision) for the process, and, given ``cache_file`` (``default_cache_file()`` is
-``~/.cache/subpixel/engines.json``), on disk: one small JSON object mapping that kind to the
-chosen engine, the milliseconds of each candidate, and the core and thread counts, library
-versions and input size it was measured with (an entry measured with others is measured
-again).
+precision) and thread count for the process, and, given ``cache_file``
+(``default_cache_file()`` is ``~/.cache/subpixel/engines.json``), on disk: one small JSON
+object mapping that kind to the chosen engine, the milliseconds of each candidate, and the
+core and thread counts, library versions and input size it was measured with (an entry
+measured with others is measured again). The same folder keeps what building an ONNX Runtime
+or OpenVINO engine costs a process: the exported network (``onnx/``, by a hash of the
+weights and the exporter) and OpenVINO's compiled model (``openvino/<precision>/``, its
+``CACHE_DIR``), so a later process makes the remembered engine without exporting or
+compiling (OpenVINO, ESPCN x3: 130-220 ms on the 2-core test machine, against seconds).
+Either folder may be deleted at any time.
 
 Example:
     >>> import numpy as np
@@ -54,9 +59,12 @@ import copy
 import functools
 import hashlib
 import importlib
+import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -234,6 +242,8 @@ class OnnxRuntimeEngine:
     Args:
         model: the network (exported as a float32 CPU copy; the model is not changed).
         threads: intra-op threads; default: ``torch.get_num_threads()``.
+        cache_dir: a folder to keep the export in (``onnx/``), so that another process
+            running the same weights skips it; ``None``: this process only.
 
     Raises:
         EngineError: onnxruntime (or onnx/onnxscript, needed to export) is not installed.
@@ -244,9 +254,13 @@ class OnnxRuntimeEngine:
     precision = "float32"
     form = ""  # "sub-pixel" when "auto" chose FSRCNN in its sub-pixel form
 
-    def __init__(self, model: nn.Module, *, threads: int | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, *, threads: int | None = None, cache_dir: Path | None = None
+    ) -> None:
         _require_onnxruntime()
-        self._open(_exported(model), threads)
+        # The session itself is not cached (optimized_model_filepath): it takes a few
+        # milliseconds for these networks, against a second or two for the export.
+        self._open(_exported(model, cache_dir), threads)
 
     @classmethod
     def from_onnx(
@@ -299,6 +313,9 @@ class OpenVinoEngine:
         model: the network (exported as a float32 CPU copy; the model is not changed).
         precision: ``"float32"``, ``"bfloat16"`` or ``"mixed"``.
         threads: inference threads; default: ``torch.get_num_threads()``.
+        cache_dir: a folder to keep the export (``onnx/``) and OpenVINO's compiled models
+            (its ``CACHE_DIR``, ``openvino/<precision>/``) in, so that another process
+            running the same weights skips both; ``None``: this process only.
 
     Raises:
         EngineError: openvino (or onnx/onnxscript, needed to export) is not installed, it
@@ -310,21 +327,31 @@ class OpenVinoEngine:
     form = ""  # "sub-pixel" when "auto" chose FSRCNN in its sub-pixel form
 
     def __init__(
-        self, model: nn.Module, *, precision: str = "float32", threads: int | None = None
+        self,
+        model: nn.Module,
+        *,
+        precision: str = "float32",
+        threads: int | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         _check_precision(precision)
         _require("openvino", "openvino", "openvino", "onnx", "onnxscript")
         self.precision = precision
-        config = {
+        config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": "f32" if precision == "float32" else "bf16",
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
             # Threads float: the colour work and other processes share the cores.
             "ENABLE_CPU_PINNING": False,
         }
+        # One folder per precision: in one folder, a float32 and a bfloat16 compilation of
+        # a network left a single file between them (OpenVINO 2026.4).
+        compiled_models = _writable_folder(cache_dir, "openvino", precision)
+        if compiled_models is not None:
+            config["CACHE_DIR"] = str(compiled_models)
         try:
             core = _openvino_core()
-            network = core.read_model(_exported(model), b"")
+            network = core.read_model(_exported(model, cache_dir), b"")
             kept = _layers_through_first(network, model) if precision == "mixed" else []
             if kept:
                 network = _keeping_precision(core, network, kept)
@@ -423,26 +450,87 @@ _EXPORTS: dict[str, bytes] = {}  # weights digest -> ONNX bytes, the last few ex
 _EXPORTS_KEPT = 8
 
 
-def _exported(model: nn.Module) -> bytes:
+@functools.cache
+def _exporter_digest() -> bytes:
+    """What an export depends on besides the network: the exporter's versions and the
+    source of subpixel's modules that make the graph (export, layers, models)."""
+    digest = hashlib.sha256(f"torch {torch.__version__}".encode())
+    for package in ("onnx", "onnxscript"):  # by their metadata: importing them takes seconds
+        try:
+            digest.update(f"{package} {importlib.metadata.version(package)}".encode())
+        except importlib.metadata.PackageNotFoundError:
+            digest.update(f"{package} none".encode())
+    package_root = Path(__file__).parent
+    sources = [package_root / "export.py", package_root / "layers.py"]
+    for source in sorted([*sources, *(package_root / "models").glob("*.py")]):
+        with contextlib.suppress(OSError):
+            digest.update(source.name.encode() + source.read_bytes())
+    return digest.digest()
+
+
+def _exported(model: nn.Module, cache_dir: Path | None = None) -> bytes:
     """``export.onnx_bytes(model)``, remembered by the model's class, card and weights.
 
     An export takes a second or two; ``"auto"`` and a benchmark ask for the same network
     several times. The key hashes every parameter and buffer, so a model whose weights
-    changed since (a training run evaluating as it goes) is exported again.
+    changed since (a training run evaluating as it goes) is exported again. Given
+    ``cache_dir``, the export is also kept in ``cache_dir/onnx/<key>.onnx`` for later
+    processes (the key also covers the exporter's versions and subpixel's export code).
     """
-    from subpixel.export import onnx_bytes
-
     digest = hashlib.sha256(_network_kind(model).encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     key = digest.hexdigest()
-    if key not in _EXPORTS:
+    stored = None
+    if cache_dir is not None:
+        digest.update(_exporter_digest())
+        stored = cache_dir / "onnx" / f"{digest.hexdigest()[:32]}.onnx"
+    data = _EXPORTS.get(key)
+    if data is None and stored is not None:
+        data = _read_bytes(stored)
+    if data is None:
+        from subpixel.export import onnx_bytes
+
         data = onnx_bytes(model)
+    if stored is not None and not stored.exists():
+        _write_cache(stored, data)
+    if key not in _EXPORTS:
         while len(_EXPORTS) >= _EXPORTS_KEPT:
             del _EXPORTS[next(iter(_EXPORTS))]
         _EXPORTS[key] = data
-    return _EXPORTS[key]
+    return data
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes() or None
+    except OSError:  # not there yet, or unreadable: made again
+        return None
+
+
+def _write_cache(path: Path, data: bytes) -> None:
+    """Write a cache file atomically (``subpixel.files``); a failure is only logged: the
+    cache saves time, nothing depends on it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda temporary: temporary.write_bytes(data))
+    except OSError as error:
+        logger.warning("could not write the cache file %s: %s", path, error)
+
+
+def _writable_folder(root: Path | None, *parts: str) -> Path | None:
+    """``root/parts...``, made if need be, or ``None`` when there is no root or it cannot be
+    written (a read-only cache must not stop an engine)."""
+    if root is None:
+        return None
+    folder = root.joinpath(*parts)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        logger.warning("could not make the cache folder %s: %s", folder, error)
+        return None
+    return folder if os.access(folder, os.W_OK) else None
 
 
 def _require_onnxruntime() -> None:
@@ -450,14 +538,17 @@ def _require_onnxruntime() -> None:
     _require("onnxruntime", "onnx", "onnxruntime", "onnx", "onnxscript")
 
 
-def _require(engine: str, extra: str, *packages: str) -> None:
-    """Raise a clear error naming the extra to install unless all ``packages`` import."""
+def _require(engine: str, extra: str, runtime: str, *exporter: str) -> None:
+    """Raise a clear error naming the extra to install unless ``runtime`` imports and the
+    ``exporter`` packages are installed. These are only looked for, not imported: onnx and
+    onnxscript take a second or more to import, and an export read from the cache needs
+    neither (``onnx_bytes`` imports them when it runs)."""
     missing = []
-    for package in packages:
-        try:
-            importlib.import_module(package)
-        except ImportError:
-            missing.append(package)
+    try:
+        importlib.import_module(runtime)
+    except ImportError:
+        missing.append(runtime)
+    missing += [p for p in exporter if p not in sys.modules and not importlib.util.find_spec(p)]
     if missing:
         raise EngineError(
             f"the {engine} engine needs {', '.join(missing)}: pip install 'subpixel[{extra}]'"
@@ -576,41 +667,60 @@ def _valid_candidate(name: object) -> bool:
     return isinstance(name, str) and name.removesuffix(SUBPIXEL_FORM) in ENGINES
 
 
-def _cached_choice(path: Path, kind: str) -> str | None:
-    entry = _read_cache(path).get(kind)
-    if (
-        isinstance(entry, dict)
-        and _valid_candidate(entry.get("engine"))
-        and entry.get("cores") == _cores()
-        and entry.get("threads") == torch.get_num_threads()
-        and entry.get("versions") == _versions()
-        and entry.get("size") == CALIBRATION_SIZE
-    ):
-        return str(entry["engine"])
+def _choice_kind(model: nn.Module, precision: str, threads: int) -> str:
+    """The key of a choice: ``{network kind}/{precision}/t{threads}``. The thread count is
+    part of it because the ranking changes with it, and one machine runs both ways (one
+    process on every core, or several with ``--threads 1``)."""
+    return f"{_network_kind(model)}/{precision}/t{threads}"
+
+
+def _cached_choice(path: Path, kind: str, threads: int | None = None) -> str | None:
+    """The choice recorded for ``kind`` if it was measured as things are now, with
+    ``threads`` threads (default ``torch.get_num_threads()``). An entry written before the
+    key held the thread count (``.../{precision}``) is read when its recorded thread count
+    is this one."""
+    threads = threads or torch.get_num_threads()
+    cache = _read_cache(path)
+    for entry in (cache.get(kind), cache.get(kind.removesuffix(f"/t{threads}"))):
+        if (
+            isinstance(entry, dict)
+            and _valid_candidate(entry.get("engine"))
+            and entry.get("cores") == _cores()
+            and entry.get("threads") == threads
+            and entry.get("versions") == _versions()
+            and entry.get("size") == CALIBRATION_SIZE
+        ):
+            return str(entry["engine"])
     return None
 
 
-def _store_choice(path: Path, calibration: Calibration) -> None:
-    """Record a choice in the cache file (temp file + rename); failures are only logged."""
+def _store_choice(path: Path, calibration: Calibration, threads: int) -> None:
+    """Record a choice in the cache file (temp file + rename); failures are only logged.
+
+    An entry of the same kind and thread count written with the older key (no thread count
+    in it) is dropped: the new entry replaces it.
+    """
     cache = _read_cache(path)
+    older = calibration.kind.removesuffix(f"/t{threads}")
+    superseded = cache.get(older) if older != calibration.kind else None
+    if isinstance(superseded, dict) and superseded.get("threads") == threads:
+        del cache[older]
     cache[calibration.kind] = {
         "engine": calibration.fastest,
         "milliseconds": {k: round(v, 3) for k, v in calibration.milliseconds.items()},
         "cores": _cores(),
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "versions": _versions(),
         "size": CALIBRATION_SIZE,
     }
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(cache, indent=1, sort_keys=True)
-        atomic_write(path, lambda temporary: temporary.write_text(text))
-    except OSError as error:
-        logger.warning("could not write the engine cache %s: %s", path, error)
+    _write_cache(path, json.dumps(cache, indent=1, sort_keys=True).encode())
 
 
-def _build(model: nn.Module, name: str, precision: str, threads: int | None) -> Engine:
-    """One engine by name (no ``"auto"``); ``threads`` only reaches ONNX Runtime."""
+def _build(
+    model: nn.Module, name: str, precision: str, threads: int | None, cache_dir: Path | None
+) -> Engine:
+    """One engine by name (no ``"auto"``); ``threads`` and ``cache_dir`` reach ONNX Runtime
+    and OpenVINO only."""
     if name == "torch":
         return TorchEngine(model, precision=precision)
     if name == "torch-channels-last":
@@ -620,9 +730,9 @@ def _build(model: nn.Module, name: str, precision: str, threads: int | None) -> 
     if name == "onnxruntime":
         if precision != "float32":
             raise EngineError("the onnxruntime engine runs float32 only")
-        return OnnxRuntimeEngine(model, threads=threads)
+        return OnnxRuntimeEngine(model, threads=threads, cache_dir=cache_dir)
     if name == "openvino":
-        return OpenVinoEngine(model, precision=precision, threads=threads)
+        return OpenVinoEngine(model, precision=precision, threads=threads, cache_dir=cache_dir)
     choices = ", ".join(("auto", *ENGINES))
     raise EngineError(f"unknown engine {name!r}; choose from {choices}")
 
@@ -654,7 +764,10 @@ def make_engine(
         threads: threads for ONNX Runtime or OpenVINO (default: ``torch.get_num_threads()``).
             PyTorch's and OpenCV's are process-wide: ``set_threads``.
         cache_file: a JSON file to read and record ``"auto"`` choices in, for example
-            ``default_cache_file()``; ``None`` remembers them for this process only.
+            ``default_cache_file()``; ``None`` remembers them for this process only. Its
+            folder also keeps the ONNX exports and OpenVINO's compiled models, so that a
+            later process building the same engine skips the export (a second or two)
+            and the compilation.
 
     Raises:
         EngineError: an unknown name or precision, onnxruntime asked for and not installed
@@ -671,9 +784,10 @@ def make_engine(
         precision = "float32"  # the only arithmetic it has
     precision = resolve_precision(model, precision)
     _check_precision(precision)
+    cache = None if cache_file is None else Path(cache_file)
     if name != "auto":
-        return _build(model, name, precision, threads)
-    return _auto_engine(model, precision, threads, None if cache_file is None else Path(cache_file))
+        return _build(model, name, precision, threads, None if cache is None else cache.parent)
+    return _auto_engine(model, precision, threads, cache)
 
 
 def _forms(model: nn.Module) -> dict[str, nn.Module]:
@@ -687,14 +801,14 @@ def _forms(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def _candidate(
-    model: nn.Module, candidate: str, precision: str, threads: int | None
+    model: nn.Module, candidate: str, precision: str, threads: int | None, cache_dir: Path | None
 ) -> Engine | None:
     """The engine for ``"name[+subpixel]"``, or ``None`` when it cannot run here."""
     name = candidate.removesuffix(SUBPIXEL_FORM)
     network = _forms(model)[SUBPIXEL_FORM] if candidate.endswith(SUBPIXEL_FORM) else model
     engine_precision = "float32" if name == "onnxruntime" else precision
     try:
-        engine = _build(network, name, engine_precision, threads)
+        engine = _build(network, name, engine_precision, threads, cache_dir)
     except SubpixelError as error:  # not installed, or not exportable
         logger.info("auto engine: %s unavailable (%s)", candidate, error)
         return None
@@ -710,26 +824,28 @@ def _auto_engine(
     if first is not None and first.device.type != "cpu":
         # ONNX Runtime here is CPU only; a GPU model stays on its GPU.
         return TorchEngine(model, precision=precision)
-    kind = f"{_network_kind(model)}/{precision}"
+    count = threads or torch.get_num_threads()
+    kind = _choice_kind(model, precision, count)
+    cache_dir = None if cache_file is None else cache_file.parent
     choice = _CHOICES.get(kind)
     if choice is None and cache_file is not None:
-        choice = _cached_choice(cache_file, kind)
+        choice = _cached_choice(cache_file, kind, count)
     if choice is not None:
-        engine = _candidate(model, choice, precision, threads)
+        engine = _candidate(model, choice, precision, threads, cache_dir)
         if engine is not None:
             _CHOICES[kind] = choice
             return engine
     engines: dict[str, Engine] = {}
     for form in _forms(model):
         for name in AUTO_ENGINES[precision]:
-            engine = _candidate(model, name + form, precision, threads)
+            engine = _candidate(model, name + form, precision, threads, cache_dir)
             if engine is not None:
                 engines[name + form] = engine
     calibration = calibrate(engines, _channels(model), kind=kind)
     choice = calibration.fastest
     logger.info("auto engine for %s: %s (ms: %s)", kind, choice, calibration.milliseconds)
     if cache_file is not None:
-        _store_choice(cache_file, calibration)
+        _store_choice(cache_file, calibration, count)
     _CHOICES[kind] = choice
     return engines[choice]
 

@@ -24,3 +24,7 @@ class MissingExtraError(SubpixelError, ImportError):
 
     Also an ``ImportError``, so code that treats the feature as optional still catches it.
     """
+
+
+class DeviceError(SubpixelError):
+    """A device name that is unknown, or names a device this machine does not have."""

@@ -258,7 +258,8 @@ def export_onnx(
 
     The graph's input is ``lr`` (B, C, H, W) float32 and its output ``sr`` (B, C, rH, rW).
     The file is written to a temporary name beside ``path`` and renamed, so a failed export
-    never leaves a partial file or replaces an existing one.
+    never leaves a partial file or replaces an existing one; missing folders above ``path``
+    are created (as ``subpixel upscale`` does for its outputs).
 
     Args:
         model: a network (espcn, espcn-7, fsrcnn, fsrcnn-s in either form, srcnn, srcnn-915,
@@ -276,8 +277,9 @@ def export_onnx(
         ``path`` as a ``Path``.
 
     Raises:
-        ExportError: onnx/onnxscript missing, a network the exporter cannot handle, or a
-            model without a card whose class is not one of subpixel's networks.
+        ExportError: onnx/onnxscript missing, a network the exporter cannot handle, a
+            model without a card whose class is not one of subpixel's networks, or a path
+            that cannot be written (the message names it and says why).
 
     Example:
         >>> from subpixel import models
@@ -286,7 +288,17 @@ def export_onnx(
     """
     path = Path(path)
     data = onnx_bytes(model, opset=opset, dynamic=dynamic, card=card, trace_size=trace_size)
-    atomic_write(path, lambda temporary: temporary.write_bytes(data), fsync=True)
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as error:  # a file where the folder should be
+        raise ExportError(f"cannot write {path}: {folder} is not a folder") from error
+    except OSError as error:
+        raise ExportError(f"cannot create the folder {folder}: {error.strerror}") from error
+    try:
+        atomic_write(path, lambda temporary: temporary.write_bytes(data), fsync=True)
+    except OSError as error:
+        raise ExportError(f"cannot write {path}: {error.strerror or error}") from error
     return path
 
 

@@ -435,7 +435,8 @@ def upscale_image(
         tile: process the image in tiles of ``tile x tile`` input pixels (plus a margin
             of the network's receptive radius); the result is the same as untiled.
         max_memory: choose the largest tile whose working memory is estimated to fit this
-            many bytes (not with ``tile``).
+            many bytes (not with ``tile``): the arrays one tile works with, not the
+            process (the image, the output and the libraries come on top).
         progress: called as ``progress(done_tiles, total_tiles)`` after each tile.
         alpha: ``"bicubic"`` (default) or ``"network"``: how an alpha plane is upscaled.
 

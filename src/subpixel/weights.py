@@ -20,6 +20,7 @@ from safetensors.torch import load_file, safe_open, save
 from torch import nn
 
 from subpixel import models
+from subpixel.devices import resolve_device
 from subpixel.errors import ModelError, ScaleError
 from subpixel.files import atomic_write
 from subpixel.reparam import Collapsible
@@ -156,7 +157,13 @@ def _read_card(path: Path) -> ModelCard:
 
 
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Build the network a weights file describes and load its tensors (no code runs)."""
+    """Build the network a weights file describes and load its tensors (no code runs).
+
+    Raises:
+        ModelError: a missing or invalid file.
+        DeviceError: an unknown device, or one this machine does not have.
+    """
+    device = resolve_device(device)
     path = Path(path)
     card = _read_card(path)
     try:
@@ -243,10 +250,12 @@ def load_model(
             lists them) or ``"bicubic"``.
         scale: the upscaling factor; for a file it must match the file's, for a name it picks
             the weights (default: 3, or the one scale bundled).
-        device: where the network runs.
+        device: where the network runs (``subpixel.devices.resolve_device``: ``"auto"``,
+            ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device``).
 
     Raises:
         ModelError: unknown name, missing or invalid weights file.
+        DeviceError: an unknown device, or one this machine does not have.
         ScaleError: a scale the model does not support.
 
     Example:
@@ -254,6 +263,7 @@ def load_model(
         >>> model.card.scale
         2
     """
+    device = resolve_device(device)
     text = str(name_or_path)
     if text.endswith(".safetensors") or Path(text).is_file():
         model = load_weights(text, device)

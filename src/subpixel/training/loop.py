@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from subpixel import models
 from subpixel.data import DevicePairs, PatchCache, PatchDataset
+from subpixel.devices import resolve_device
 from subpixel.errors import SubpixelError
 from subpixel.evaluation import evaluate
 from subpixel.layers import deconv_via_subpixel
@@ -42,7 +43,7 @@ from subpixel.training.losses import charbonnier_loss
 from subpixel.training.records import LogRow, plot_curves, read_log, write_log
 from subpixel.training.sampling import RunSampler
 from subpixel.training.schedule import Schedule
-from subpixel.weights import describe, load_weights, save_weights
+from subpixel.weights import bundled_weights, card_of, describe, load_weights, save_weights
 
 
 class RunError(SubpixelError):
@@ -118,16 +119,57 @@ def output_layer(model: nn.Module) -> nn.Module:
     raise TypeError(f"no output layer known for {type(model).__name__}")
 
 
+def init_weights(init_from: str | Path, scale: int) -> Path:
+    """The weights file ``init_from`` names: a run folder (its best weights), a
+    ``.safetensors`` file, or a bundled model, as ``espcn_x3`` or as ``espcn`` (at ``scale``,
+    the run's).
+
+    Raises:
+        RunError: none of these, or a run folder without best weights.
+    """
+    source = Path(init_from)
+    if source.is_dir():
+        best = RunFiles(source).best
+        if not best.is_file():
+            raise RunError(f"cannot initialise from {source}: it holds no {best.name}")
+        return best
+    if source.is_file():
+        return source
+    text = str(init_from)
+    bundled = bundled_weights()
+    name, _, digits = text.rpartition("_x")
+    key = (name, int(digits)) if name and digits.isdigit() else (text, scale)
+    if key in bundled:
+        return bundled[key]
+    names = ", ".join(f"{a}_x{s}" for a, s in sorted(bundled))
+    raise RunError(
+        f"cannot initialise from {text!r}: not a run folder, a weights file or a bundled model "
+        f"({names}; a name without _xN takes the run's scale, x{scale})"
+    )
+
+
+def _donor(config: TrainConfig) -> tuple[Path, nn.Module]:
+    """The weights ``config.init_from`` names, loaded, and checked to be the run's network."""
+    assert config.init_from is not None
+    weights = init_weights(config.init_from, config.scale)
+    donor = load_weights(weights)
+    architecture = card_of(donor).architecture
+    if architecture != config.model:
+        raise RunError(
+            f"cannot initialise {config.model} from {weights}: it holds {architecture} weights"
+        )
+    return weights, donor
+
+
 def build_network(config: TrainConfig) -> nn.Module:
-    """A fresh network, seeded, optionally initialised from a weights file or run folder."""
+    """A fresh network, seeded, optionally initialised (``init_from``) from a run folder, a
+    weights file or a bundled model (see ``init_weights``)."""
     torch.manual_seed(config.seed)
     model = models.build(
         config.model, scale=config.scale, channels=config.channels, **config.model_options
     )
     if config.init_from:
-        source = Path(config.init_from)
-        weights = RunFiles(source).best if source.is_dir() else source
-        donor = load_weights(weights)
+        weights, donor = _donor(config)
         try:
             model.load_state_dict(donor.state_dict(), strict=True)
         except RuntimeError as error:
@@ -275,8 +317,17 @@ def _prepare_folder(files: RunFiles, config: TrainConfig, resume: bool, rank: in
     if files.checkpoint.exists():
         raise RunError(f"{files.root} already holds a run; pass --resume or choose a new folder")
     if rank == 0:
-        files.root.mkdir(parents=True, exist_ok=True)
-        files.config.write_text(config.to_json())
+        try:
+            files.root.mkdir(parents=True, exist_ok=True)
+        except FileExistsError as error:
+            raise RunError(f"{files.root} is a file, not a run folder") from error
+        except OSError as error:
+            reason = f"cannot create the run folder {files.root}: {error.strerror}"
+            raise RunError(reason) from error
+        try:
+            files.config.write_text(config.to_json())
+        except OSError as error:
+            raise RunError(f"cannot write {files.config}: {error.strerror}") from error
     return config
 
 
@@ -413,10 +464,18 @@ def train(
 
     Resuming restores model, optimiser, weight average, schedule and the data order from the
     last checkpoint, so an interrupted run ends with the same weights as an uninterrupted
-    one. Under ``torchrun`` with ``device="cuda"`` each process trains on the GPU of its
+    one. ``device`` is checked (``subpixel.devices.resolve_device``) before anything is
+    written. Under ``torchrun`` with a CUDA device each process trains on the GPU of its
     ``LOCAL_RANK``.
+
+    Raises:
+        DeviceError: an unknown device, or one this machine does not have.
+        RunError: a folder that cannot be started or resumed as asked, or written.
     """
-    rank, world_size, device = _distributed(torch.device(device))
+    device = resolve_device(device)
+    if config.init_from and not resume:
+        _donor(config)  # a bad name or network before the run folder is made
+    rank, world_size, device = _distributed(device)
     files = RunFiles(Path(out))
     config = _prepare_folder(files, config, resume, rank)
     cache = PatchCache.build(

@@ -1,0 +1,7 @@
+"""``python -m subpixel``: the ``subpixel`` command."""
+
+import sys
+
+from subpixel.cli import main
+
+sys.exit(main())
