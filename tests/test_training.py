@@ -769,3 +769,15 @@ def test_cli_init_from_an_unknown_name_lists_what_it_takes(
     assert line.startswith("subpixel: error: cannot initialise from 'espcnn': ")
     assert "espcn_x3" in line and "fsrcnn_x2" in line
     assert not out.exists()
+
+
+def test_a_run_without_validation_names_the_weights_it_wrote(
+    folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = ["train", "--model", "espcn", "--scale", "2", "--data", str(folders[0])]
+    argv += ["--val", "none", "--iterations", "2", "--batch-size", "2", "--patch-size", "8"]
+    assert main([*argv, "--workers", "0", "--device", "cpu", "--out", str(out)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line == f"{out}: 2 iterations (no validation); weights in {out / 'last.safetensors'}"
+    assert (out / "last.safetensors").is_file() and not (out / "best.safetensors").exists()

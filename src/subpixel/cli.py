@@ -546,11 +546,14 @@ def _train(args: argparse.Namespace) -> int:
             device=device,
             progress=progress,
         )
-    best = f"{result.best_psnr:.3f} dB at {result.best_iteration}" if result.best_psnr else "n/a"
-    if leader:
+    if leader and result.best_psnr is not None:
         print(
-            f"{out}: {result.iteration} iterations, best {config.val} PSNR {best}; "
-            f"weights in {result.files.best}"
+            f"{out}: {result.iteration} iterations, best {config.val} PSNR "
+            f"{result.best_psnr:.3f} dB at {result.best_iteration}; weights in {result.files.best}"
+        )
+    elif leader:  # no validation, so no best: the last weights are the result
+        print(
+            f"{out}: {result.iteration} iterations (no validation); weights in {result.files.last}"
         )
     return 0
 
