@@ -612,6 +612,8 @@ def test_cuda_processes_beyond_the_node_s_gpus_are_refused(
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    # As on a machine with one GPU (this one may have none).
+    monkeypatch.setattr("subpixel.training.loop.resolve_device", lambda name: torch.device(name))
     with pytest.raises(RunError, match="no GPU of its own"):
         train(_config(folders), tmp_path / "run", cache_dir=tmp_path / "cache", device="cuda")
 
