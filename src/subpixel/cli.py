@@ -125,7 +125,7 @@ def _upscale(args: argparse.Namespace) -> int:
         if summary.written and model is not None:
             card = card_of(model)
             factor = f"x{args.scale or card.scale:g}"
-            print(f"{jobs[0].source} -> {jobs[0].target} ({card.architecture} {factor})")
+            print(f"{jobs[0].source} -> {jobs[0].target} ({card.name} {factor})")
         elif summary.skipped:
             print(f"subpixel: {jobs[0].target} exists; skipped (use --overwrite)", file=sys.stderr)
     else:
@@ -309,7 +309,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.deconv_form == "subpixel" and isinstance(model, models.FSRCNN):
         model = models.fsrcnn_to_subpixel(model)
     path = export_onnx(model, args.output, opset=args.opset, card=card)
-    print(f"{card.architecture} x{card.scale} -> {path} (input 'lr' (B, C, H, W), output 'sr')")
+    print(f"{card.name} x{card.scale} -> {path} (input 'lr' (B, C, H, W), output 'sr')")
     return 0
 
 
@@ -346,7 +346,7 @@ def _bundle(args: argparse.Namespace) -> int:
     )
     card = card_of(model)
     scores = ", ".join(f"{name} {m['psnr']:.2f} dB" for name, m in card.metrics.items())
-    print(f"{args.output}: {card.architecture} x{card.scale} ({scores})")
+    print(f"{args.output}: {card.name} x{card.scale} ({scores})")
     return 0
 
 

@@ -63,6 +63,12 @@ class ModelCard:
         if self.channels != expected:
             raise ValueError(f"{self.colour_space} networks take {expected} channel(s)")
 
+    @property
+    def name(self) -> str:
+        """The model's name as ``models.BUILDERS`` and bundled files know it: the network it
+        was trained as (``training["collapsed_from"]``), else ``architecture``."""
+        return str(self.training.get("collapsed_from", self.architecture))
+
     def build(self) -> nn.Module:
         """A fresh network of this card's architecture and configuration."""
         options = {k: tuple(v) if isinstance(v, list) else v for k, v in self.config.items()}
@@ -134,8 +140,11 @@ def _collapsed(model: Collapsible, card: ModelCard) -> tuple[nn.Module, ModelCar
     config = asdict(plain.config)
     if (config.pop("scale"), config.pop("channels")) != (card.scale, card.channels):
         raise ModelError("the card's scale or channels differ from the network's")
-    trained_as = {"architecture": card.architecture, "config": card.config}
-    training = {**card.training, "collapsed_from": trained_as}
+    training = {
+        **card.training,
+        "collapsed_from": card.architecture,
+        "collapsed_from_config": card.config,
+    }
     card = dataclasses.replace(card, architecture="espcn", config=config, training=training)
     return plain, card
 

@@ -51,6 +51,8 @@ def bundle_run(
         "iterations_run": rows[-1].iteration if rows else None,
         "wall_seconds": round(rows[-1].seconds, 1) if rows else None,
     }
+    if "collapsed_from" in card.training:  # trained re-parameterised, shipped collapsed
+        training["collapsed_from"] = card.training["collapsed_from"]
     if average_with:
         others = [load_weights(path) for path in average_with]
         model = average_networks([model, *others])
