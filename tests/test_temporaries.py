@@ -14,9 +14,10 @@ from subpixel.files import (
     _host_tag,
     is_stale_temporary,
     remove_stale_temporaries,
+    temporary_beside,
     temporary_name,
 )
-from subpixel.images import temporary_beside, write_image
+from subpixel.images import write_image
 
 
 def _dead_pid() -> int:

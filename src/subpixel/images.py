@@ -32,7 +32,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from subpixel.errors import ImageError
 from subpixel.files import atomic_path
-from subpixel.files import temporary_beside as temporary_beside  # video.py's import
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",

@@ -84,7 +84,7 @@ except ImportError as error:
     raise MissingExtraError("videos need PyAV: pip install 'subpixel[video]'") from error
 
 from subpixel.batch import IMAGE_EXTENSIONS
-from subpixel.images import temporary_beside
+from subpixel.files import atomic_path
 from subpixel.inference import ModelTraits, model_traits, upscale_array
 from subpixel.resize import cubic
 
@@ -379,15 +379,13 @@ def _open_output(target: Target, output_format: str | None) -> Iterator[OutputCo
     path = Path(target)
     if not path.parent.is_dir():
         raise VideoError(f"output folder does not exist: {path.parent}")
-    temporary = _create_temporary(path)
-    try:
+    with contextlib.ExitStack() as stack:
+        try:  # FFmpeg picks the muxer by the temporary's extension
+            temporary = stack.enter_context(atomic_path(path, suffix=path.suffix))
+        except OSError as error:
+            raise VideoError(f"cannot write to {path.parent}: {error.strerror}") from error
         with _written(str(temporary), output_format, str(path)) as container:
             yield container
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 @contextlib.contextmanager
@@ -409,15 +407,6 @@ def _written(
             yield container
     except av.FFmpegError as error:
         raise VideoError(f"cannot write {name}: {_reason(error)}") from error
-
-
-def _create_temporary(path: Path) -> Path:
-    """A new ordinary file beside ``path``, ending in its extension (FFmpeg picks the muxer
-    by it)."""
-    try:
-        return temporary_beside(path, path.suffix)
-    except OSError as error:
-        raise VideoError(f"cannot write to {path.parent}: {error.strerror}") from error
 
 
 def _reason(error: BaseException) -> str:
