@@ -149,6 +149,50 @@ def _check_kernel(kernel_size: int, smallest: int) -> None:
         raise ValueError(f"kernel_size must be odd and >= {smallest}, got {kernel_size}")
 
 
+class _LinearBranches(nn.Module):
+    """What every block here shares: parallel linear branches from ``in_channels`` to
+    ``out_channels`` (``branch_parameters``, ``forward_branches``) whose kernels sum to one
+    ``k x k`` convolution. ``forward`` runs that merged kernel while ``merged`` is set (the
+    default: the same outputs and gradients, at about a plain convolution's cost)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, identity: bool):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = kernel_size
+        self.identity = identity and in_channels == out_channels
+        self.merged = True
+
+    def branch_parameters(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """Each branch as one (C_out, C_in, k, k) weight and (C_out,) bias, by name."""
+        raise NotImplementedError
+
+    def forward_branches(self, x: Tensor) -> Tensor:
+        """The training form: the branches run as they are, then summed."""
+        raise NotImplementedError
+
+    def merged_parameters(self) -> tuple[Tensor, Tensor]:
+        """The single (C_out, C_in, k, k) weight and (C_out,) bias (the sum of the
+        branches'), differentiable."""
+        branches = list(self.branch_parameters().values())
+        weight = torch.stack([w for w, _ in branches]).sum(0)
+        bias = torch.stack([b for _, b in branches]).sum(0)
+        return weight, bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.merged:
+            return self.forward_branches(x)
+        weight, bias = self.merged_parameters()
+        return F.conv2d(x, weight, bias, padding=self.kernel_size // 2)  # (B, C_out, H, W)
+
+    def collapse(self) -> nn.Conv2d:
+        """A new ``nn.Conv2d`` equal to this block (to float rounding)."""
+        with torch.no_grad():
+            return collapsed_conv(*self.merged_parameters())
+
+    def extra_repr(self) -> str:
+        return f"identity={self.identity}, merged={self.merged}"
+
+
 # --------------------------------------------------------------------------- #
 # ECB
 # --------------------------------------------------------------------------- #
@@ -162,7 +206,7 @@ _EDGE_FILTERS = (
 EDGE_NAMES = ("sobel-x", "sobel-y", "laplacian")
 
 
-class EdgeOrientedBlock(nn.Module):
+class EdgeOrientedBlock(_LinearBranches):
     """ECBSR's edge-oriented convolution block (ECB): five or six linear branches, summed.
 
     Branches, each from ``in_channels`` to ``out_channels``: a ``k x k`` convolution; a 1x1
@@ -193,16 +237,9 @@ class EdgeOrientedBlock(nn.Module):
         hidden: int | None = None,
         identity: bool = True,
     ) -> None:
-        super().__init__()
         _check_kernel(kernel_size, 3)
+        super().__init__(in_channels, out_channels, kernel_size, identity)
         hidden = hidden or 2 * out_channels
-        self.in_channels, self.out_channels, self.kernel_size = (
-            in_channels,
-            out_channels,
-            kernel_size,
-        )
-        self.identity = identity and in_channels == out_channels
-        self.merged = True
         k = kernel_size
         self.conv = nn.Conv2d(in_channels, out_channels, k, padding=k // 2)
         self.expand = nn.Conv2d(in_channels, hidden, 1)
@@ -248,14 +285,6 @@ class EdgeOrientedBlock(nn.Module):
             branches["identity"] = (identity, torch.zeros_like(self.conv.bias))
         return branches
 
-    def merged_parameters(self) -> tuple[Tensor, Tensor]:
-        """The single (C_out, C_in, k, k) weight and (C_out,) bias (the sum of the
-        branches'), differentiable."""
-        branches = list(self.branch_parameters().values())
-        weight = torch.stack([w for w, _ in branches]).sum(0)
-        bias = torch.stack([b for _, b in branches]).sum(0)
-        return weight, bias
-
     def forward_branches(self, x: Tensor) -> Tensor:
         """The training form: every branch run separately and summed."""
         p = self.kernel_size // 2
@@ -269,27 +298,13 @@ class EdgeOrientedBlock(nn.Module):
         y = y + edges.unflatten(1, (3, -1)).sum(1)  # (B, 3, C_out, H, W) -> (B, C_out, H, W)
         return y + x if self.identity else y
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.merged:
-            return self.forward_branches(x)
-        weight, bias = self.merged_parameters()
-        return F.conv2d(x, weight, bias, padding=self.kernel_size // 2)  # (B, C_out, H, W)
-
-    def collapse(self) -> nn.Conv2d:
-        """A new ``nn.Conv2d`` equal to this block (to float rounding)."""
-        with torch.no_grad():
-            return collapsed_conv(*self.merged_parameters())
-
-    def extra_repr(self) -> str:
-        return f"identity={self.identity}, merged={self.merged}"
-
 
 # --------------------------------------------------------------------------- #
 # SESR's collapsible linear block
 # --------------------------------------------------------------------------- #
 
 
-class CollapsibleLinearBlock(nn.Module):
+class CollapsibleLinearBlock(_LinearBranches):
     """SESR's linear block: a wide ``k x k`` convolution, a 1x1 projection, and a short
     residual (the identity) when ``identity`` is set and the block maps C channels to C.
 
@@ -314,15 +329,8 @@ class CollapsibleLinearBlock(nn.Module):
         hidden: int = 256,
         identity: bool = True,
     ) -> None:
-        super().__init__()
         _check_kernel(kernel_size, 1)
-        self.in_channels, self.out_channels, self.kernel_size = (
-            in_channels,
-            out_channels,
-            kernel_size,
-        )
-        self.identity = identity and in_channels == out_channels
-        self.merged = True
+        super().__init__(in_channels, out_channels, kernel_size, identity)
         self.expand = nn.Conv2d(in_channels, hidden, kernel_size, padding=kernel_size // 2)
         self.project = nn.Conv2d(hidden, out_channels, 1)
 
@@ -340,29 +348,7 @@ class CollapsibleLinearBlock(nn.Module):
             branches["identity"] = (identity, torch.zeros_like(self.project.bias))
         return branches
 
-    def merged_parameters(self) -> tuple[Tensor, Tensor]:
-        """The single (C_out, C_in, k, k) weight and (C_out,) bias (the sum of the
-        branches'), differentiable."""
-        branches = list(self.branch_parameters().values())
-        weight = torch.stack([w for w, _ in branches]).sum(0)
-        bias = torch.stack([b for _, b in branches]).sum(0)
-        return weight, bias
-
     def forward_branches(self, x: Tensor) -> Tensor:
         """The training form: the wide convolution, the projection, the residual."""
         y = self.project(self.expand(x))  # (B, C_out, H, W)
         return y + x if self.identity else y
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.merged:
-            return self.forward_branches(x)
-        weight, bias = self.merged_parameters()
-        return F.conv2d(x, weight, bias, padding=self.kernel_size // 2)  # (B, C_out, H, W)
-
-    def collapse(self) -> nn.Conv2d:
-        """A new ``nn.Conv2d`` equal to this block (to float rounding)."""
-        with torch.no_grad():
-            return collapsed_conv(*self.merged_parameters())
-
-    def extra_repr(self) -> str:
-        return f"identity={self.identity}, merged={self.merged}"
