@@ -86,6 +86,9 @@ NETWORKS = {
     "fsrcnn-x4": ("fsrcnn", 4),
     "fsrcnn-s-x3": ("fsrcnn-s", 3),
     "srcnn-x3": ("srcnn", 3),
+    "ecbsr-x2": ("ecbsr", 2),
+    "ecbsr-x3": ("ecbsr", 3),
+    "ecbsr-x4": ("ecbsr", 4),
 }
 # Output frame -> LR (width, height) per scale; "--workloads WxH" adds an LR size for every
 # scale (a quick check at a small size).

@@ -214,7 +214,7 @@ def bundled_weights() -> dict[tuple[str, int], Path]:
     return found
 
 
-DEFAULT_MODEL = "espcn"
+DEFAULT_MODEL = "ecbsr"
 DEFAULT_SCALE = 3
 MAX_SCALE = 16
 BICUBIC_SCALES = tuple(range(2, MAX_SCALE + 1))
