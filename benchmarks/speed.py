@@ -68,12 +68,8 @@ from subpixel import models
 from subpixel.allocator import keep_freed_memory
 from subpixel.engines import ENGINES, EngineModule, make_engine, set_threads
 from subpixel.errors import SubpixelError
-from subpixel.precision import (
-    LOSS_KEYS,
-    measure_losses,
-    native_bfloat16,
-    resolve_precision,
-)
+from subpixel.precision import LOSS_KEYS, native_bfloat16, resolve_precision
+from subpixel.precision_loss import measure_losses
 from subpixel.weights import bundled_weights, describe
 
 # name -> (architecture, scale)

@@ -15,17 +15,16 @@ from safetensors.torch import load_file
 from torch import nn
 
 import subpixel
-from subpixel import models, precision
+from subpixel import models, precision, precision_loss
 from subpixel.engines import clear_engine_cache, make_engine
 from subpixel.precision import (
     BFLOAT16_LOSS_LIMIT_DB,
     LOSS_KEY,
     MIXED_LOSS_KEY,
-    measure_bfloat16_loss,
-    record_bfloat16_loss,
     recorded_bfloat16_loss,
     resolve_precision,
 )
+from subpixel.precision_loss import measure_bfloat16_loss, record_bfloat16_loss
 from subpixel.weights import card_of, describe, save_weights
 
 
@@ -128,14 +127,14 @@ def test_recording_writes_the_loss_onto_the_card_and_keeps_the_tensors(tmp_path:
     importlib.util.find_spec("openvino") is None, reason="openvino is not installed"
 )
 def test_openvino_is_among_the_bfloat16_engines(native: None) -> None:
-    assert precision.bfloat16_engines() == ["torch-channels-last", "openvino"]
+    assert precision_loss.bfloat16_engines() == ["torch-channels-last", "openvino"]
 
 
 def test_without_native_bfloat16_the_loss_is_measured_on_the_emulation(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(precision, "native_bfloat16", lambda device="cpu": False)
-    assert precision.bfloat16_engines() == ["emulated"]
+    assert precision_loss.bfloat16_engines() == ["emulated"]
     network = _network()
     with torch.no_grad():
         network.subpixel.bias.fill_(0.5)  # type: ignore[union-attr]
@@ -145,7 +144,7 @@ def test_without_native_bfloat16_the_loss_is_measured_on_the_emulation(
 
 def test_the_emulation_rounds_weights_input_and_every_layer_output_to_bfloat16() -> None:
     network = _network()
-    emulated = precision.emulate_bfloat16(network)
+    emulated = precision_loss.emulate_bfloat16(network)
     for parameter in emulated.parameters():
         assert torch.equal(parameter, parameter.bfloat16().float())
     outputs: list[torch.Tensor] = []
@@ -166,7 +165,7 @@ def test_the_emulation_follows_native_bfloat16() -> None:
     network = _network()
     x = torch.rand(1, 1, 32, 32)
     native = make_engine(network, "torch-channels-last", precision="bfloat16")(x.numpy())
-    emulated = precision.emulate_bfloat16(network)(x).detach().numpy()
+    emulated = precision_loss.emulate_bfloat16(network)(x).detach().numpy()
     reference = network(x).detach().numpy()
     # Closer to native bfloat16 than float32 is.
     assert np.abs(emulated - native).mean() < np.abs(reference - native).mean()
@@ -208,7 +207,7 @@ def test_mixed_runs_the_first_layer_in_float32_and_the_rest_in_bfloat16() -> Non
 
 def test_the_mixed_emulation_keeps_the_first_layer_and_the_input_in_float32() -> None:
     network = _network()
-    emulated = precision.emulate_bfloat16(network, "mixed")
+    emulated = precision_loss.emulate_bfloat16(network, "mixed")
     first = precision.first_layer(emulated)
     assert first is not None
     assert all(
@@ -225,8 +224,8 @@ def test_the_mixed_emulation_keeps_the_first_layer_and_the_input_in_float32() ->
         emulated(x)
     assert torch.equal(seen[0], exact)  # neither the input nor the first output rounded
     with pytest.raises(ValueError, match="precision"):
-        precision.emulate_bfloat16(network, "float16")
+        precision_loss.emulate_bfloat16(network, "float16")
     # The mixed loss is nearer float32 than bfloat16's is.
     reference = network(x).detach()
-    bf16 = precision.emulate_bfloat16(network)(x).detach()
+    bf16 = precision_loss.emulate_bfloat16(network)(x).detach()
     assert (emulated(x).detach() - reference).abs().mean() < (bf16 - reference).abs().mean()

@@ -11,7 +11,8 @@ from pathlib import Path
 from torch import nn
 
 from subpixel.evaluation import evaluate
-from subpixel.precision import LOSS_DATASETS, add_losses, measure_losses
+from subpixel.precision import LOSS_DATASETS
+from subpixel.precision_loss import add_losses, measure_losses
 from subpixel.training.averaging import average_networks
 from subpixel.training.loop import RunFiles
 from subpixel.training.records import read_log
