@@ -29,7 +29,7 @@ from subpixel.evaluation import EvaluationReport, evaluate, evaluate_upscaler, r
 from subpixel.images import read_image
 from subpixel.peers import OPENCV_MODELS, opencv_upscaler
 from subpixel.resize import degrade, imresize, modcrop
-from subpixel.weights import bundled_weights
+from subpixel.weights import bundled_weights, load_network
 
 OPENCV_NAMES = {
     "espcn": "OpenCV ESPCN",
@@ -68,10 +68,10 @@ def measure(datasets: list[str], scales: list[int]) -> list[Row]:
                 reports[OPENCV_NAMES[architecture]] = evaluate_upscaler(upscale, scale, dataset)
             for (architecture, weights_scale), path in sorted(bundled.items()):
                 if weights_scale == scale:
-                    model = subpixel.load_model(path)
+                    model = load_network(path)  # the papers' numbers: eager float32
                     reports[OURS_NAMES.get(architecture, architecture)] = evaluate(model, dataset)
             if not reports:
-                bicubic_model = subpixel.load_model("bicubic", scale=scale)
+                bicubic_model = load_network("bicubic", scale=scale)
                 reports["bicubic"] = evaluate(bicubic_model, dataset)
             first = next(iter(reports.values()))
             rows.append(
@@ -187,9 +187,7 @@ def crops(path: Path, scale: int, panels: list[tuple[str, str, tuple[int, int, i
         methods.append(("OpenCV ESPCN", opencv_upscaler("espcn", scale)))
     if ours_path is not None:
         model = subpixel.load_model(ours_path)
-        methods.append(
-            (f"subpixel {model.card.architecture}", lambda lr: subpixel.upscale_image(lr, model))
-        )
+        methods.append((f"subpixel {model.card.architecture}", lambda lr: model(lr)))
     size, zoom, label_height = 96, 2, 18
     width = size * zoom * (len(methods) + 1)
     sheet = Image.new("RGB", (width, (size * zoom + label_height) * len(panels)), "white")

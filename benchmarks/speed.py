@@ -6,10 +6,11 @@ x3, 480x270 at x4; and 1280x720 at x3, whose output is 4K) one run measures, int
 the median of ``--runs`` calls after a warm-up call:
 
 - **RGB, end to end**: a uint8 RGB array to a uint8 RGB array, colour conversion and chroma
-  upsampling included. ``subpixel default`` is ``subpixel.upscale_image(rgb,
-  engine_module(model))``, what ``subpixel upscale`` runs: the engine chosen by ``"auto"``
-  in the precision chosen by ``"auto"`` (bfloat16 for bundled weights whose recorded loss
-  allows it, or else mixed, on a CPU with native bfloat16; see ``subpixel.precision``).
+  upsampling included. ``subpixel default`` is the Python default path,
+  ``subpixel.load_model(name)(rgb)``, the same ``Upscaler`` that ``subpixel upscale`` runs:
+  the engine chosen by ``"auto"`` in the precision chosen by ``"auto"`` (bfloat16 for
+  bundled weights whose recorded loss allows it, or else mixed, on a CPU with native
+  bfloat16; see ``subpixel.precision``).
   Also the same path forced to float32, bfloat16 or mixed, and with the compiled bfloat16
   graph. OpenCV's ``dnn_superres`` with its pretrained model of the same architecture and
   scale (``$SUBPIXEL_DATA/peers/opencv_dnn_superres``) and OpenCV's bicubic ``cv2.resize``
@@ -66,11 +67,12 @@ from torch import nn
 import subpixel
 from subpixel import models
 from subpixel.allocator import keep_freed_memory
-from subpixel.engines import ENGINES, EngineModule, make_engine, set_threads
+from subpixel.engines import ENGINES, Engine, make_engine, set_threads
 from subpixel.errors import SubpixelError
-from subpixel.precision import LOSS_KEYS, native_bfloat16, resolve_precision
+from subpixel.precision import LOSS_KEYS, native_bfloat16, precision_for_card
 from subpixel.precision_loss import measure_losses
-from subpixel.weights import bundled_weights, describe
+from subpixel.upscaler import Upscaler
+from subpixel.weights import bundled_weights, card_of, describe, load_network
 
 # name -> (architecture, scale)
 NETWORKS = {
@@ -257,12 +259,12 @@ def build_network(architecture: str, scale: int, extra: Sequence[Path] = ()) -> 
     """The weights ``subpixel upscale`` would use (a file in ``extra`` for this architecture
     and scale, else the bundled one), or random ones with a card where there are none."""
     for path in extra:
-        model = subpixel.load_model(str(path))
+        model = load_network(str(path))
         if (model.card.architecture, model.card.scale) == (architecture, scale):  # type: ignore[union-attr]
             return model
     bundled = bundled_weights().get((architecture, scale))
     if bundled is not None:
-        return subpixel.load_model(str(bundled))
+        return load_network(str(bundled))
     torch.manual_seed(0)
     network = models.build(architecture, scale=scale).eval()
     describe(network, architecture)
@@ -280,8 +282,8 @@ def _engine_call(engine: Callable[[np.ndarray], np.ndarray], y: np.ndarray) -> C
     return lambda: engine(y)
 
 
-def _rgb_call(module: nn.Module, rgb: np.ndarray) -> Callable[[], object]:
-    return lambda: subpixel.upscale_image(rgb, module)
+def _rgb_call(upscaler: Upscaler, rgb: np.ndarray) -> Callable[[], object]:
+    return lambda: upscaler(rgb)
 
 
 def precisions() -> tuple[str, ...]:
@@ -332,30 +334,28 @@ def rgb_methods(
     threads: int,
 ) -> list[Method]:
     """The whole pipeline, ours and OpenCV's, uint8 RGB in and out."""
-    from subpixel.engines import engine_module
-
     methods = []
-    default = resolve_precision(network, "auto")
+    card = card_of(network)
+    default = precision_for_card(card)
     for precision in ("auto", *precisions()):
         if precision == default:
             continue  # the same as "auto"
-        module = engine_module(network, "auto", precision=precision, threads=threads)
-        chosen = _engine_name(module)
-        ran = getattr(getattr(module, "engine", None), "precision", "float32")
-        label = f"subpixel default (auto: {chosen} {ran})"
+        upscaler = Upscaler(network, card, precision=precision, threads=threads)
+        engine = upscaler.engine_for(upscaler.precision_for(8))
+        chosen = _engine_name(engine)
+        label = f"subpixel default (auto: {chosen} {engine.precision})"
         if precision != "auto":  # the engine may still run float32 (onnxruntime)
-            label = f"subpixel, {precision} (auto: {chosen} {ran})"
-        methods.append(Method(label, RGB, chosen, ran, _rgb_call(module, rgb)))
+            label = f"subpixel, {precision} (auto: {chosen} {engine.precision})"
+        methods.append(Method(label, RGB, chosen, engine.precision, _rgb_call(upscaler, rgb)))
     if "torch-compile" in engines and "bfloat16" in precisions():
-        engine = make_engine(network, "torch-compile", precision="bfloat16")
-        module = EngineModule(engine, network)
+        compiled = Upscaler(network, card, engine="torch-compile", precision="bfloat16")
         methods.append(
             Method(
                 "subpixel, torch-compile bf16",
                 RGB,
                 "torch-compile",
                 "bfloat16",
-                _rgb_call(module, rgb),
+                _rgb_call(compiled, rgb),
             )
         )
     peer = _opencv_dnn(architecture, scale)
@@ -373,12 +373,9 @@ def rgb_methods(
     return methods
 
 
-def _engine_name(module: nn.Module) -> str:
-    """The engine an ``engine_module`` runs, and the form (FSRCNN) it chose."""
-    engine = getattr(module, "engine", None)
-    if engine is None:
-        return "torch"
-    return f"{engine.name} sub-pixel" if getattr(engine, "form", "") else str(engine.name)
+def _engine_name(engine: Engine) -> str:
+    """An engine's name, and the form (FSRCNN) it runs."""
+    return f"{engine.name} sub-pixel" if engine.form else str(engine.name)
 
 
 def _opencv_dnn(architecture: str, scale: int) -> Callable[[np.ndarray], np.ndarray] | None:

@@ -40,35 +40,35 @@ from torch import nn
 import subpixel
 from subpixel import models
 from subpixel.allocator import keep_freed_memory
-from subpixel.engines import engine_module, set_threads
+from subpixel.engines import set_threads
 from subpixel.paths import data_root
+from subpixel.upscaler import Upscaler
 from subpixel.video import upscale_video
-from subpixel.weights import bundled_weights, describe
+from subpixel.weights import bundled_weights, card_of, describe
 
 NETWORKS = ("fsrcnn-s-x3", "espcn-x3")
 PRESETS = ("ultrafast", "veryfast", "medium")
 VIDEO = "video/slow_traffic_small.mp4"
 
 
-def load_network(name: str) -> tuple[nn.Module, str]:
-    """(model on its ``auto`` engine, where its weights came from)."""
+def load_upscaler(name: str) -> tuple[Upscaler, str]:
+    """(the Python default path for ``name``, where its weights came from)."""
     architecture, _, scale_text = name.rpartition("-x")
     scale = int(scale_text)
     if architecture == "bicubic":
-        return models.build("bicubic", scale=scale), "none (fixed)"
+        return subpixel.load_model("bicubic", scale=scale), "none (fixed)"
     if (architecture, scale) in bundled_weights():
-        model, weights = subpixel.load_model(architecture, scale=scale), "bundled"
-    else:
-        torch.manual_seed(0)
-        model, weights = models.build(architecture, scale=scale).eval(), "random"
-        describe(model, architecture)
-    return engine_module(model, "auto"), weights
+        return subpixel.load_model(architecture, scale=scale), "bundled"
+    torch.manual_seed(0)
+    network: nn.Module = models.build(architecture, scale=scale).eval()
+    describe(network, architecture)
+    return Upscaler(network, card_of(network)), "random"
 
 
-def _engine_label(model: nn.Module) -> str:
-    """The engine, form and precision ``"auto"`` chose (``torch float32`` for a plain module)."""
-    precision = getattr(getattr(model, "engine", None), "precision", "float32")
-    return f"{_engine_name(model)} {precision}"
+def _engine_label(upscaler: Upscaler) -> str:
+    """The engine, form and precision ``"auto"`` chose for 8-bit frames."""
+    engine = upscaler.engine_for(upscaler.precision_for(8))
+    return f"{_engine_name(engine)} {engine.precision}"
 
 
 def decode_fps(source: Path, frames: int) -> float:
@@ -81,20 +81,19 @@ def decode_fps(source: Path, frames: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def network_ms(model: nn.Module, size: tuple[int, int], runs: int = 20) -> float:
+def network_ms(model: Upscaler, size: tuple[int, int], runs: int = 20) -> float:
     width, height = size
-    y = torch.rand(1, 1, height, width)
-    with torch.inference_mode():
-        model(y)
-        times = []
-        for _ in range(runs):
-            started = time.perf_counter()
-            model(y)
-            times.append(time.perf_counter() - started)
+    y = np.random.default_rng(0).random((1, 1, height, width), dtype=np.float32)
+    model.run(y)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        model.run(y)
+        times.append(time.perf_counter() - started)
     return 1000 * statistics.median(times)
 
 
-def job_fps(source: Path, model: nn.Module, preset: str, frames: int | None) -> float:
+def job_fps(source: Path, model: Upscaler, preset: str, frames: int | None) -> float:
     with tempfile.TemporaryDirectory() as folder:
         report = upscale_video(
             source, Path(folder) / "out.mp4", model, preset=preset, max_frames=frames
@@ -173,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"decode alone: {facts['decode_fps']:.0f} frames/s", file=sys.stderr)
     rows: list[dict[str, Any]] = []
     for name in [*args.networks.split(","), "bicubic-x3"]:
-        model, weights = load_network(name)
+        model, weights = load_upscaler(name)
         alone = None if name.startswith("bicubic") else network_ms(model, size)
         for preset in presets:
             fps = job_fps(source, model, preset, frames)

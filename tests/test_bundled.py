@@ -13,7 +13,7 @@ import subpixel
 from subpixel.evaluation import evaluate
 from subpixel.peers import OPENCV_MODELS, opencv_peer_problem
 from subpixel.precision import recorded_bfloat16_loss
-from subpixel.weights import DEFAULT_MODEL, bundled_weights
+from subpixel.weights import DEFAULT_MODEL, bundled_weights, load_network
 
 BUNDLED = sorted(bundled_weights())
 # The bundled models OpenCV's dnn_superres has a model of the same name and scale for.
@@ -31,7 +31,7 @@ def test_bundled_file_is_small_and_carries_its_record(architecture: str, scale: 
     path = bundled_weights()[architecture, scale]
     assert path.name == f"{architecture}_x{scale}.safetensors"
     assert path.stat().st_size < MAX_BYTES
-    card = subpixel.load_model(architecture, scale=scale).card
+    card = load_network(architecture, scale=scale).card
     # A re-parameterised network ships collapsed: its card names the plain network it is.
     assert (card.name, card.scale, card.channels) == (architecture, scale, 1)
     assert architecture in subpixel.models.BUILDERS
@@ -41,7 +41,7 @@ def test_bundled_file_is_small_and_carries_its_record(architecture: str, scale: 
         scores = card.metrics[dataset]
         assert scores["psnr"] > scores["bicubic_psnr"], dataset
     # What "auto" precision decides by: the measured bfloat16 loss on Set5 and Set14.
-    losses = recorded_bfloat16_loss(subpixel.load_model(architecture, scale=scale))
+    losses = recorded_bfloat16_loss(load_network(architecture, scale=scale))
     assert losses is not None and all(-0.05 < loss < 0.5 for loss in losses.values())
 
 
@@ -78,7 +78,7 @@ def opencv_set5(data_dir: Path) -> dict[tuple[str, int], float]:
 def test_bundled_model_reproduces_its_card_on_set5(
     architecture: str, scale: int, data_dir: Path
 ) -> None:
-    model = subpixel.load_model(architecture, scale=scale)
+    model = load_network(architecture, scale=scale)
     report = evaluate(model, "Set5")
     assert report.mean("psnr") == pytest.approx(model.card.metrics["Set5"]["psnr"], abs=0.005)
     assert report.mean("psnr") > report.mean("bicubic_psnr")
@@ -88,5 +88,5 @@ def test_bundled_model_reproduces_its_card_on_set5(
 def test_bundled_model_beats_opencv_on_set5(
     architecture: str, scale: int, opencv_set5: dict[tuple[str, int], float]
 ) -> None:
-    recorded = subpixel.load_model(architecture, scale=scale).card.metrics["Set5"]["psnr"]
+    recorded = load_network(architecture, scale=scale).card.metrics["Set5"]["psnr"]
     assert recorded > opencv_set5[architecture, scale]

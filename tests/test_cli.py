@@ -14,13 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-import subpixel
 from subpixel import models
 from subpixel.batch import Job
 from subpixel.cli import build_parser, main
 from subpixel.engines import set_threads
 from subpixel.precision import resolve_precision
-from subpixel.weights import describe, save_weights
+from subpixel.weights import describe, load_network, save_weights
 
 Capsys = pytest.CaptureFixture[str]
 
@@ -72,7 +71,7 @@ def test_upscale_engine_precision_and_threads_options(
         set_threads(threads)
     reference = outputs["torch", "float32"]
     # "auto" precision is bfloat16 for the bundled ESPCN x2 on CPUs with native bfloat16.
-    automatic = resolve_precision(subpixel.load_model("espcn", scale=2), "auto")
+    automatic = resolve_precision(load_network("espcn", scale=2), "auto")
     tolerance = 1 if automatic == "float32" else 4
     assert np.abs(outputs["auto", "auto"] - reference).max() <= tolerance
     assert np.abs(outputs["torch", "bfloat16"] - reference).max() <= 4

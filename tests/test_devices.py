@@ -7,7 +7,7 @@ import torch
 
 from subpixel.devices import resolve_device
 from subpixel.errors import DeviceError, SubpixelError
-from subpixel.weights import load_model
+from subpixel.weights import load_network
 
 
 def _pretend_cuda(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
@@ -57,9 +57,9 @@ def test_mps_where_there_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_load_model_checks_the_device_before_the_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     _pretend_cuda(monkeypatch, 0)
     with pytest.raises(DeviceError, match=r"^gpu: unknown device"):
-        load_model("espcn", device="gpu")
+        load_network("espcn", device="gpu")
     with pytest.raises(DeviceError, match=r"^cuda: no CUDA device"):
-        load_model("espcn", device="cuda")
+        load_network("espcn", device="cuda")
 
 
 def test_train_checks_the_device_before_making_the_run_folder(tmp_path: Path) -> None:

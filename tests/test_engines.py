@@ -43,11 +43,11 @@ from subpixel.engines import (
     engine_module,
     make_engine,
 )
-from subpixel.inference import upscale_array
 from subpixel.layers import SubpixelConv2d
 from subpixel.models.bicubic import phase_weights
 from subpixel.precision import native_bfloat16
 from subpixel.resize import imresize
+from subpixel.upscaler import upscale_array
 from subpixel.weights import describe
 
 ROOT = Path(__file__).resolve().parents[1]

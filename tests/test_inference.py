@@ -9,10 +9,11 @@ import subpixel
 from subpixel import models
 from subpixel.colour import rgb_to_ycbcr
 from subpixel.errors import ImageError, ScaleError
-from subpixel.inference import MAX_SCALE, output_size, upscale_array
+from subpixel.inference import MAX_SCALE, output_size
 from subpixel.resize import imresize
 from subpixel.tiling import TilingError
-from subpixel.weights import describe
+from subpixel.upscaler import upscale_array
+from subpixel.weights import ModelCard, describe
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +41,8 @@ def test_y_network_sees_studio_swing_luma_and_chroma_goes_by_bicubic() -> None:
             seen.append(lr)
             return torch.nn.functional.interpolate(lr, scale_factor=2, mode="nearest")
 
-    probe = Probe()
-    probe.scale, probe.channels = 2, 1  # a bare network: traits from attributes
-    probe.config = probe
+    # A network of its own class: its facts come from the card it is given.
+    probe = subpixel.Upscaler(Probe(), ModelCard("bicubic", scale=2, channels=1), engine="torch")
     rgb = _random_rgb(5, 6)
     subpixel.upscale_image(rgb, probe)
     expected = rgb_to_ycbcr(rgb / 255.0)[..., 0]

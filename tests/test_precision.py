@@ -14,7 +14,6 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
-import subpixel
 from subpixel import models, precision, precision_loss
 from subpixel.engines import clear_engine_cache, make_engine
 from subpixel.precision import (
@@ -25,7 +24,7 @@ from subpixel.precision import (
     resolve_precision,
 )
 from subpixel.precision_loss import measure_bfloat16_loss, record_bfloat16_loss
-from subpixel.weights import card_of, describe, save_weights
+from subpixel.weights import card_of, describe, load_network, save_weights
 
 
 def _network(
@@ -114,13 +113,13 @@ def test_recording_writes_the_loss_onto_the_card_and_keeps_the_tensors(tmp_path:
     path = save_weights(network, tmp_path / "espcn_x2.safetensors")
     before = load_file(str(path))
     losses = record_bfloat16_loss(path, [_folder(tmp_path)], ["torch"])
-    card = card_of(subpixel.load_model(str(path)))
+    card = card_of(load_network(str(path)))
     assert card.metrics["Tiny"][LOSS_KEY] == round(losses["Tiny"], 4)
     assert isinstance(card.metrics["Tiny"][MIXED_LOSS_KEY], float)
     after = load_file(str(path))
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert recorded_bfloat16_loss(subpixel.load_model(str(path))) is None  # not Set5/Set14
+    assert recorded_bfloat16_loss(load_network(str(path))) is None  # not Set5/Set14
 
 
 @pytest.mark.skipif(

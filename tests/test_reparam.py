@@ -24,7 +24,7 @@ from subpixel.reparam import (
     pad_with_bias,
 )
 from subpixel.tiling import receptive_radius
-from subpixel.weights import card_of, describe, load_model, save_weights
+from subpixel.weights import card_of, describe, load_network, save_weights
 
 FAST = settings(derandomize=True, deadline=None, max_examples=60)
 
@@ -239,7 +239,7 @@ def test_weights_are_saved_collapsed_and_load_as_espcn(name: str, tmp_path: Path
     net = _randomise(models.build(name, scale=2), 7).eval()
     describe(net, name, training={"iterations": 3})
     path = save_weights(net, tmp_path / "net.safetensors")
-    loaded = load_model(path)
+    loaded = load_network(path)
     assert type(loaded) is models.ESPCN
     card = card_of(loaded)
     assert card.architecture == "espcn" and card.config["residual"] is True

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from torch import nn
 
 from subpixel import models
-from subpixel.inference import upscale_array
 from subpixel.layers import SubpixelConv2d, deconv_to_subpixel
 from subpixel.tiling import (
     TilingError,
@@ -19,6 +18,7 @@ from subpixel.tiling import (
     run_tiled,
     tile_for_memory,
 )
+from subpixel.upscaler import upscale_array
 from subpixel.weights import describe
 
 FAST = settings(derandomize=True, deadline=None, max_examples=25)

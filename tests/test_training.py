@@ -35,6 +35,7 @@ from subpixel.training.losses import charbonnier_loss
 from subpixel.training.recipes import RECIPES, recipe
 from subpixel.training.records import read_log
 from subpixel.training.schedule import Schedule
+from subpixel.weights import load_network
 
 
 def _smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -307,7 +308,7 @@ def test_a_run_writes_its_files_and_loadable_weights(
     assert TrainConfig.load(out / "config.json") == _config(folders)
     rows = read_log(out / "log.csv")
     assert [r.iteration for r in rows if r.val_psnr is not None] == [10, 20, 30]
-    model = subpixel.load_model(out / "best.safetensors")
+    model = load_network(out / "best.safetensors")
     assert model.card.training["iterations"] == result.best_iteration
     assert model.card.metrics
     with pytest.raises(subpixel.SubpixelError, match="already holds a run"):
@@ -316,7 +317,7 @@ def test_a_run_writes_its_files_and_loadable_weights(
     # Bundling records the whole config and fresh metrics in the card.
     bundled = tmp_path / "espcn_x2.safetensors"
     assert main(["bundle", str(out), "-o", str(bundled), "--datasets", str(folders[1])]) == 0
-    card = subpixel.load_model(bundled).card
+    card = load_network(bundled).card
     assert TrainConfig(**card.training["config"]) == _config(folders)
     assert card.training["best_iteration"] == result.best_iteration
     assert set(card.metrics[str(folders[1])]) == {"psnr", "ssim", "bicubic_psnr"}
@@ -325,14 +326,14 @@ def test_a_run_writes_its_files_and_loadable_weights(
     # Averaged with another checkpoint: the mean weights, and the card says what went in.
     averaged = tmp_path / "averaged.safetensors"
     first = tmp_path / "first.safetensors"
-    other = subpixel.load_model(out / "best.safetensors")
+    other = load_network(out / "best.safetensors")
     with torch.no_grad():
         for parameter in other.parameters():
             parameter.mul_(0.5)
-    subpixel.save_weights(other, first, card=subpixel.load_model(bundled).card)
+    subpixel.save_weights(other, first, card=load_network(bundled).card)
     argv = ["bundle", str(out), "-o", str(averaged), "--datasets", str(folders[1])]
     assert main([*argv, "--average-with", str(first)]) == 0
-    card = subpixel.load_model(averaged).card
+    card = load_network(averaged).card
     assert card.training["averaged_with"] == [
         {"file": f"{tmp_path.name}/first.safetensors", "iteration": result.best_iteration}
     ]
@@ -340,7 +341,7 @@ def test_a_run_writes_its_files_and_loadable_weights(
     for key, mean in tensors[2].items():
         assert torch.allclose(mean, (tensors[0][key] + tensors[1][key]) / 2), key
     assert card.metrics[str(folders[1])]["psnr"] != pytest.approx(
-        subpixel.load_model(bundled).card.metrics[str(folders[1])]["psnr"], abs=1e-6
+        load_network(bundled).card.metrics[str(folders[1])]["psnr"], abs=1e-6
     )
 
 
@@ -444,8 +445,8 @@ def test_fsrcnn_scale_transfer_trains_only_the_deconvolution(
     train(base, tmp_path / "x3", cache_dir=tmp_path / "cache")
     x2 = dataclasses.replace(base, scale=2, init_from=str(tmp_path / "x3"), train_only="head")
     train(x2, tmp_path / "x2", cache_dir=tmp_path / "cache")
-    donor = subpixel.load_model(tmp_path / "x3" / "best.safetensors").state_dict()
-    child = subpixel.load_model(tmp_path / "x2" / "last.safetensors")
+    donor = load_network(tmp_path / "x3" / "best.safetensors").state_dict()
+    child = load_network(tmp_path / "x2" / "last.safetensors")
     assert child.card.scale == 2
     for key, value in child.state_dict().items():
         same = torch.equal(value, donor[key])
@@ -455,15 +456,15 @@ def test_fsrcnn_scale_transfer_trains_only_the_deconvolution(
     multi = tmp_path / "fsrcnn-s_multi.safetensors"
     x3_file, x2_file = tmp_path / "x3" / "best.safetensors", tmp_path / "x2" / "last.safetensors"
     assert main(["combine", str(x3_file), str(x2_file), "-o", str(multi)]) == 0
-    combined = subpixel.load_model(multi)
+    combined = load_network(multi)
     assert combined.card.architecture == "fsrcnn-multiscale"
     lr = torch.rand(1, 1, 9, 7)
     with torch.no_grad():
         outputs = combined.forward_all(lr)
         for scale, path in ((3, x3_file), (2, x2_file)):
-            single = subpixel.load_model(path)
+            single = load_network(path)
             torch.testing.assert_close(outputs[scale], single(lr), rtol=0, atol=0)
-            head = subpixel.load_model(multi, scale=scale)
+            head = load_network(multi, scale=scale)
             assert (head.card.architecture, head.card.scale) == ("fsrcnn", scale)
             torch.testing.assert_close(head(lr), single(lr), rtol=0, atol=0)
     # Networks whose trunks differ are refused.
@@ -574,7 +575,7 @@ def test_data_parallel_run_with_two_processes_and_resume(
     done = subprocess.run(again, capture_output=True, text=True, check=False, env=environment)
     assert done.returncode == 0, done.stderr[-2000:]
     assert [r.iteration for r in read_log(out / "log.csv") if r.val_psnr] == [2, 4, 6]
-    assert subpixel.load_model(out / "last.safetensors").card.training["iterations"] == 6
+    assert load_network(out / "last.safetensors").card.training["iterations"] == 6
 
 
 def test_data_parallel_on_the_cpu_of_a_machine_with_a_gpu_uses_gloo(
@@ -659,7 +660,7 @@ def test_a_collapsible_network_is_validated_and_saved_collapsed_with_its_average
         {k.removeprefix("average."): v for k, v in checkpoint.items() if k.startswith("average.")}
     )
     # last holds the average, collapsed: a plain ESPCN that loads without the training form.
-    last = subpixel.load_model(out / "last.safetensors")
+    last = load_network(out / "last.safetensors")
     assert last.card.architecture == "espcn" and isinstance(last, models.ESPCN)
     assert last.card.training["collapsed_from"] == "split-espcn"
     assert last.card.training["ema_decay"] == 0.5
@@ -668,10 +669,10 @@ def test_a_collapsible_network_is_validated_and_saved_collapsed_with_its_average
     lr = torch.rand(1, 1, 9, 7)
     with torch.no_grad():
         torch.testing.assert_close(last(lr), average(lr), rtol=1e-5, atol=1e-6)
-    assert subpixel.load_model(out / "best.safetensors").card.metrics
+    assert load_network(out / "best.safetensors").card.metrics
     bundled = tmp_path / "bundled.safetensors"
     assert main(["bundle", str(out), "-o", str(bundled), "--datasets", str(folders[1])]) == 0
-    bundled_card = subpixel.load_model(bundled).card
+    bundled_card = load_network(bundled).card
     assert bundled_card.architecture == "espcn"
     assert bundled_card.training["collapsed_from"] == "split-espcn"
     # With an output layer unknown, the head cannot train at its own rate.
@@ -725,7 +726,7 @@ def test_cli_recipe_with_overrides(
         workers=0,
     )
     assert TrainConfig.load(out / "config.json") == want
-    assert subpixel.load_model(out / "best.safetensors").card.training["ema_decay"] == 0.999
+    assert load_network(out / "best.safetensors").card.training["ema_decay"] == 0.999
     capsys.readouterr()
     assert main(["train", "--resume", "--recipe", "espcn-x2", *common]) == 1
     assert "drop --recipe" in capsys.readouterr().err
@@ -737,7 +738,7 @@ def test_cli_recipe_with_overrides(
 def test_init_from_takes_a_bundled_model(name: str, folders: tuple[Path, Path]) -> None:
     config = _config(folders, model_options={}, init_from=name)
     network = build_network(config)
-    bundled = subpixel.load_model("espcn", scale=2).state_dict()
+    bundled = load_network("espcn", scale=2).state_dict()
     state = network.state_dict()
     assert state.keys() == bundled.keys()
     for key, value in bundled.items():

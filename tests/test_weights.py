@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 import subpixel
 from subpixel import models
 from subpixel.errors import ModelError, ScaleError
-from subpixel.weights import ModelCard, describe, load_weights, save_weights
+from subpixel.weights import ModelCard, describe, load_network, load_weights, save_weights
 
 
 @pytest.mark.parametrize("name", ["espcn", "espcn-7", "fsrcnn", "fsrcnn-s", "srcnn", "srcnn-915"])
@@ -19,7 +19,7 @@ def test_build_save_load_gives_the_same_output(tmp_path: Path, name: str) -> Non
     net = models.build(name, scale=2).eval()
     describe(net, name, training={"data": "none"}, metrics={"Set5": {"psnr": 1.0}})
     path = save_weights(net, tmp_path / f"{name}.safetensors")
-    loaded = subpixel.load_model(path)
+    loaded = load_network(path)
     assert loaded.card == net.card
     x = torch.rand(1, 1, 6, 7)
     with torch.no_grad():

@@ -1,18 +1,23 @@
 """subpixel: fast super-resolution with LR-space networks (ESPCN, FSRCNN, SRCNN).
 
+``load_model`` returns an ``Upscaler``: the network with its card, the fastest exact engine
+on this machine and the precision its card allows, behind one call.
+
 Example:
     >>> import subpixel
-    >>> model = subpixel.load_model("bicubic", scale=3)
+    >>> upscaler = subpixel.load_model("bicubic", scale=3)
     >>> from PIL import Image
-    >>> subpixel.upscale_image(Image.new("RGB", (10, 8)), model).size
+    >>> upscaler(Image.new("RGB", (10, 8))).size
+    (30, 24)
+    >>> subpixel.upscale_image(Image.new("RGB", (10, 8)), upscaler).size
     (30, 24)
 """
 
 from typing import Any
 
 from subpixel.errors import ImageError, ModelError, ScaleError, SubpixelError
-from subpixel.inference import upscale_image
-from subpixel.weights import ModelCard, load_model, save_weights
+from subpixel.upscaler import Upscaler, load_model, upscale_array, upscale_image
+from subpixel.weights import ModelCard, save_weights
 
 __version__ = "0.1.0"
 
@@ -36,10 +41,12 @@ __all__ = [
     "ModelError",
     "ScaleError",
     "SubpixelError",
+    "Upscaler",
     "__version__",
     "export_onnx",
     "load_model",
     "save_weights",
+    "upscale_array",
     "upscale_image",
     "upscale_video",
 ]

@@ -21,7 +21,7 @@ from subpixel import models
 from subpixel.allocator import keep_freed_memory
 from subpixel.batch import BatchInterrupted, Job
 from subpixel.devices import DEVICE_NAMES, resolve_device
-from subpixel.engines import ENGINES, PRECISIONS, default_cache_file, engine_module, set_threads
+from subpixel.engines import ENGINES, PRECISIONS, set_threads
 from subpixel.errors import DeviceError, ScaleError, SubpixelError
 from subpixel.evaluation import EvaluationReport, evaluate
 from subpixel.files import remove_stale_temporaries
@@ -32,8 +32,8 @@ from subpixel.images import (
     palette_note,
     write_image,
 )
-from subpixel.inference import upscale_image
 from subpixel.signals import interrupt_on_sigterm, signal_number
+from subpixel.upscaler import Upscaler, load_model
 from subpixel.weights import (
     DEFAULT_MODEL,
     DEFAULT_SCALE,
@@ -42,7 +42,7 @@ from subpixel.weights import (
     card_of,
     choose_native_scale,
     describe,
-    load_model,
+    load_network,
     native_scales,
     save_weights,
 )
@@ -123,9 +123,8 @@ def _upscale(args: argparse.Namespace) -> int:
         )
     if len(jobs) == 1:
         if summary.written and model is not None:
-            card = card_of(model)
-            factor = f"x{args.scale or card.scale:g}"
-            print(f"{jobs[0].source} -> {jobs[0].target} ({card.name} {factor})")
+            factor = f"x{args.scale or model.scale:g}"
+            print(f"{jobs[0].source} -> {jobs[0].target} ({model.name} {factor})")
         elif summary.skipped:
             print(f"subpixel: {jobs[0].target} exists; skipped (use --overwrite)", file=sys.stderr)
     else:
@@ -133,26 +132,26 @@ def _upscale(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def _ready_model(args: argparse.Namespace, native: int, device: torch.device) -> torch.nn.Module:
-    """The network at ``native`` scale on ``device``, run by the engine asked for."""
-    model = load_model(args.model, scale=native, device=device)
-    return engine_module(
-        model,
-        args.engine,
+def _ready_model(args: argparse.Namespace, native: int, device: torch.device) -> Upscaler:
+    """The model at ``native`` scale on ``device``, with the engine and precision asked for."""
+    return load_model(
+        args.model,
+        scale=native,
+        device=device,
+        engine=args.engine,
         precision=args.precision,
         threads=args.threads,
-        cache_file=default_cache_file(),
     )
 
 
-def _upscale_one(job: Job, model: torch.nn.Module | None, args: argparse.Namespace) -> None:
+def _upscale_one(job: Job, model: Upscaler | None, args: argparse.Namespace) -> None:
     if model is None:  # run_jobs only calls this for jobs pending_jobs counted
         raise SubpixelError(f"{job.target}: no network was prepared")
     scale = args.scale
     if job.is_video:
         from subpixel.video import upscale_video
 
-        native = card_of(model).scale
+        native = model.scale
         if scale is not None and scale != native:
             raise ScaleError(f"videos are upscaled at the network's own scale (x{native})")
 
@@ -182,9 +181,8 @@ def _upscale_one(job: Job, model: torch.nn.Module | None, args: argparse.Namespa
             bar.total = total
             bar.update(done - bar.n)
 
-        result = upscale_image(
+        result = model(
             source.pixels,
-            model,
             scale=scale,
             tile=args.tile,
             max_memory=args.max_memory,
@@ -206,7 +204,7 @@ def _upscale_one(job: Job, model: torch.nn.Module | None, args: argparse.Namespa
         print(f"subpixel: note: {note}", file=sys.stderr)
 
 
-def _stream(args: argparse.Namespace, model: torch.nn.Module) -> None:
+def _stream(args: argparse.Namespace, model: Upscaler) -> None:
     """``-`` as input or output: an image or y4m video on stdin, known by its first bytes."""
     from subpixel.batch import VIDEO_EXTENSIONS
     from subpixel.streams import identify, peek
@@ -238,7 +236,7 @@ def _stream(args: argparse.Namespace, model: torch.nn.Module) -> None:
 
 
 def _stream_image(
-    args: argparse.Namespace, model: torch.nn.Module, source: Path | None, extension: str
+    args: argparse.Namespace, model: Upscaler, source: Path | None, extension: str
 ) -> None:
     """An image from stdin (``source`` None) or a file, to a file or stdout (in the input's
     format, or ``--format``)."""
@@ -283,7 +281,8 @@ def _print_report(report: EvaluationReport, name: str) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     device = _device(args.device)
-    model = load_model(args.model, scale=args.scale, device=device)
+    # The papers' numbers: the network as trained, eager float32.
+    model = load_network(args.model, scale=args.scale, device=device)
     with tqdm(
         desc=f"evaluate {args.dataset}", unit="img", disable=args.json or None, file=sys.stderr
     ) as bar:
@@ -304,7 +303,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from subpixel.export import export_onnx
 
-    model = load_model(args.model, scale=args.scale)
+    model = load_network(args.model, scale=args.scale)
     card = card_of(model)
     if args.deconv_form == "subpixel" and isinstance(model, models.FSRCNN):
         model = models.fsrcnn_to_subpixel(model)
@@ -316,7 +315,7 @@ def _export(args: argparse.Namespace) -> int:
 def _combine(args: argparse.Namespace) -> int:
     networks = []
     for path in args.weights:
-        network = load_model(path)
+        network = load_network(path)
         if not isinstance(network, models.FSRCNN):
             raise SubpixelError(f"{path} is not an FSRCNN; only FSRCNN heads can be combined")
         networks.append(network)

@@ -208,13 +208,15 @@ class TorchEngine:
         self.precision = precision
         first = next(model.parameters(), None)
         self.device = first.device if first is not None else torch.device("cpu")
+        # A network in float64 (a reference in a test) runs in float64, as it is.
+        self.dtype = torch.float64 if first is not None and first.dtype == torch.float64 else None
         self._run: Any = torch.compile(model, options={"freezing": True}) if compiled else model
         self.name = (
             "torch-compile" if compiled else "torch-channels-last" if channels_last else "torch"
         )
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(_check_input(lr)).to(self.device)
+        x = torch.from_numpy(_check_input(lr)).to(self.device, self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         bf16 = self.precision != "float32"

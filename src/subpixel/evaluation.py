@@ -18,10 +18,10 @@ from torch import nn
 
 from subpixel.errors import ImageError
 from subpixel.images import read_image
-from subpixel.inference import model_traits, upscale_image
 from subpixel.metrics import psnr, ssim
 from subpixel.paths import BENCHMARK_SETS, benchmark_hr_dir
 from subpixel.resize import degrade, imresize, modcrop
+from subpixel.upscaler import Upscaler, as_upscaler
 
 __all__ = [
     "EvaluationReport",
@@ -105,11 +105,11 @@ def _hr_array(path: Path) -> np.ndarray:
     return np.asarray(image)
 
 
-Upscaler = Callable[[np.ndarray], np.ndarray]
+UpscaleFunction = Callable[[np.ndarray], np.ndarray]
 
 
 def evaluate(
-    model: nn.Module,
+    model: Upscaler | nn.Module,
     dataset: str | Path,
     *,
     protocol: str = "matlab",
@@ -118,19 +118,20 @@ def evaluate(
     """Score ``model`` on a benchmark name or a folder of HR images.
 
     Args:
-        model: a network from ``subpixel.load_model``; its scale is the evaluation scale.
+        model: an ``Upscaler`` (scored with its engine and precision) or a network (run as
+            it is, eager float32: the papers' numbers); its scale is the evaluation scale.
         dataset: ``"Set5"``, ``"Set14"``, ``"BSD100"`` or a folder of HR images.
         protocol: ``"matlab"`` (Y rounded to 8 bits, the papers') or ``"float"`` (BasicSR's).
         progress: called as ``progress(done, total, name)`` after each image.
     """
-    scale = model_traits(model).scale
+    upscaler = as_upscaler(model)
     return evaluate_upscaler(
-        lambda lr: upscale_image(lr, model), scale, dataset, protocol=protocol, progress=progress
+        upscaler, upscaler.scale, dataset, protocol=protocol, progress=progress
     )
 
 
 def evaluate_upscaler(
-    upscale: Upscaler,
+    upscale: UpscaleFunction,
     scale: int,
     dataset: str | Path,
     *,

@@ -35,7 +35,7 @@ import json
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +43,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from subpixel.errors import SubpixelError
+from subpixel.errors import ModelError, SubpixelError
 from subpixel.files import atomic_write
-from subpixel.models import ESPCN, FSRCNN, SRCNN, Bicubic
+from subpixel.models import Bicubic
 from subpixel.resize import contributions
-from subpixel.weights import CARD_KEY, ModelCard
+from subpixel.weights import CARD_KEY, ModelCard, card_of
 
 __all__ = [
     "INPUT_NAME",
@@ -63,14 +63,6 @@ INPUT_NAME = "lr"
 OUTPUT_NAME = "sr"
 TRACE_SIZE = (2, 13, 17)  # (B, H, W)
 _MIN_OPSET = 17  # below 18 the exporter converts down from 18 through the onnx C API
-
-# Bare networks (no card attached) are described by their class; ESPCN-7 is an ESPCN config.
-_ARCHITECTURES: dict[type[nn.Module], str] = {
-    ESPCN: "espcn",
-    FSRCNN: "fsrcnn",
-    SRCNN: "srcnn",
-    Bicubic: "bicubic",
-}
 
 
 class ExportError(SubpixelError):
@@ -143,23 +135,13 @@ def _exportable(model: nn.Module) -> nn.Module:
 
 def _card_for(model: nn.Module) -> ModelCard:
     """The card attached to ``model``, or one describing a bare network by its class."""
-    card = getattr(model, "card", None)
-    if isinstance(card, ModelCard):
-        return card
-    architecture = _ARCHITECTURES.get(type(model))
-    if architecture is None:
+    try:
+        return card_of(model)
+    except ModelError as error:
         raise ExportError(
             f"cannot describe a {type(model).__name__} for the ONNX metadata: "
             "attach a card (subpixel.weights.describe) or pass card="
-        )
-    model_config = getattr(model, "config", None)
-    config: dict[str, Any] = {}
-    if is_dataclass(model_config) and not isinstance(model_config, type):
-        config = asdict(model_config)
-    scale = int(config.pop("scale", getattr(model, "scale", 0)))
-    channels = int(config.pop("channels", getattr(model, "channels", 1)))
-    colour_space = "y" if channels == 1 else "rgb"
-    return ModelCard(architecture, scale, channels, colour_space, config=config)
+        ) from error
 
 
 @contextlib.contextmanager

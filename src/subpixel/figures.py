@@ -1149,19 +1149,21 @@ def load_figure_model(
         ModelError: If nothing is found (and ``untrained`` is false) or a file is bad.
     """
     from subpixel import peers
-    from subpixel.weights import bundled_weights, load_model
+    from subpixel.weights import bundled_weights, load_network
 
     def load(file: Path) -> nn.Module:
         if file.suffix == ".pth":
             if architecture != "fsrcnn":
                 raise ModelError(f"only FSRCNN peer .pth files are supported, got {file}")
             return peers.load_yjn870_fsrcnn(file, scale)
-        return load_model(file, scale=scale)
+        return load_network(file, scale=scale)
 
     if path is not None:
         return load(Path(path)), str(path)
     if (architecture, scale) in bundled_weights():
-        return load_model(architecture, scale=scale), f"bundled {architecture}_x{scale}.safetensors"
+        return load_network(
+            architecture, scale=scale
+        ), f"bundled {architecture}_x{scale}.safetensors"
     for candidate in fallbacks:
         if Path(candidate).is_file():
             return load(Path(candidate)), str(candidate)

@@ -31,8 +31,8 @@ output, so no full-size float copy of the output exists.
 Speed. Around the network the arithmetic is ``subpixel.fastpath``'s: Y and the chroma terms
 of RGB in one matrix product at input size, MATLAB bicubic phase by phase, and each output
 colour rounded into the output type in the pass that makes it (OpenCV's kernels when it is
-installed). Which engine runs the network is the model's business: wrap it with
-``subpixel.engines.engine_module`` (``"auto"`` picks the fastest measured).
+installed). Which engine and arithmetic run the network is the model's business
+(``subpixel.Upscaler``): the pipeline only says how many bits the samples have.
 """
 
 from __future__ import annotations
@@ -40,29 +40,26 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar, overload
+from typing import Protocol
 
 import numpy as np
-import torch
 from PIL import Image
 from torch import nn
 
 from subpixel import fastpath
 from subpixel.errors import ImageError, ScaleError
-from subpixel.models.bicubic import Bicubic
-from subpixel.tiling import TilingError, receptive_radius, run_tiled, tile_for_memory
+from subpixel.models.bicubic import REACH
+from subpixel.tiling import TilingError, run_tiled, tile_for_memory
 
 __all__ = [
     "ALPHA_MODES",
     "MAX_SCALE",
-    "model_traits",
+    "Network",
     "output_size",
-    "upscale_array",
-    "upscale_image",
+    "upscale",
+    "upscale_float",
 ]
 
-ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
 Progress = Callable[[int, int], None]
 
 #: The largest total scale accepted; beyond it almost all of the output is interpolation.
@@ -74,25 +71,25 @@ _CONVERTED_TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-@dataclass(frozen=True)
-class ModelTraits:
-    """What the pipeline needs to know about a network."""
+class Network(Protocol):
+    """What the pipeline needs of a model (``subpixel.Upscaler`` is one)."""
 
-    scale: int
-    colour_space: str  # "y" or "rgb"
+    @property
+    def scale(self) -> int: ...  # the network's own scale r
 
+    @property
+    def colour_space(self) -> str: ...  # "y" or "rgb"
 
-def model_traits(model: nn.Module) -> ModelTraits:
-    """Scale and colour space from the model's card, or from its config for a bare network."""
-    card = getattr(model, "card", None)
-    if card is not None:
-        return ModelTraits(card.scale, card.colour_space)
-    config = getattr(model, "config", model)
-    scale = getattr(config, "scale", None)
-    channels = getattr(config, "channels", 1)
-    if scale is None:
-        raise ValueError("cannot tell the model's scale: give it a card or a config with .scale")
-    return ModelTraits(int(scale), "y" if channels == 1 else "rgb")
+    @property
+    def receptive_radius(self) -> int: ...  # LR pixels of context a tile needs
+
+    @property
+    def network(self) -> nn.Module: ...  # its layers size the tiles for a memory budget
+
+    def run(self, lr: np.ndarray, *, bits: int = 8) -> np.ndarray:
+        """(B, C, H, W) float32 in [0, 1] -> (B, C, rH, rW), in the arithmetic chosen for
+        inputs of ``bits`` bits per sample."""
+        ...
 
 
 def output_size(height: int, width: int, scale: float | None, native: int) -> tuple[int, int]:
@@ -126,39 +123,33 @@ def output_size(height: int, width: int, scale: float | None, native: int) -> tu
     return out
 
 
-def _run(model: nn.Module, planes: np.ndarray) -> np.ndarray:
+def _run(net: Network, planes: np.ndarray, bits: int) -> np.ndarray:
     """(C, H, W) float32 planes -> network -> (C, rH, rW) float32 planes."""
-    first = next(model.parameters(), None)
-    device = first.device if first is not None else torch.device("cpu")
-    dtype = first.dtype if first is not None else torch.float32
-    lr = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))[None]
-    with torch.inference_mode():
-        sr = model(lr.to(device=device, dtype=dtype))  # (1, C, rH, rW)
-    return np.asarray(sr[0].float().cpu().numpy(), dtype=np.float32)
+    lr = np.ascontiguousarray(planes, dtype=np.float32)[None]
+    return np.asarray(net.run(lr, bits=bits)[0], dtype=np.float32)
 
 
-def _network_planes(
-    planes: np.ndarray, model: nn.Module, traits: ModelTraits
-) -> tuple[np.ndarray, float, float]:
+def _network_planes(planes: np.ndarray, net: Network, bits: int) -> tuple[np.ndarray, float, float]:
     """(C, H, W) colour planes in [0, 1] (C = 1 gray, 3 RGB) through the network.
 
     Returns (C, rH, rW) planes and the (gain, offset) that bring them back to [0, 1]: a Y
     network sees gray as studio-swing Y (as R = G = B would be), so its output is mapped
     back from it; an RGB network sees gray as R = G = B and gives the mean of its colours.
     """
-    if traits.colour_space == "rgb":
+    if net.colour_space == "rgb":
         if planes.shape[0] == 1:
-            return _run(model, np.repeat(planes, 3, axis=0)).mean(axis=0, keepdims=True), 1.0, 0.0
-        return _run(model, planes), 1.0, 0.0
+            grey = _run(net, np.repeat(planes, 3, axis=0), bits)
+            return grey.mean(axis=0, keepdims=True), 1.0, 0.0
+        return _run(net, planes, bits), 1.0, 0.0
     y = (16.0 + 219.0 * planes) / 255.0
-    return _run(model, y), 255.0 / 219.0, -16.0 / 219.0
+    return _run(net, y, bits), 255.0 / 219.0, -16.0 / 219.0
 
 
 def _upscale_tile(
     crop: np.ndarray,
     peak: float,
-    model: nn.Module,
-    traits: ModelTraits,
+    net: Network,
+    bits: int,
     *,
     has_alpha: bool,
     alpha: str,
@@ -176,27 +167,27 @@ def _upscale_tile(
     planes: list[np.ndarray] = []  # (rh, rw) float32 each
     gains: list[float] = []
     addends: list[np.ndarray | float] = []
-    if colours == 3 and traits.colour_space == "y":
+    if colours == 3 and net.colour_space == "y":
         y, chroma = fastpath.split_luma(crop[..., :3], peak, out_peak)
-        y_sr = _run(model, y[None])[0]
+        y_sr = _run(net, y[None], bits)[0]
         if not has_alpha:
-            return fastpath.rgb_from_luma(y_sr, chroma, traits.scale, out_peak, out_dtype)
+            return fastpath.rgb_from_luma(y_sr, chroma, net.scale, out_peak, out_dtype)
         planes += [y_sr] * 3
         gains += fastpath.luma_gains(out_peak)
-        addends += fastpath.bicubic_planes(chroma, traits.scale)
+        addends += fastpath.bicubic_planes(chroma, net.scale)
     else:
         colour = _planes(crop[..., :colours], peak)
-        sr, gain, offset = _network_planes(colour, model, traits)
+        sr, gain, offset = _network_planes(colour, net, bits)
         planes += list(sr)
         gains += [gain * out_peak] * colours
         addends += [offset * out_peak] * colours
     if has_alpha:
         plane = _planes(crop[..., colours:], peak)  # (1, h, w)
         if alpha == "network":
-            sr, gain, offset = _network_planes(plane, model, traits)
+            sr, gain, offset = _network_planes(plane, net, bits)
             planes.append(sr[0])
         else:
-            planes += fastpath.bicubic_planes([plane[0]], traits.scale)
+            planes += fastpath.bicubic_planes([plane[0]], net.scale)
             gain, offset = 1.0, 0.0
         gains.append(gain * out_peak)
         addends.append(offset * out_peak)
@@ -211,15 +202,8 @@ def _planes(values: np.ndarray, peak: float) -> np.ndarray:
     return planes
 
 
-def _layers_of(model: nn.Module) -> nn.Module:
-    """The module whose layers describe the computation: an engine wrapper
-    (``subpixel.engines.EngineModule``) keeps the network it runs as ``.network``."""
-    network = getattr(model, "network", None)
-    return network if isinstance(network, nn.Module) else model
-
-
 def _choose_tile(
-    model: nn.Module,
+    net: Network,
     channels: int,
     tile: int | None,
     max_memory: int | None,
@@ -230,16 +214,17 @@ def _choose_tile(
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         raise TilingError(f"tile must be a positive integer number of pixels, got {tile!r}")
     if max_memory is not None:
-        return tile_for_memory(_layers_of(model), channels, max_memory, scale=scale)
+        return tile_for_memory(net.network, channels, max_memory, scale=scale)
     return tile
 
 
 def _upscale(
     source: np.ndarray,
     peak: float,
-    model: nn.Module,
+    net: Network,
     out_dtype: type[np.generic],
     *,
+    bits: int,
     has_alpha: bool,
     scale: float | None,
     tile: int | None,
@@ -252,7 +237,6 @@ def _upscale(
     A float ``out_dtype`` keeps the clipped [0, 1] values; an integer one is quantised to
     ``0..peak``.
     """
-    traits = model_traits(model)
     if alpha not in ALPHA_MODES:
         raise ValueError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
     colours = source.shape[-1] - int(has_alpha)
@@ -261,9 +245,9 @@ def _upscale(
     height, width = source.shape[:2]
     if min(height, width) < 1:
         raise ImageError(f"image is empty: {width}x{height} pixels")
-    out_h, out_w = output_size(height, width, scale, traits.scale)
-    tile = _choose_tile(model, source.shape[-1], tile, max_memory, scale)
-    native = (out_h, out_w) == (traits.scale * height, traits.scale * width)
+    out_h, out_w = output_size(height, width, scale, net.scale)
+    tile = _choose_tile(net, source.shape[-1], tile, max_memory, scale)
+    native = (out_h, out_w) == (net.scale * height, net.scale * width)
     quantise = np.issubdtype(out_dtype, np.integer)
     # At the native scale nothing follows the network, so a tile's output is final: it is
     # rounded into the output type in the pass that makes it. Otherwise it stays float
@@ -275,8 +259,8 @@ def _upscale(
         return _upscale_tile(
             crop,
             peak,
-            model,
-            traits,
+            net,
+            bits,
             has_alpha=has_alpha,
             alpha=alpha,
             out_dtype=tile_dtype,
@@ -294,7 +278,7 @@ def _upscale(
     radius = 0
     if tile is not None and tile < max(height, width):
         # Chroma and bicubic alpha go by bicubic in the same tiles: cover its taps too.
-        radius = max(receptive_radius(_layers_of(model)), receptive_radius(Bicubic(traits.scale)))
+        radius = max(net.receptive_radius, REACH)
     out = np.empty((out_h, out_w, source.shape[-1]), dtype=out_dtype)
 
     def write(rows: slice, cols: slice, block: np.ndarray) -> None:
@@ -307,7 +291,7 @@ def _upscale(
     run_tiled(
         upscale,
         source,
-        traits.scale,
+        net.scale,
         write,
         out_shape=(out_h, out_w),
         tile=tile,
@@ -317,9 +301,9 @@ def _upscale(
     return out
 
 
-def upscale_array(
+def upscale_float(
     planes: np.ndarray,
-    model: nn.Module,
+    net: Network,
     *,
     has_alpha: bool = False,
     scale: float | None = None,
@@ -331,13 +315,8 @@ def upscale_array(
     """Upscale a float (H, W, C) array in [0, 1], C in {1, 3} plus an optional last alpha plane.
 
     Returns float32 (H', W', C) clipped to [0, 1], where (H', W') is ``output_size``. The
-    keywords are those of ``upscale_image``; this is its float form, without quantisation.
-
-    Example:
-        >>> import numpy as np, subpixel
-        >>> model = subpixel.load_model("bicubic", scale=2)
-        >>> upscale_array(np.zeros((4, 6, 3), np.float32), model, scale=2.5, tile=3).shape
-        (10, 15, 3)
+    keywords are those of ``upscale``; this is its float form, without quantisation, and
+    runs the network as for inputs of more than 16 bits.
     """
     planes = np.asarray(planes)
     if planes.ndim != 3:
@@ -345,8 +324,9 @@ def upscale_array(
     return _upscale(
         planes,
         1.0,
-        model,
+        net,
         np.float32,
+        bits=32,
         has_alpha=has_alpha,
         scale=scale,
         tile=tile,
@@ -391,31 +371,9 @@ def _pil_to_array(image: Image.Image) -> tuple[np.ndarray, str]:
     raise ImageError(f"unsupported image mode {image.mode!r}")
 
 
-@overload
-def upscale_image(
-    image: Image.Image,
-    model: nn.Module,
-    *,
-    scale: float | None = None,
-    tile: int | None = None,
-    max_memory: int | None = None,
-    progress: Progress | None = None,
-    alpha: str = "bicubic",
-) -> Image.Image: ...
-@overload
-def upscale_image(
-    image: np.ndarray,
-    model: nn.Module,
-    *,
-    scale: float | None = None,
-    tile: int | None = None,
-    max_memory: int | None = None,
-    progress: Progress | None = None,
-    alpha: str = "bicubic",
-) -> np.ndarray: ...
-def upscale_image(
+def upscale(
     image: Image.Image | np.ndarray,
-    model: nn.Module,
+    net: Network,
     *,
     scale: float | None = None,
     tile: int | None = None,
@@ -423,42 +381,16 @@ def upscale_image(
     progress: Progress | None = None,
     alpha: str = "bicubic",
 ) -> Image.Image | np.ndarray:
-    """Upscale a PIL image or a uint8/uint16 numpy array with ``model``; returns the same kind.
+    """Upscale a PIL image or a uint8/uint16 array with ``net``; returns the same kind.
 
-    Args:
-        image: a PIL image (modes as in ``subpixel.images``) or an (H, W), (H, W, 1..4)
-            uint8/uint16 array (2 or 4 channels: the last is alpha).
-        model: a network from ``subpixel.load_model`` (or any with a card or config).
-        scale: total factor, integer or not, in [1, 16]; ``None`` is the model's own. A
-            factor other than the model's is reached by MATLAB bicubic after the network;
-            each side becomes ``round(side * scale)`` (see the module docstring).
-        tile: process the image in tiles of ``tile x tile`` input pixels (plus a margin
-            of the network's receptive radius); the result is the same as untiled.
-        max_memory: choose the largest tile whose working memory is estimated to fit this
-            many bytes (not with ``tile``): the arrays one tile works with, not the
-            process (the image, the output and the libraries come on top).
-        progress: called as ``progress(done_tiles, total_tiles)`` after each tile.
-        alpha: ``"bicubic"`` (default) or ``"network"``: how an alpha plane is upscaled.
-
-    Raises:
-        ImageError: unsupported or empty image.
-        ScaleError: a scale outside the rule above.
-        TilingError: a tile below 1, both ``tile`` and ``max_memory``, or a budget too
-            small for any tile (``subpixel.tiling``).
-
-    Example:
-        >>> import numpy as np, subpixel
-        >>> model = subpixel.load_model("bicubic", scale=2)
-        >>> subpixel.upscale_image(np.zeros((4, 6, 3), np.uint8), model).shape
-        (8, 12, 3)
-        >>> subpixel.upscale_image(np.zeros((4, 6, 3), np.uint8), model, scale=1.5).shape
-        (6, 9, 3)
+    The keywords are ``subpixel.upscale_image``'s (which documents them). 16-bit inputs
+    ask ``net`` for the arithmetic of 16-bit samples (``Network.run``'s ``bits``).
     """
     if isinstance(image, Image.Image):
         array, _mode = _pil_to_array(image)
-        out = upscale_image(
+        out = upscale(
             array,
-            model,
+            net,
             scale=scale,
             tile=tile,
             max_memory=max_memory,
@@ -472,8 +404,9 @@ def upscale_image(
     out = _upscale(
         array,
         peak,
-        model,
+        net,
         array.dtype.type,
+        bits=8 * array.dtype.itemsize,
         has_alpha=has_alpha,
         scale=scale,
         tile=tile,

@@ -34,10 +34,15 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from subpixel.weights import ModelCard
 
 __all__ = [
     "BFLOAT16_LOSS_LIMIT_DB",
@@ -49,7 +54,10 @@ __all__ = [
     "first_layer_in_float32",
     "float32_layers",
     "native_bfloat16",
+    "precision_for_card",
+    "precision_for_metrics",
     "recorded_bfloat16_loss",
+    "recorded_losses",
     "resolve_precision",
 ]
 
@@ -98,11 +106,18 @@ def recorded_bfloat16_loss(
     """The loss of ``precision`` (``"bfloat16"`` or ``"mixed"``) on each of
     ``LOSS_DATASETS`` recorded on the model's card, or None if any is missing (or the model
     has no card)."""
-    key = LOSS_KEYS[precision]
+    from subpixel.weights import ModelCard
+
     card = getattr(model, "card", None)
-    metrics = getattr(card, "metrics", None)
-    if not isinstance(metrics, dict):
-        return None
+    return recorded_losses(card.metrics, precision) if isinstance(card, ModelCard) else None
+
+
+def recorded_losses(
+    metrics: Mapping[str, Any], precision: str = "bfloat16"
+) -> dict[str, float] | None:
+    """The loss of ``precision`` (``"bfloat16"`` or ``"mixed"``) on each of
+    ``LOSS_DATASETS`` in a card's ``metrics``, or None if any is missing."""
+    key = LOSS_KEYS[precision]
     losses = {}
     for dataset in LOSS_DATASETS:
         entry = metrics.get(dataset)
@@ -114,17 +129,32 @@ def recorded_bfloat16_loss(
 
 
 def resolve_precision(model: nn.Module, precision: str) -> str:
-    """``precision`` itself, or for ``"auto"``: on a device with native bfloat16, the first
-    of ``"bfloat16"`` and ``"mixed"`` whose loss recorded on the card is below
-    ``BFLOAT16_LOSS_LIMIT_DB`` on every set; else ``"float32"``."""
+    """``precision`` itself, or for ``"auto"``: ``precision_for_metrics`` of the model's
+    card (float32 for a model without one) on the model's device."""
     if precision != "auto":
         return precision
+    from subpixel.weights import ModelCard
+
+    card = getattr(model, "card", None)
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
+    return precision_for_metrics(card.metrics if isinstance(card, ModelCard) else {}, device)
+
+
+def precision_for_card(card: ModelCard, device: str | torch.device = "cpu") -> str:
+    """The precision ``"auto"`` means for 8-bit images with ``card``'s network on ``device``
+    (``precision_for_metrics``)."""
+    return precision_for_metrics(card.metrics, device)
+
+
+def precision_for_metrics(metrics: Mapping[str, Any], device: str | torch.device = "cpu") -> str:
+    """On a device with native bfloat16, the first of ``"bfloat16"`` and ``"mixed"`` whose
+    loss recorded in ``metrics`` is below ``BFLOAT16_LOSS_LIMIT_DB`` on every set; else
+    ``"float32"``."""
     if not native_bfloat16(device):
         return "float32"
     for reduced in LOSS_KEYS:
-        losses = recorded_bfloat16_loss(model, reduced)
+        losses = recorded_losses(metrics, reduced)
         if losses is not None and max(losses.values()) < BFLOAT16_LOSS_LIMIT_DB:
             return reduced
     return "float32"

@@ -113,14 +113,16 @@ def measure_losses(
 ) -> dict[str, dict[str, float]]:
     """``measure_bfloat16_loss`` for each of ``precisions`` (precision -> dataset -> loss),
     the float32 reference evaluated once per dataset."""
-    from subpixel.engines import EngineModule, make_engine
     from subpixel.evaluation import evaluate
+    from subpixel.upscaler import Upscaler
+    from subpixel.weights import card_of
 
+    card = card_of(model)
     runs = {
         precision: [
-            emulate_bfloat16(model, precision)
+            Upscaler(emulate_bfloat16(model, precision), card, engine="torch", cache_file=None)
             if name == EMULATED
-            else EngineModule(make_engine(model, name, precision=precision), model)
+            else Upscaler(model, card, engine=name, precision=precision, cache_file=None)
             for name in (engines or bfloat16_engines())
         ]
         for precision in precisions

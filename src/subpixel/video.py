@@ -85,8 +85,8 @@ except ImportError as error:
 
 from subpixel.batch import IMAGE_EXTENSIONS
 from subpixel.files import atomic_path
-from subpixel.inference import ModelTraits, model_traits, upscale_array
 from subpixel.resize import cubic
+from subpixel.upscaler import Upscaler, as_upscaler
 
 __all__ = ["VideoError", "VideoReport", "upscale_video"]
 
@@ -154,7 +154,7 @@ class VideoReport:
 def upscale_video(
     source: Source,
     target: Target,
-    model: nn.Module,
+    model: Upscaler | nn.Module | str | Path,
     *,
     codec: str = "libx264",
     crf: int = 18,
@@ -172,7 +172,8 @@ def upscale_video(
         target: the output file (its extension picks the container: ``.mp4``, ``.mkv``,
             ``.mov``, ``.y4m``, ...), ``"-"`` for stdout, or a writable binary file object.
             Files are written atomically; the target may not be the source.
-        model: a network from ``subpixel.load_model`` (or any with a card or config).
+        model: an ``Upscaler`` (``subpixel.load_model``), a bundled name or weights file, or
+            a network (run as it is: ``subpixel.upscaler.as_upscaler``).
         codec: video encoder; ignored for y4m, which holds raw frames.
         crf: constant rate factor, passed to the encoder (x264/x265: 0 lossless, 18 visually
             lossless, 23 default).
@@ -202,7 +203,7 @@ def upscale_video(
     """
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-    traits = model_traits(model)
+    upscaler = as_upscaler(model)
     _check_encoder(codec)
     _check_target(target, codec, output_format)
     _refuse_overwrite(source, target)
@@ -219,8 +220,7 @@ def upscale_video(
                 output_container,
                 video_in,
                 others_in,
-                model,
-                traits,
+                upscaler,
                 _EncoderSettings(codec, crf, preset, pixel_format),
                 _chroma_offset(video_in, head),
                 progress,
@@ -422,8 +422,7 @@ def _transcode(
     output_container: OutputContainer,
     video_in: VideoStream,
     others_in: list[Stream],
-    model: nn.Module,
-    traits: ModelTraits,
+    upscaler: Upscaler,
     settings: _EncoderSettings,
     chroma_offset: float,
     progress: Progress | None,
@@ -443,7 +442,7 @@ def _transcode(
     # by swscale, which takes untagged chroma as centred.
     raw = output_container.format.name == PIPE_FORMAT
     left = not raw and settings.pixel_format == "yuv420p"
-    chroma = _ChromaUpscaler(traits.scale, _LEFT if left else _CENTRE)
+    chroma = _ChromaUpscaler(upscaler.scale, _LEFT if left else _CENTRE)
     try:
         for packet in input_container.demux(video_in, *demuxed):
             if packet.is_corrupt:  # e.g. the last, cut-off packet of a truncated file
@@ -463,7 +462,7 @@ def _transcode(
                 if video_out is None:
                     # The header is written at the first mux: every stream must exist by then.
                     video_out = _add_video_stream(
-                        output_container, video_in, frame, traits.scale, settings
+                        output_container, video_in, frame, upscaler.scale, settings
                     )
                     copies = _add_copied_streams(output_container, others_in)
                     _copy_metadata(input_container, output_container)
@@ -476,7 +475,7 @@ def _transcode(
                         f"{video_out.input_size[1]} to {frame.width}x{frame.height}), which "
                         "is not supported"
                     )
-                sr = _upscale_frame(frame, model, traits, chroma, chroma_offset, video_out.size)
+                sr = _upscale_frame(frame, upscaler, chroma, chroma_offset, video_out.size)
                 sr = sr if sr.format.name == settings.pixel_format else _convert(sr, settings)
                 sr.pts = video_out.pts(frame, frames)
                 sr.time_base = video_out.time_base
@@ -685,11 +684,6 @@ def _convert(frame: VideoFrame, settings: _EncoderSettings) -> VideoFrame:
         raise VideoError(f"cannot convert frames to {settings.pixel_format!r}: {error}") from error
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
-
-
 def _plane(frame: VideoFrame, index: int) -> np.ndarray:
     """Plane ``index`` of an 8-bit planar frame as (h, w) uint8, line padding dropped."""
     plane = frame.planes[index]
@@ -699,8 +693,7 @@ def _plane(frame: VideoFrame, index: int) -> np.ndarray:
 
 def _upscale_frame(
     frame: VideoFrame,
-    model: nn.Module,
-    traits: ModelTraits,
+    upscaler: Upscaler,
     chroma: _ChromaUpscaler,
     chroma_offset: float,
     size: tuple[int, int],
@@ -710,11 +703,11 @@ def _upscale_frame(
     ``chroma_offset`` is where the decoder's 4:2:0 chroma sits (see ``_ChromaUpscaler``).
     """
     width, height = size
-    device = _device_of(model)
-    if traits.colour_space == "rgb":
+    device = upscaler.device
+    if upscaler.colour_space == "rgb":
         rgb = frame.to_ndarray(format="rgb24", interpolation=_SWSCALE_FLAGS)
-        sr = upscale_array(rgb.astype(np.float32) / 255.0, model)[:height, :width]
-        hr = VideoFrame.from_ndarray(np.rint(sr * 255.0).astype(np.uint8), format="rgb24")
+        sr = upscaler(rgb)[:height, :width]  # uint8 in, uint8 out (rounded half to even)
+        hr = VideoFrame.from_ndarray(np.ascontiguousarray(sr), format="rgb24")
         # 4:4:4 with the matrix and range the frame was decoded with (no chroma resampling,
         # so no siting question), then 4:2:0 sited like the output's chroma.
         yuv444 = hr.reformat(
@@ -733,7 +726,7 @@ def _upscale_frame(
     y = torch.from_numpy(_plane(yuv, 0).astype(np.float32))[None, None].to(device)  # (1, 1, H, W)
     if full_range:
         y = 16.0 + y * (219.0 / 255.0)  # full swing -> studio swing, as the networks expect
-    y_sr = model(y / 255.0) * 255.0  # (1, 1, rH, rW)
+    y_sr = upscaler.run_tensor(y / 255.0) * 255.0  # (1, 1, rH, rW)
     if full_range:
         y_sr = (y_sr - 16.0) * (255.0 / 219.0)
     uv_lr = np.stack([_plane(yuv, 1), _plane(yuv, 2)]).astype(np.float32)  # (2, H/2, W/2)

@@ -2,14 +2,14 @@
 
 A file holds the network's state dict and one metadata entry, ``subpixel.card``: a JSON
 ``ModelCard`` (architecture, config, scale, channels, colour space, degradation, training
-record, metrics). ``load_model`` builds the architecture from the card and loads the tensors.
+record, metrics). ``load_network`` builds the architecture from the card and loads the tensors.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,14 @@ from subpixel.errors import ModelError, ScaleError
 from subpixel.files import atomic_write
 from subpixel.reparam import Collapsible
 
-__all__ = ["ModelCard", "bundled_weights", "card_of", "load_model", "load_weights", "save_weights"]
+__all__ = [
+    "ModelCard",
+    "bundled_weights",
+    "card_of",
+    "load_network",
+    "load_weights",
+    "save_weights",
+]
 
 CARD_KEY = "subpixel.card"
 FORMAT_KEY = "format"
@@ -85,23 +92,29 @@ class ModelCard:
 
 
 def card_of(model: nn.Module) -> ModelCard:
-    """The card attached to a loaded model, or one describing a freshly built one."""
+    """The card attached to a loaded or described model, or one describing a bare network
+    of a known class from its config (ESPCN, FSRCNN, SRCNN, ReparamSR, Bicubic).
+
+    Raises:
+        ModelError: a network of another class without a card.
+    """
     card = getattr(model, _CARD_ATTR, None)
     if isinstance(card, ModelCard):
         return card
-    raise ModelError("model has no card; build it with describe() or load it with load_model()")
+    architecture = models.architecture_of(model)
+    if architecture is None:
+        raise ModelError(
+            f"a {type(model).__name__} has no card: attach one with describe() "
+            "or load it with subpixel.weights.load_network()"
+        )
+    return _card_from_config(model, architecture)
 
 
-def describe(model: nn.Module, architecture: str, **card_fields: Any) -> ModelCard:
-    """Make a card for ``model`` (built by ``models.build(architecture, ...)``) and attach it."""
-    model_config = getattr(model, "config", None)
-    config: dict[str, Any] = {}
-    if is_dataclass(model_config) and not isinstance(model_config, type):
-        config = asdict(model_config)
-    scale = config.pop("scale", getattr(model, "scale", None))
-    channels = config.pop("channels", getattr(model, "channels", 1))
+def _card_from_config(model: nn.Module, architecture: str, **card_fields: Any) -> ModelCard:
+    config = models.settings_of(model)
+    scale, channels = config.pop("scale"), config.pop("channels")
     colour_space = card_fields.pop("colour_space", "y" if channels == 1 else "rgb")
-    card = ModelCard(
+    return ModelCard(
         architecture=architecture,
         scale=int(scale),
         channels=int(channels),
@@ -109,6 +122,11 @@ def describe(model: nn.Module, architecture: str, **card_fields: Any) -> ModelCa
         config=config,
         **card_fields,
     )
+
+
+def describe(model: nn.Module, architecture: str, **card_fields: Any) -> ModelCard:
+    """Make a card for ``model`` (built by ``models.build(architecture, ...)``) and attach it."""
+    card = _card_from_config(model, architecture, **card_fields)
     setattr(model, _CARD_ATTR, card)
     return card
 
@@ -231,7 +249,7 @@ def native_scales(name_or_path: str | Path) -> list[int]:
         return scales
     if text == "bicubic":
         return list(BICUBIC_SCALES)
-    load_model(text)  # raises the right error for an unknown or weightless name
+    load_network(text)  # raises the right error for an unknown or weightless name
     return []
 
 
@@ -247,12 +265,13 @@ def choose_native_scale(scales: list[int], requested: float) -> int:
     return max(below) if below else min(scales)
 
 
-def load_model(
+def load_network(
     name_or_path: str | Path = DEFAULT_MODEL,
     scale: int | None = None,
     device: str | torch.device = "cpu",
 ) -> nn.Module:
-    """A ready network (eval mode, card attached as ``model.card``) by name or weights file.
+    """The network (eval mode, card attached as ``.card``) of a bundled name or weights file:
+    what training, export and ``subpixel.load_model`` (the ready ``Upscaler``) start from.
 
     Args:
         name_or_path: a ``.safetensors`` file, a bundled model's name (``subpixel models``
@@ -268,8 +287,7 @@ def load_model(
         ScaleError: a scale the model does not support.
 
     Example:
-        >>> model = load_model("bicubic", scale=2)
-        >>> model.card.scale
+        >>> load_network("bicubic", scale=2).card.scale
         2
     """
     device = resolve_device(device)

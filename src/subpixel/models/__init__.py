@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from torch import nn
@@ -44,10 +45,12 @@ __all__ = [
     "ReparamSR",
     "ReparamSRConfig",
     "SRCNNConfig",
+    "architecture_of",
     "build",
     "combine_fsrcnn_heads",
     "fsrcnn_to_subpixel",
     "measure_complexity",
+    "settings_of",
 ]
 
 
@@ -106,6 +109,38 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "ecbsr": _ecbsr,
     "sesr": _sesr,
     "bicubic": _bicubic,
+}
+
+
+def architecture_of(model: nn.Module) -> str | None:
+    """The ``BUILDERS`` name a network of one of these classes is rebuilt by (with its
+    config), or None for another class. (ESPCN-7 and FSRCNN-s are ESPCN and FSRCNN
+    configurations.)"""
+    if isinstance(model, ReparamSR):
+        return "ecbsr" if model.config.block == "ecb" else "sesr"
+    for cls, name in _ARCHITECTURES.items():
+        if type(model) is cls:
+            return name
+    return None
+
+
+def settings_of(model: nn.Module) -> dict[str, Any]:
+    """``scale``, ``channels`` and the other config fields of a network of one of these
+    classes, as keywords for ``build``."""
+    if isinstance(model, Bicubic):
+        return {"scale": model.scale, "channels": model.channels}
+    config = model.config
+    if not is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"a {type(model).__name__} has no config dataclass")
+    return dict(asdict(config))
+
+
+_ARCHITECTURES: dict[type[nn.Module], str] = {
+    ESPCN: "espcn",
+    FSRCNN: "fsrcnn",
+    MultiScaleFSRCNN: "fsrcnn-multiscale",
+    SRCNN: "srcnn",
+    Bicubic: "bicubic",
 }
 
 

@@ -1,0 +1,428 @@
+"""The ready model: a network with its card, engine, precision and device, behind one call.
+
+``subpixel.load_model`` returns an :class:`Upscaler`. It is what every entry point runs — the
+CLI, ``subpixel.upscale_image``, video, evaluation and the benchmarks — so the Python face
+gets the same path as ``subpixel upscale``: the engine measured fastest on this machine
+(``engine="auto"``, ``subpixel.engines``) in the precision the card allows
+(``precision="auto"``, ``subpixel.precision``).
+
+Exactness. ``precision="auto"`` runs 8-bit images in the card's precision (bfloat16 or
+"mixed" only where its recorded loss is under 0.05 dB, on hardware with native bfloat16), and
+16-bit images and float arrays always in float32: bfloat16 keeps 8 significant bits, which
+would cut a 16-bit gradient to a few hundred levels. The automatic engine is one whose tiles
+matched the whole image bit for bit when it was chosen, so tiled and untiled results are the
+same (``subpixel.engines``).
+
+Engines are built on first use, one per precision, and kept: making an Upscaler costs only
+the weights; the first image pays for the engine (a calibration the first time on a machine,
+a cache read after).
+
+Example:
+    >>> import numpy as np, subpixel
+    >>> upscaler = subpixel.load_model("bicubic", scale=2)
+    >>> upscaler(np.zeros((4, 6, 3), np.uint8)).shape
+    (8, 12, 3)
+    >>> upscaler.scale, upscaler.colour_space
+    (2, 'y')
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from subpixel import inference
+from subpixel.engines import ENGINES, PRECISIONS, Engine, EngineError, make_engine
+from subpixel.precision import precision_for_card
+from subpixel.tiling import receptive_radius
+from subpixel.weights import DEFAULT_MODEL, ModelCard, card_of, load_network
+
+if TYPE_CHECKING:
+    from subpixel.video import Source, Target, VideoReport
+
+__all__ = [
+    "DEFAULT_CACHE",
+    "Upscaler",
+    "as_upscaler",
+    "load_model",
+    "upscale_array",
+    "upscale_image",
+]
+
+Progress = Callable[[int, int], None]
+
+#: ``cache_file`` meaning the user's engine cache (``engines.default_cache_file()``).
+DEFAULT_CACHE = "default"
+
+
+class Upscaler:
+    """A network ready to upscale: card, engine, precision and device decided in one place.
+
+    Call it on a PIL image or a uint8/uint16 numpy array (H, W[, C]); it returns the same
+    kind (see ``subpixel.inference`` for modes, alpha, scales and tiles).
+
+    Args:
+        network: the network (eval mode is set); its parameters' device is where it runs.
+        card: what the network is (scale, channels, colour space, recorded losses).
+        engine: ``"auto"`` (the fastest tile-exact engine, measured once per machine) or one
+            of ``subpixel.engines.ENGINES``.
+        precision: ``"auto"`` (see the module docstring) or one of
+            ``subpixel.engines.PRECISIONS``; a named precision is used for every input.
+        threads: threads for ONNX Runtime / OpenVINO (PyTorch's are process-wide:
+            ``subpixel.engines.set_threads``).
+        cache_file: where ``"auto"`` engine choices are remembered: ``"default"`` (the
+            user's cache folder), a path, or ``None`` (this process only).
+
+    Raises:
+        EngineError: an unknown engine or precision name.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        card: ModelCard,
+        *,
+        engine: str = "auto",
+        precision: str = "auto",
+        threads: int | None = None,
+        cache_file: str | Path | None = DEFAULT_CACHE,
+    ) -> None:
+        if engine not in ("auto", *ENGINES):
+            raise EngineError(f"unknown engine {engine!r}; choose from auto, {', '.join(ENGINES)}")
+        if precision not in ("auto", *PRECISIONS):
+            choices = ", ".join(("auto", *PRECISIONS))
+            raise EngineError(f"unknown precision {precision!r}; choose from {choices}")
+        self.network = network.eval()
+        self.card = card
+        self.engine = engine
+        self.precision = precision
+        self.threads = threads
+        self._cache_file = cache_file
+        first = next(network.parameters(), None)
+        self.device = first.device if first is not None else torch.device("cpu")
+        self._engines: dict[str, Engine] = {}
+
+    @classmethod
+    def from_network(cls, network: nn.Module, **options: Any) -> Upscaler:
+        """An Upscaler for a network built or trained in this process (its card attached,
+        or described from its class and config: ``subpixel.weights.card_of``)."""
+        return cls(network, card_of(network), **options)
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def scale(self) -> int:
+        """The network's own (native) scale."""
+        return self.card.scale
+
+    @property
+    def channels(self) -> int:
+        """Channels the network takes: 1 (Y) or 3 (RGB)."""
+        return self.card.channels
+
+    @property
+    def colour_space(self) -> str:
+        """``"y"`` (BT.601 studio-swing luminance; chroma by bicubic) or ``"rgb"``."""
+        return self.card.colour_space
+
+    @property
+    def name(self) -> str:
+        """The model's name (``ModelCard.name``)."""
+        return self.card.name
+
+    @functools.cached_property
+    def receptive_radius(self) -> int:
+        """LR pixels of context a tile needs on each side (``subpixel.tiling``)."""
+        return receptive_radius(self.network)
+
+    def __repr__(self) -> str:
+        return (
+            f"Upscaler({self.name} x{self.scale}, {self.colour_space}, engine={self.engine}, "
+            f"precision={self.precision}, device={self.device})"
+        )
+
+    # ------------------------------------------------------------------ the network
+    def precision_for(self, bits: int = 8) -> str:
+        """The arithmetic an input of ``bits`` bits per sample runs in: the named precision,
+        or for ``"auto"`` float32 above 8 bits and the card's choice at 8
+        (``subpixel.precision.precision_for_card``)."""
+        if self.precision != "auto":
+            return self.precision
+        if bits > 8:
+            return "float32"
+        return precision_for_card(self.card, self.device)
+
+    def engine_for(self, precision: str) -> Engine:
+        """The engine that runs ``precision`` (built on first use, then kept)."""
+        engine = self._engines.get(precision)
+        if engine is None:
+            engine = make_engine(
+                self.network,
+                self.engine,
+                precision=precision,
+                threads=self.threads,
+                cache_file=self._engine_cache(),
+            )
+            self._engines[precision] = engine
+        return engine
+
+    def _engine_cache(self) -> Path | None:
+        if self._cache_file == DEFAULT_CACHE:
+            from subpixel.engines import default_cache_file
+
+            return default_cache_file()
+        return None if self._cache_file is None else Path(self._cache_file)
+
+    def run(self, lr: np.ndarray, *, bits: int = 8) -> np.ndarray:
+        """The network alone: (B, C, H, W) float32 in [0, 1] -> (B, C, rH, rW) float32."""
+        return self.engine_for(self.precision_for(bits))(lr)
+
+    def run_tensor(self, lr: torch.Tensor, *, bits: int = 8) -> torch.Tensor:
+        """``run`` for a tensor (B, C, H, W) on this Upscaler's device; the result stays there."""
+        sr = self.run(lr.detach().float().cpu().numpy(), bits=bits)
+        return torch.from_numpy(np.ascontiguousarray(sr)).to(lr.device)
+
+    # ------------------------------------------------------------------ images
+    @overload
+    def __call__(
+        self,
+        image: Image.Image,
+        *,
+        scale: float | None = None,
+        tile: int | None = None,
+        max_memory: int | None = None,
+        progress: Progress | None = None,
+        alpha: str = "bicubic",
+    ) -> Image.Image: ...
+    @overload
+    def __call__(
+        self,
+        image: np.ndarray,
+        *,
+        scale: float | None = None,
+        tile: int | None = None,
+        max_memory: int | None = None,
+        progress: Progress | None = None,
+        alpha: str = "bicubic",
+    ) -> np.ndarray: ...
+    def __call__(
+        self,
+        image: Image.Image | np.ndarray,
+        *,
+        scale: float | None = None,
+        tile: int | None = None,
+        max_memory: int | None = None,
+        progress: Progress | None = None,
+        alpha: str = "bicubic",
+    ) -> Image.Image | np.ndarray:
+        """Upscale a PIL image or a uint8/uint16 array; returns the same kind.
+
+        The keywords are ``subpixel.upscale_image``'s.
+        """
+        return inference.upscale(
+            image,
+            self,
+            scale=scale,
+            tile=tile,
+            max_memory=max_memory,
+            progress=progress,
+            alpha=alpha,
+        )
+
+    def upscale_array(
+        self,
+        planes: np.ndarray,
+        *,
+        has_alpha: bool = False,
+        scale: float | None = None,
+        tile: int | None = None,
+        max_memory: int | None = None,
+        progress: Progress | None = None,
+        alpha: str = "bicubic",
+    ) -> np.ndarray:
+        """A float (H, W, C) array in [0, 1] (C in {1, 3}, plus an optional last alpha
+        plane) -> float32 (H', W', C) clipped to [0, 1]; float arrays run in float32 under
+        ``precision="auto"``."""
+        return inference.upscale_float(
+            planes,
+            self,
+            has_alpha=has_alpha,
+            scale=scale,
+            tile=tile,
+            max_memory=max_memory,
+            progress=progress,
+            alpha=alpha,
+        )
+
+    def upscale_video(self, source: Source, target: Target, **options: Any) -> VideoReport:
+        """Upscale a video with this model (``subpixel.video.upscale_video``'s keywords)."""
+        from subpixel.video import upscale_video
+
+        return upscale_video(source, target, self, **options)
+
+
+def load_model(
+    name_or_path: str | Path = DEFAULT_MODEL,
+    scale: int | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    engine: str = "auto",
+    precision: str = "auto",
+    threads: int | None = None,
+    cache_file: str | Path | None = DEFAULT_CACHE,
+) -> Upscaler:
+    """A ready :class:`Upscaler` by bundled name or weights file.
+
+    Args:
+        name_or_path: a bundled model's name (``subpixel models`` lists them),
+            ``"bicubic"``, or a ``.safetensors`` file.
+        scale: the network's scale; for a file it must match the file's, for a name it
+            picks the weights (default: 3, or the one scale bundled).
+        device: where the network runs (``subpixel.devices.resolve_device``).
+        engine, precision, threads, cache_file: see :class:`Upscaler`.
+
+    Raises:
+        ModelError: unknown name, missing or invalid weights file.
+        DeviceError: an unknown device, or one this machine does not have.
+        ScaleError: a scale the model does not support.
+        EngineError: an unknown engine or precision name.
+
+    Example:
+        >>> load_model("bicubic", scale=2).card.scale
+        2
+    """
+    network = load_network(name_or_path, scale=scale, device=device)
+    return Upscaler(
+        network,
+        card_of(network),
+        engine=engine,
+        precision=precision,
+        threads=threads,
+        cache_file=cache_file,
+    )
+
+
+def as_upscaler(model: Upscaler | nn.Module | str | Path) -> Upscaler:
+    """``model`` itself, a bundled name or weights file loaded with the defaults, or a
+    network run as it is (eager PyTorch in float32: what a network in training or a test
+    needs; ``load_model`` gives the fastest path)."""
+    if isinstance(model, Upscaler):
+        return model
+    if isinstance(model, str | Path):
+        return _loaded(str(model))
+    if isinstance(model, nn.Module):
+        return Upscaler.from_network(model, engine="torch", precision="float32", cache_file=None)
+    raise TypeError(f"expected an Upscaler, a network or a model name, got {type(model).__name__}")
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(name_or_path: str) -> Upscaler:
+    """Models named in calls, kept so that a loop of calls builds the engine once."""
+    return load_model(name_or_path)
+
+
+def upscale_array(
+    planes: np.ndarray,
+    model: Upscaler | nn.Module | str | Path = DEFAULT_MODEL,
+    *,
+    has_alpha: bool = False,
+    scale: float | None = None,
+    tile: int | None = None,
+    max_memory: int | None = None,
+    progress: Progress | None = None,
+    alpha: str = "bicubic",
+) -> np.ndarray:
+    """Upscale a float (H, W, C) array in [0, 1], C in {1, 3} plus an optional last alpha
+    plane; returns float32 (H', W', C) clipped to [0, 1]. The float form of
+    :func:`upscale_image` (same keywords), without quantisation; float arrays run in
+    float32 under ``precision="auto"``.
+
+    Example:
+        >>> import numpy as np
+        >>> upscale_array(np.zeros((4, 6, 3), np.float32), "bicubic", scale=2.5, tile=3).shape
+        (10, 15, 3)
+    """
+    return as_upscaler(model).upscale_array(
+        planes,
+        has_alpha=has_alpha,
+        scale=scale,
+        tile=tile,
+        max_memory=max_memory,
+        progress=progress,
+        alpha=alpha,
+    )
+
+
+@overload
+def upscale_image(
+    image: Image.Image,
+    model: Upscaler | nn.Module | str | Path = DEFAULT_MODEL,
+    *,
+    scale: float | None = None,
+    tile: int | None = None,
+    max_memory: int | None = None,
+    progress: Progress | None = None,
+    alpha: str = "bicubic",
+) -> Image.Image: ...
+@overload
+def upscale_image(
+    image: np.ndarray,
+    model: Upscaler | nn.Module | str | Path = DEFAULT_MODEL,
+    *,
+    scale: float | None = None,
+    tile: int | None = None,
+    max_memory: int | None = None,
+    progress: Progress | None = None,
+    alpha: str = "bicubic",
+) -> np.ndarray: ...
+def upscale_image(
+    image: Image.Image | np.ndarray,
+    model: Upscaler | nn.Module | str | Path = DEFAULT_MODEL,
+    *,
+    scale: float | None = None,
+    tile: int | None = None,
+    max_memory: int | None = None,
+    progress: Progress | None = None,
+    alpha: str = "bicubic",
+) -> Image.Image | np.ndarray:
+    """Upscale a PIL image or a uint8/uint16 numpy array; returns the same kind.
+
+    Args:
+        image: a PIL image (modes as in ``subpixel.images``) or an (H, W), (H, W, 1..4)
+            uint8/uint16 array (2 or 4 channels: the last is alpha).
+        model: an :class:`Upscaler` (``subpixel.load_model``), a bundled name or weights
+            file (loaded with the defaults: the fastest exact path), or a network, which
+            runs as it is (eager float32).
+        scale: total factor, integer or not, in [1, 16]; ``None`` is the model's own. A
+            factor other than the model's is reached by MATLAB bicubic after the network;
+            each side becomes ``round(side * scale)`` (see ``subpixel.inference``).
+        tile: process the image in tiles of ``tile x tile`` input pixels (plus a margin
+            of the network's receptive radius); the result is the same as untiled.
+        max_memory: choose the largest tile whose working memory is estimated to fit this
+            many bytes (not with ``tile``): the arrays one tile works with, not the
+            process (the image, the output and the libraries come on top).
+        progress: called as ``progress(done_tiles, total_tiles)`` after each tile.
+        alpha: ``"bicubic"`` (default) or ``"network"``: how an alpha plane is upscaled.
+
+    Raises:
+        ImageError: unsupported or empty image.
+        ScaleError: a scale outside the rule above.
+        TilingError: a tile below 1, both ``tile`` and ``max_memory``, or a budget too
+            small for any tile (``subpixel.tiling``).
+
+    Example:
+        >>> import numpy as np, subpixel
+        >>> subpixel.upscale_image(np.zeros((4, 6, 3), np.uint8), "bicubic").shape
+        (12, 18, 3)
+        >>> subpixel.upscale_image(np.zeros((4, 6, 3), np.uint8), "bicubic", scale=1.5).shape
+        (6, 9, 3)
+    """
+    return as_upscaler(model)(
+        image, scale=scale, tile=tile, max_memory=max_memory, progress=progress, alpha=alpha
+    )
