@@ -50,6 +50,7 @@ from torch import nn
 
 from subpixel import fastpath
 from subpixel.errors import ImageError, ScaleError
+from subpixel.limits import MAX_SCALE
 from subpixel.models.bicubic import Bicubic
 from subpixel.tiling import TilingError, receptive_radius, run_tiled, tile_for_memory
 
@@ -65,8 +66,6 @@ __all__ = [
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
 Progress = Callable[[int, int], None]
 
-#: The largest total scale accepted; beyond it almost all of the output is interpolation.
-MAX_SCALE = 16.0
 #: How the alpha plane is upscaled.
 ALPHA_MODES = ("bicubic", "network")
 

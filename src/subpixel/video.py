@@ -83,9 +83,9 @@ except ImportError as error:
         raise
     raise MissingExtraError("videos need PyAV: pip install 'subpixel[video]'") from error
 
-from subpixel.batch import IMAGE_EXTENSIONS
 from subpixel.bicubic import sited_phase_weights
 from subpixel.files import atomic_path
+from subpixel.images import IMAGE_EXTENSIONS
 from subpixel.inference import ModelTraits, model_traits, upscale_array
 
 __all__ = ["VideoError", "VideoReport", "upscale_video"]
