@@ -31,6 +31,7 @@ from torch import nn
 
 import subpixel
 from subpixel import engines, fastpath, models
+from subpixel.bicubic import phase_weights
 from subpixel.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from subpixel.engines import (
     AUTO_ENGINES,
@@ -44,7 +45,6 @@ from subpixel.engines import (
     make_engine,
 )
 from subpixel.layers import SubpixelConv2d
-from subpixel.models.bicubic import phase_weights
 from subpixel.precision import native_bfloat16
 from subpixel.resize import imresize
 from subpixel.upscaler import upscale_array

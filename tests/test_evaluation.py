@@ -42,3 +42,16 @@ def test_published_fsrcnn_weights_reach_their_quality_in_our_network(
     report = evaluate(load_yjn870_fsrcnn(path, scale), "Set5")
     assert report.mean("psnr") > floor
     assert report.mean("psnr") > report.mean("bicubic_psnr") + 2.0
+
+
+def test_a_dataset_folder_lists_every_image_kind_the_package_reads(tmp_path: Path) -> None:
+    # One extension list for the package: evaluation used to keep a shorter one of its own.
+    from subpixel.evaluation import list_images
+    from subpixel.images import IMAGE_EXTENSIONS
+
+    names = ["a.png", "b.PPM", "c.tga", "d.gif", "e.txt", "f.mp4"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    listed = [path.name for path in list_images(tmp_path)]
+    assert listed == ["a.png", "b.PPM", "c.tga", "d.gif"]
+    assert {Path(name).suffix.lower() for name in listed} <= set(IMAGE_EXTENSIONS)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -15,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 import subpixel.weights
-from subpixel import figures, layers, models
+from subpixel import layers, models
 from subpixel.errors import ModelError
 from subpixel.weights import bundled_weights, describe, save_weights
 
@@ -24,12 +25,20 @@ ROOT = Path(__file__).resolve().parent.parent
 pytest.importorskip("matplotlib")
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_figures", ROOT / "docs/build_figures.py")
+def _generator() -> ModuleType:
+    """docs/guide/figures.py, which lives beside the docs rather than in the package."""
+    name = "subpixel_docs_figures"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / "guide" / "figures.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
     return module
+
+
+figures = _generator()
 
 
 def _network(name: str, seed: int = 0) -> nn.Module:
@@ -258,9 +267,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_script_small_builds_the_guide(tmp_path: Path, weights: tuple[Path, Path]) -> None:
     out = tmp_path / "guide"
     espcn, fsrcnn = weights
-    code = _script().main(
-        ["--small", "-o", str(out), "--espcn", str(espcn), "--fsrcnn", str(fsrcnn)]
-    )
+    code = figures.main(["--small", "-o", str(out), "--espcn", str(espcn), "--fsrcnn", str(fsrcnn)])
     assert code == 0
     text = (out / "theory.md").read_text()
     assert "$" not in text.replace("\\$", "")  # every placeholder was filled
@@ -293,9 +300,7 @@ def test_script_fails_on_a_broken_equivalence(
     monkeypatch.setattr(layers, "deconv_to_subpixel", _perturbed(layers.deconv_to_subpixel))
     espcn, fsrcnn = weights
     out = tmp_path / "guide"
-    code = _script().main(
-        ["--small", "-o", str(out), "--espcn", str(espcn), "--fsrcnn", str(fsrcnn)]
-    )
+    code = figures.main(["--small", "-o", str(out), "--espcn", str(espcn), "--fsrcnn", str(fsrcnn)])
     assert code == 1
     assert "max |difference|" in capsys.readouterr().err
     assert list(out.iterdir()) == []  # nothing half-built is left behind

@@ -304,7 +304,7 @@ def test_chroma_stays_where_it_was(
 
 def _cubic_loop(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """Keys cubic (a = -0.5) at LR ``positions`` along the last axis, edge taps clamped."""
-    from subpixel.resize import cubic
+    from subpixel.bicubic import cubic
 
     out = np.zeros((*values.shape[:-1], len(positions)))
     last = values.shape[-1] - 1

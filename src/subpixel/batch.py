@@ -22,11 +22,10 @@ from pathlib import Path
 
 from subpixel.errors import ImageError, SubpixelError
 from subpixel.files import remove_stale_temporaries
-from subpixel.images import output_format
+from subpixel.images import IMAGE_EXTENSIONS, output_format
 from subpixel.signals import Interrupted, signal_number
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "BatchInterrupted",
     "BatchSummary",
@@ -39,19 +38,6 @@ __all__ = [
     "shard",
 ]
 
-IMAGE_EXTENSIONS = (
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".bmp",
-    ".tif",
-    ".tiff",
-    ".webp",
-    ".gif",
-    ".ppm",
-    ".pgm",
-    ".tga",
-)
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".y4m")
 _URL = re.compile(r"[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 

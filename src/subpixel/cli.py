@@ -349,24 +349,6 @@ def _bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _figures(args: argparse.Namespace) -> int:
-    from subpixel.figures import build_default_guide
-
-    guide = build_default_guide(
-        args.output,
-        small=args.small,
-        espcn=args.espcn,
-        fsrcnn=args.fsrcnn,
-        image=args.image,
-        progress=lambda message: print(f"... {message}", file=sys.stderr),
-    )
-    print(
-        f"{len(guide.checks)} equivalences hold; wrote {guide.markdown} "
-        f"and {len(guide.figures)} figures"
-    )
-    return 0
-
-
 def _models(args: argparse.Namespace) -> int:
     bundled = bundled_weights()
     width = max(len(name) for name in models.BUILDERS) + 1
@@ -821,23 +803,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="average the best weights with these files of the same network (default: none)",
     )
     bu.set_defaults(run=_bundle)
-
-    fi = commands.add_parser(
-        "figures",
-        help="draw the theory guide's figures, checking each",
-        description="Draw the theory guide's figures, checking each equivalence they show.",
-    )
-    fi.add_argument("-o", "--output", type=Path, required=True, help="folder for theory.md")
-    fi.add_argument("--small", action="store_true", help="tiny sizes (seconds)")
-    fi.add_argument("--espcn", type=Path, default=None, help="ESPCN weights (default: bundled)")
-    fi.add_argument("--fsrcnn", type=Path, default=None, help="FSRCNN weights (default: bundled)")
-    fi.add_argument(
-        "--image",
-        type=Path,
-        default=None,
-        help="photograph for the examples (default: a synthetic picture)",
-    )
-    fi.set_defaults(run=_figures)
 
     ls = commands.add_parser(
         "models",

@@ -17,7 +17,7 @@ import numpy as np
 from torch import nn
 
 from subpixel.errors import ImageError
-from subpixel.images import read_image
+from subpixel.images import IMAGE_EXTENSIONS, read_image
 from subpixel.metrics import psnr, ssim
 from subpixel.paths import BENCHMARK_SETS, benchmark_hr_dir
 from subpixel.resize import degrade, imresize, modcrop
@@ -31,8 +31,6 @@ __all__ = [
     "list_images",
     "resolve_dataset",
 ]
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 Progress = Callable[[int, int, str], None]
 

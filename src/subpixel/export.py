@@ -43,10 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from subpixel.bicubic import REACH, phase_weights
 from subpixel.errors import ModelError, SubpixelError
 from subpixel.files import atomic_write
 from subpixel.models import Bicubic
-from subpixel.resize import contributions
 from subpixel.weights import CARD_KEY, ModelCard, card_of
 
 __all__ = [
@@ -74,22 +74,6 @@ class ExportError(SubpixelError):
 # --------------------------------------------------------------------------- #
 
 
-def _phase_weights(scale: int) -> Tensor:
-    """(r, 5) float64: output phase phi of LR pixel q reads rows q-2 .. q+2 with these weights.
-
-    Read off MATLAB's ``contributions`` far from the borders, where nothing is clamped.
-    """
-    q = 4  # rows 2 .. 6 of a 9-row input are all in range
-    indices, weights = contributions(2 * q + 1, (2 * q + 1) * scale, float(scale))
-    table = torch.zeros(scale, 5, dtype=torch.float64)
-    for phi in range(scale):
-        row = q * scale + phi
-        for index, weight in zip(indices[row], weights[row], strict=True):
-            if weight != 0.0:  # only rows q - 2 .. q + 2 have nonzero weights, at any scale
-                table[phi, int(index) - q + 2] += float(weight)
-    return table
-
-
 class _ExportableBicubic(nn.Module):
     """``Bicubic`` as edge padding, a depthwise 5x5 convolution and a depth-to-space shuffle.
 
@@ -103,14 +87,14 @@ class _ExportableBicubic(nn.Module):
         self.scale = scale
         self.channels = channels
         self.weight: Tensor
-        phases = _phase_weights(scale)  # (r, 5)
+        phases = torch.from_numpy(phase_weights(scale).copy())  # (r, 5) float64
         # Channel c r^2 + i r + j is colour c at phase (row i, column j): torch's shuffle order.
         kernel = torch.einsum("ik,jl->ijkl", phases, phases).reshape(scale * scale, 1, 5, 5)
         weight = kernel.repeat(channels, 1, 1, 1).float()  # (C r^2, 1, 5, 5)
         self.register_buffer("weight", weight)
 
     def forward(self, lr: Tensor) -> Tensor:
-        x = F.pad(lr, (2, 2, 2, 2), mode="replicate")  # (B, C, H + 4, W + 4)
+        x = F.pad(lr, (REACH,) * 4, mode="replicate")  # (B, C, H + 4, W + 4)
         phases = F.conv2d(x, self.weight, groups=self.channels)  # (B, C r^2, H, W)
         return F.pixel_shuffle(phases, self.scale)  # (B, C, rH, rW)
 

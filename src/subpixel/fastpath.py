@@ -13,7 +13,7 @@ network. Here the steps are merged by linearity:
 * **Chroma by MATLAB bicubic, phase by phase.** Bicubic commutes with affine maps (its
   weights sum to one), so upscaling the three chroma terms equals upscaling Cb and Cr and
   applying the matrix afterwards. At an integer scale every output phase takes the same 5
-  weights from its neighbourhood (``models.bicubic.phase_weights``): a 1-D filter per phase,
+  weights from its neighbourhood (``bicubic.phase_weights``): a 1-D filter per phase,
   no gathering.
 * **Two planes, not three.** The chroma terms are affine in (Cb, Cr), so green's is an
   affine mix of red's and blue's (``green_from_red_blue``), before or after the bicubic.
@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from subpixel.bicubic import edge_pad_cv2, phase_taps, upscale_axis, upscale_band_cv2
 from subpixel.colour import RGB_TO_YCBCR_MATRIX, YCBCR_OFFSET
-from subpixel.models.bicubic import REACH, phase_taps, phase_weights, upscale_axis
 
 cv2: Any
 try:  # optional (the ``peers`` extra): the fast kernels
@@ -160,35 +160,7 @@ def bicubic_planes(planes: Sequence[np.ndarray], scale: int) -> list[np.ndarray]
 
 def _bicubic_plane_cv2(plane: np.ndarray, scale: int) -> np.ndarray:
     """One (H, W) plane by OpenCV's SIMD filters, in one band."""
-    return _bicubic_band_cv2(_edge_padded(plane), scale, 0, plane.shape[0])
-
-
-def _edge_padded(plane: np.ndarray) -> np.ndarray:
-    return cv2.copyMakeBorder(plane, REACH, REACH, REACH, REACH, cv2.BORDER_REPLICATE)
-
-
-def _bicubic_band_cv2(padded: np.ndarray, scale: int, top: int, bottom: int) -> np.ndarray:
-    """LR rows ``top:bottom`` of an edge-padded plane (``_edge_padded``) upscaled:
-    (r (bottom - top), r W) float32.
-
-    Each output phase is a 1-D 5-tap filter. Rows: r vertical filters, interleaved row by
-    row into (r rows, W + 4), still at LR width. Columns: r horizontal filters of that,
-    interleaved by ``merge`` (phase j of column x is channel j of pixel x). ``filter2D``
-    with a 1-D kernel, not ``sepFilter2D``, which would make a second, identity pass.
-    """
-    rows, width = bottom - top, padded.shape[1] - 2 * REACH
-    weights = phase_weights(scale).astype(np.float32)
-    band = padded[top : bottom + 2 * REACH]
-
-    def correlate(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-        # anchor (0, 0): output x reads padded x .. x + 4, i.e. input x - 2 .. x + 2; the
-        # last 4 outputs run off the band and are cut off.
-        return cv2.filter2D(image, -1, kernel, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
-
-    phases = [correlate(band, w[:, None])[:rows] for w in weights]  # r x (rows, W + 4)
-    tall = np.stack(phases, axis=1).reshape(scale * rows, width + 2 * REACH)
-    columns = [correlate(tall, w[None, :])[:, :width] for w in weights]  # r x (r rows, W)
-    return cv2.merge(columns).reshape(scale * rows, scale * width)
+    return upscale_band_cv2(edge_pad_cv2(plane), scale, 0, plane.shape[0])
 
 
 def rgb_from_luma(
@@ -210,15 +182,15 @@ def rgb_from_luma(
     if not HAVE_OPENCV:
         return finish([y] * 3, gains, bicubic_planes(chroma, scale), dtype)
     height, width = chroma[0].shape
-    red, blue = (_edge_padded(np.asarray(chroma[k], np.float32)) for k in (0, 2))
+    red, blue = (edge_pad_cv2(np.asarray(chroma[k], np.float32)) for k in (0, 2))
     a, b, c = green_from_red_blue(float(out_peak))
     depth = _cv2_depth(dtype)
     out = np.empty((scale * height, scale * width, 3), dtype)
 
     def band(top: int, bottom: int) -> None:
         rows = slice(scale * top, scale * bottom)
-        red_term = _bicubic_band_cv2(red, scale, top, bottom)
-        blue_term = _bicubic_band_cv2(blue, scale, top, bottom)
+        red_term = upscale_band_cv2(red, scale, top, bottom)
+        blue_term = upscale_band_cv2(blue, scale, top, bottom)
         green_term = cv2.addWeighted(red_term, a, blue_term, b, c)
         terms = (red_term, green_term, blue_term)
         channels = [

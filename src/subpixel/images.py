@@ -35,6 +35,7 @@ from subpixel.files import atomic_path
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
     "ImageFile",
     "open_image",
     "output_format",
@@ -44,6 +45,20 @@ __all__ = [
 ]
 
 DEFAULT_MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
+#: What counts as an image file when a folder is listed (batches, evaluation, training data).
+IMAGE_EXTENSIONS = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".gif",
+    ".ppm",
+    ".pgm",
+    ".tga",
+)
 _METADATA_FORMATS = {"PNG", "JPEG", "WEBP", "TIFF"}
 _ANIMATED_FORMATS = {"GIF", "PNG", "WEBP", "AVIF", "FLI"}  # APNG is "PNG"
 # Camera MPO files hold the photo then previews or a stereo partner; PSD files the composite

@@ -47,8 +47,9 @@ from PIL import Image
 from torch import nn
 
 from subpixel import fastpath
+from subpixel.bicubic import REACH
 from subpixel.errors import ImageError, ScaleError
-from subpixel.models.bicubic import REACH
+from subpixel.limits import MAX_SCALE
 from subpixel.tiling import TilingError, run_tiled, tile_for_memory
 
 __all__ = [
@@ -62,8 +63,6 @@ __all__ = [
 
 Progress = Callable[[int, int], None]
 
-#: The largest total scale accepted; beyond it almost all of the output is interpolation.
-MAX_SCALE = 16.0
 #: How the alpha plane is upscaled.
 ALPHA_MODES = ("bicubic", "network")
 

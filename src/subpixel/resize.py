@@ -18,84 +18,19 @@ matches bit-exactly). The details that matter:
 * A ``uint8`` image is rounded half-up and clipped to ``0..255`` after *each* 1-D pass,
   because MATLAB casts back to the input class per dimension.
 
-Everything is computed in float64 to match MATLAB's doubles.
+Everything is computed in float64 to match MATLAB's doubles. The kernel and its taps
+(``cubic``, ``contributions``) are in ``subpixel.bicubic``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["contributions", "cubic", "degrade", "imresize", "modcrop"]
+from subpixel.bicubic import apply_taps, contributions
 
-_KERNEL_WIDTH = 4.0
-
-
-def cubic(x: np.ndarray) -> np.ndarray:
-    """Keys' cubic convolution kernel with ``a = -0.5``, as MATLAB's ``imresize``.
-
-    Args:
-        x: Sample positions (any shape).
-
-    Returns:
-        The kernel values, float64, same shape as ``x``.
-    """
-    absx = np.abs(np.asarray(x, dtype=np.float64))
-    absx2 = absx * absx
-    absx3 = absx2 * absx
-    inner = (1.5 * absx3 - 2.5 * absx2 + 1.0) * (absx <= 1)
-    outer = (-0.5 * absx3 + 2.5 * absx2 - 4.0 * absx + 2.0) * ((absx > 1) & (absx <= 2))
-    return inner + outer
-
-
-def contributions(
-    in_len: int, out_len: int, scale: float, antialias: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Taps and weights of a 1-D MATLAB bicubic resize (MATLAB's ``contributions``).
-
-    Output pixel ``i`` (0-based) is ``sum_k weights[i, k] * input[indices[i, k]]``.
-
-    Args:
-        in_len: Input length (pixels), positive.
-        out_len: Output length (pixels), positive.
-        scale: Scale factor ``out/in`` as the caller gives it (e.g. ``1/3``), positive.
-        antialias: Widen the kernel by ``1/scale`` when downscaling (MATLAB's default).
-
-    Returns:
-        ``(indices, weights)``, both of shape ``(out_len, P)``: ``indices`` int64, 0-based and
-        already clamped to ``[0, in_len - 1]``; ``weights`` float64, each row summing to one.
-        Tap columns whose weights are zero for every output pixel are dropped.
-
-    Raises:
-        ValueError: If a length or the scale is not positive.
-    """
-    if in_len < 1 or out_len < 1:
-        raise ValueError(f"lengths must be positive, got in_len={in_len}, out_len={out_len}")
-    if not scale > 0 or not math.isfinite(scale):
-        raise ValueError(f"scale must be positive and finite, got {scale}")
-    scale = float(scale)
-    width = _KERNEL_WIDTH
-    kernel: Callable[[np.ndarray], np.ndarray] = cubic
-    if scale < 1 and antialias:
-        width = _KERNEL_WIDTH / scale
-
-        def widened(t: np.ndarray) -> np.ndarray:
-            return scale * cubic(scale * t)
-
-        kernel = widened
-
-    x = np.arange(1, out_len + 1, dtype=np.float64)
-    u = x / scale + 0.5 * (1 - 1 / scale)
-    left = np.floor(u - width / 2)
-    taps = math.ceil(width) + 2
-    ind = left[:, None] + np.arange(taps, dtype=np.float64)[None, :]
-    weights = kernel(u[:, None] - ind)
-    weights = weights / weights.sum(axis=1, keepdims=True)
-    indices = np.clip(ind, 1, in_len).astype(np.int64) - 1
-    keep = np.any(weights != 0, axis=0)
-    return np.ascontiguousarray(indices[:, keep]), np.ascontiguousarray(weights[:, keep])
+__all__ = ["degrade", "imresize", "modcrop"]
 
 
 def _resize_axis(
@@ -107,25 +42,13 @@ def _resize_axis(
     clipped to ``0..255`` and returned as ``uint8``; otherwise it is returned as float64.
     """
     indices, weights = contributions(image.shape[axis], out_len, scale, antialias)
-    moved = np.moveaxis(image, axis, 0)
-    wshape = (out_len,) + (1,) * (moved.ndim - 1)
-    out = np.empty((out_len, *moved.shape[1:]), dtype=np.float64)
-    tmp = np.empty_like(out)
-    # Accumulate tap by tap, in MATLAB's order. Gathering in the input dtype (uint8) is
-    # cheaper than converting the whole image to float64 first; the products are the same.
-    for k in range(indices.shape[1]):
-        gathered = np.take(moved, indices[:, k], axis=0)
-        if k == 0:
-            np.multiply(gathered, weights[:, k].reshape(wshape), out=out)
-        else:
-            np.multiply(gathered, weights[:, k].reshape(wshape), out=tmp)
-            out += tmp
+    out = apply_taps(image, axis, indices, weights)
     if to_uint8:
         out += 0.5
         np.floor(out, out=out)
         np.clip(out, 0, 255, out=out)
         out = out.astype(np.uint8)
-    return np.moveaxis(out, 0, axis)
+    return out
 
 
 def imresize(

@@ -15,7 +15,7 @@ exact, to float rounding:
   the image's edge, so the tile pads with the same zeros as the whole image does.
 * MATLAB bicubic (``models.Bicubic``, SRCNN's first step) replicates edge pixels instead of
   padding with zeros. Its weights depend only on the output pixel's position relative to the
-  LR grid, not on the image size (``subpixel.resize.contributions``), and it replicates only
+  LR grid, not on the image size (``subpixel.bicubic.contributions``), and it replicates only
   where a tap falls outside what it is given: inside a tile that is within 2 LR pixels of the
   tile's edge (its taps reach 2 pixels), again inside the margin, and at the true border it
   replicates the same pixels as the whole image does.
@@ -47,11 +47,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from subpixel.bicubic import REACH, apply_taps, contributions, phase_weights
 from subpixel.errors import SubpixelError
 from subpixel.layers import SubpixelConv2d
 from subpixel.models.bicubic import Bicubic
 from subpixel.reparam import Collapsible
-from subpixel.resize import contributions
 
 __all__ = [
     "TilingError",
@@ -221,16 +221,12 @@ def _subpixel_window(module: SubpixelConv2d, axis: int) -> _Window:
 
 
 def _bicubic_window(module: Bicubic) -> _Window:
-    # MATLAB's taps for the output pixels of one LR pixel far from the border; the pattern
-    # repeats every r outputs, shifted by one LR pixel. Zero-weight taps are not counted.
-    r, middle = module.scale, 8
-    indices, weights = contributions(2 * middle, 2 * middle * r, float(r))
-    phase_lo, phase_hi = [], []
-    for phase in range(r):
-        row = r * middle + phase
-        used = indices[row][weights[row] != 0]
-        phase_lo.append(int(used.min()) - middle)
-        phase_hi.append(int(used.max()) - middle)
+    # MATLAB's taps repeat every r outputs, shifted by one LR pixel: phase p of LR pixel q
+    # reads q - 2 + k for its nonzero weights k. Zero-weight taps are not counted.
+    r = module.scale
+    used = [np.flatnonzero(weights) - REACH for weights in phase_weights(r)]
+    phase_lo = [int(k.min()) for k in used]
+    phase_hi = [int(k.max()) for k in used]
     return lambda o: (o // r + phase_lo[o % r], o // r + phase_hi[o % r])
 
 
@@ -506,17 +502,6 @@ def _plan_axis(axis: _AxisMap, tile: int, radius: int) -> list[_Span]:
     return spans
 
 
-def _resample(block: np.ndarray, axis: int, taps: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """One MATLAB bicubic pass along ``axis`` of (H, W, C) float32, tap by tap."""
-    indices, weights = taps
-    shape = [1] * block.ndim
-    shape[axis] = weights.shape[0]
-    out = np.zeros([*block.shape[:axis], weights.shape[0], *block.shape[axis + 1 :]], np.float32)
-    for k in range(indices.shape[1]):
-        out += weights[:, k].reshape(shape) * np.take(block, indices[:, k], axis=axis)
-    return out
-
-
 def run_tiled(
     upscale: Callable[[np.ndarray], np.ndarray],
     lr: np.ndarray,
@@ -573,7 +558,7 @@ def run_tiled(
             for axis in passes:
                 taps = row.taps if axis == 0 else col.taps
                 if taps is not None:
-                    block = _resample(block, axis, taps)
+                    block = apply_taps(block, axis, *taps)  # MATLAB's float pass
             write(row.out, col.out, block)
             done += 1
             if progress is not None:

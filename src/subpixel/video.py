@@ -83,9 +83,9 @@ except ImportError as error:
         raise
     raise MissingExtraError("videos need PyAV: pip install 'subpixel[video]'") from error
 
-from subpixel.batch import IMAGE_EXTENSIONS
+from subpixel.bicubic import sited_phase_weights
 from subpixel.files import atomic_path
-from subpixel.resize import cubic
+from subpixel.images import IMAGE_EXTENSIONS
 from subpixel.upscaler import Upscaler, as_upscaler
 
 __all__ = ["VideoError", "VideoReport", "upscale_video"]
@@ -784,20 +784,13 @@ class _ChromaUpscaler:
         return (self.output_offset - r * input_offset + (r - 1) / 2) / (2 * r)
 
     def _filters(self, shift: float) -> tuple[torch.Tensor, int, int]:
-        """Polyphase form: HR sample r i + p = sum_k weights[p, k] * LR[i - before + k].
-
-        Position r i + p reads LR at i + (p + 1/2) / r - 1/2 + shift, so the taps, relative
-        to i, repeat with period r: one short filter per phase p (a conv with r output
-        channels, then interleaving, as a sub-pixel layer does). Edges are replicated.
-        """
+        """Polyphase form (``bicubic.sited_phase_weights``): HR sample r i + p =
+        sum_k weights[p, k] * LR[i - before + k], one short filter per phase p (a conv with
+        r output channels, then interleaving, as a sub-pixel layer does)."""
         if shift not in self._filter_cache:
-            x = (np.arange(self.scale) + 0.5) / self.scale - 0.5 + shift  # (r,)
-            first = int(np.floor(x).min()) - 1
-            last = int(np.floor(x).max()) + 2
-            taps = np.arange(first, last + 1)  # (K,) offsets from i
-            weights = cubic(x[:, None] - taps[None, :])  # (r, K); zero beyond the support
-            weights /= weights.sum(axis=1, keepdims=True)
-            self._filter_cache[shift] = (torch.from_numpy(weights.astype(np.float32)), -first, last)
+            weights, before, after = sited_phase_weights(self.scale, shift)
+            kernel = torch.from_numpy(weights.astype(np.float32))
+            self._filter_cache[shift] = (kernel, before, after)
         return self._filter_cache[shift]
 
     def _resize(self, planes: torch.Tensor, shift: float, vertical: bool) -> torch.Tensor:

@@ -23,6 +23,7 @@ from subpixel import models
 from subpixel.devices import resolve_device
 from subpixel.errors import ModelError, ScaleError
 from subpixel.files import atomic_write
+from subpixel.limits import MAX_SCALE
 from subpixel.reparam import Collapsible
 
 __all__ = [
@@ -234,7 +235,6 @@ def bundled_weights() -> dict[tuple[str, int], Path]:
 
 DEFAULT_MODEL = "ecbsr"
 DEFAULT_SCALE = 3
-MAX_SCALE = 16
 BICUBIC_SCALES = tuple(range(2, MAX_SCALE + 1))
 
 

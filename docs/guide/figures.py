@@ -1,5 +1,18 @@
 """The sub-pixel ideas as figures, computed by the library on real tensors (docs/theory.md).
 
+    python docs/guide/figures.py                 # full sizes, into docs/ (about 2 minutes)
+    python docs/guide/figures.py --small -o /tmp/guide
+    python docs/guide/figures.py --espcn run/best.safetensors --fsrcnn fsrcnn_x3.safetensors
+
+This generator belongs to the documentation, not to the installed package: it needs a checkout
+of the repository and ``subpixel`` importable (``pip install -e .``, or ``PYTHONPATH=src``).
+Weights, for each network (x3): the file given with --espcn / --fsrcnn; else the bundled
+weights; else a fallback (FSRCNN: the yjn870/FSRCNN-pytorch peer weights under
+$SUBPIXEL_DATA/peers; ESPCN: a training run in progress, for development only); else, with
+--small, a freshly built network. theory.md names the weights it was made from. Exits with
+status 1, leaving the output folder as it was, if any equivalence a figure illustrates does not
+hold numerically.
+
 Each ``compute`` function below builds one illustration from ``subpixel.layers`` and torch's
 own convolutions, and checks numerically the equivalence the illustration claims: a failed
 check raises :class:`EquivalenceError` rather than producing a misleading figure. Each
@@ -17,11 +30,13 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import io
 import math
 import os
 import shutil
 import string
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -74,6 +89,7 @@ __all__ = [
     "fsrcnn_mapping_cost",
     "icnr_comparison",
     "load_figure_model",
+    "main",
     "measure_costs",
     "reparam_collapse",
     "shuffle_layout",
@@ -1793,7 +1809,7 @@ def build_default_guide(
     espcn_fallbacks: Sequence[str | Path] = (),
     progress: Callable[[str], None] | None = None,
 ) -> Guide:
-    """:func:`build_guide` with the standard inputs (what ``docs/build_figures.py`` runs).
+    """:func:`build_guide` with the standard inputs (what :func:`main` runs).
 
     Weights, for each network (x3): the file given; else the bundled weights; else a
     fallback (ESPCN: ``espcn_fallbacks``; FSRCNN: the yjn870/FSRCNN-pytorch peer weights in
@@ -2077,7 +2093,7 @@ _TEMPLATE = """\
 # Theory you can see
 
 Everything on this page, figures and numbers alike, is computed by `subpixel` itself on real
-tensors by `python docs/build_figures.py` (mode: ${mode}; torch ${torch_version}). The script
+tensors by `python docs/guide/figures.py` (mode: ${mode}; torch ${torch_version}). The script
 stops with an error if any equivalence a figure illustrates fails to hold numerically; the
 ${check_count} checks it ran are listed at the end.
 
@@ -2246,3 +2262,48 @@ below), at about the cost of the plain network's step.
 
 ${check_table}
 """
+
+
+# --------------------------------------------------------------------------- #
+# The command line
+# --------------------------------------------------------------------------- #
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+# Used only when no ESPCN weights are bundled or given: a run being trained on this machine.
+DEVELOPMENT_ESPCN = Path("/work/runs/espcn_x3/best.safetensors")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build docs/theory.md and docs/figures/*.png; 1 if an equivalence fails."""
+    parser = argparse.ArgumentParser(
+        description="Build docs/theory.md and docs/figures/*.png with subpixel's own functions."
+    )
+    parser.add_argument("-o", "--out", type=Path, default=ROOT / "docs", help="output folder")
+    parser.add_argument("--small", action="store_true", help="tiny sizes, a few seconds")
+    parser.add_argument("--espcn", type=Path, help="ESPCN x3 weights (.safetensors)")
+    parser.add_argument("--fsrcnn", type=Path, help="FSRCNN x3 weights (.safetensors or .pth)")
+    parser.add_argument("--image", type=Path, default=ROOT / "examples" / "cat.png")
+    args = parser.parse_args(argv)
+    try:
+        guide = build_default_guide(
+            args.out,
+            small=args.small,
+            espcn=args.espcn,
+            fsrcnn=args.fsrcnn,
+            image=args.image,
+            espcn_fallbacks=[DEVELOPMENT_ESPCN],
+            progress=lambda message: print(f"... {message}", flush=True),
+        )
+    except SubpixelError as error:
+        print(f"figures: error: {error}", file=sys.stderr)
+        return 1
+    for check in guide.checks:
+        print(f"ok  {check.error:9.1e} <= {check.tolerance:.0e}  {check.name}")
+    for path in guide.figures:
+        print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
+    print(f"wrote {guide.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
