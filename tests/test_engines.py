@@ -30,7 +30,7 @@ from PIL import Image
 from torch import nn
 
 import subpixel
-from subpixel import engines, fastpath, models
+from subpixel import fastpath, models
 from subpixel.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from subpixel.engines import (
     AUTO_ENGINES,
@@ -39,9 +39,13 @@ from subpixel.engines import (
     EngineError,
     EngineModule,
     TorchEngine,
+    auto,
+    base,
     clear_engine_cache,
     engine_module,
+    exports,
     make_engine,
+    openvino_engine,
 )
 from subpixel.inference import upscale_array
 from subpixel.layers import SubpixelConv2d
@@ -154,17 +158,17 @@ def test_openvino_mixed_runs_the_layers_through_the_first_in_float32_only(
     name: str, form: str, in_float32: int
 ) -> None:
     network = _network(name, 2, form)
-    core = engines._openvino_core()
-    exported = core.read_model(engines._exported(network), b"")
-    kept = engines._layers_through_first(exported, network)
-    marked = engines._keeping_precision(core, exported, kept)
+    core = openvino_engine._openvino_core()
+    exported = core.read_model(exports._exported(network), b"")
+    kept = openvino_engine._layers_through_first(exported, network)
+    marked = openvino_engine._keeping_precision(core, exported, kept)
     compiled = core.compile_model(marked, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
     convolutions = [
         op.get_friendly_name()
         for op in marked.get_ordered_ops()
-        if op.get_type_name() in engines._OPENVINO_CONVOLUTIONS
+        if op.get_type_name() in openvino_engine._OPENVINO_CONVOLUTIONS
     ]
-    ran = [engines._runtime_precision(compiled, c) for c in convolutions]
+    ran = [openvino_engine._runtime_precision(compiled, c) for c in convolutions]
     # SRCNN's bicubic upscaling is a convolution too, before its first layer.
     assert ran[:in_float32] == ["f32"] * in_float32, ran
     assert set(ran[in_float32:]) == {"bf16"}, ran
@@ -174,20 +178,20 @@ def test_openvino_mixed_finds_the_first_layer_by_its_weights() -> None:
     if not HAS_OPENVINO:
         pytest.skip("onnx, onnxscript or openvino missing")
     network = _network("srcnn", 2)
-    exported = engines._openvino_core().read_model(engines._exported(network), b"")
-    kept = engines._layers_through_first(exported, network)
+    exported = openvino_engine._openvino_core().read_model(exports._exported(network), b"")
+    kept = openvino_engine._layers_through_first(exported, network)
     (last,) = [op for op in exported.get_ordered_ops() if op.get_friendly_name() == kept[-1]]
-    assert "body.0.weight" in engines._input_names(last, 1)
+    assert "body.0.weight" in openvino_engine._input_names(last, 1)
     # Weights the export does not hold: an error, not a guess.
     with pytest.raises(EngineError, match=r"uses 0\.weight"):
-        engines._layers_through_first(exported, nn.Sequential(nn.Conv2d(1, 1, 3)))
+        openvino_engine._layers_through_first(exported, nn.Sequential(nn.Conv2d(1, 1, 3)))
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="onnx, onnxscript or openvino missing")
 def test_openvino_that_would_run_the_first_layer_in_bfloat16_is_an_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(engines, "_runtime_precision", lambda _compiled, _layer: "bf16")
+    monkeypatch.setattr(openvino_engine, "_runtime_precision", lambda _compiled, _layer: "bf16")
     with pytest.raises(EngineError, match="does not keep the first layer in float32"):
         make_engine(_network("espcn", 2), "openvino", precision="mixed")
 
@@ -214,7 +218,7 @@ def test_a_missing_runtime_names_the_extra_to_install(
             raise ImportError(f"No module named {name!r}")
         return real(name)
 
-    monkeypatch.setattr(engines.importlib, "import_module", without)
+    monkeypatch.setattr(importlib, "import_module", without)
     with pytest.raises(EngineError, match=rf"needs {engine}: pip install 'subpixel\[{extra}\]'"):
         make_engine(_network("espcn", 2), engine, precision="float32")
 
@@ -255,12 +259,12 @@ def test_auto_tries_both_fsrcnn_forms_and_returns_a_working_engine(
 def test_a_cached_sub_pixel_choice_runs_the_sub_pixel_form(tmp_path: Path) -> None:
     clear_engine_cache()
     network = _network("fsrcnn", 2)
-    kind = f"{engines._network_kind(network)}/float32"
+    kind = f"{base._network_kind(network)}/float32"
     cache = tmp_path / "engines.json"
-    entry = {"engine": "torch+subpixel", "milliseconds": {}, "cores": engines._cores()}
+    entry = {"engine": "torch+subpixel", "milliseconds": {}, "cores": base._cores()}
     entry["threads"] = torch.get_num_threads()
-    entry["size"] = engines.CALIBRATION_SIZE
-    cache.write_text(json.dumps({kind: {**entry, "versions": engines._versions()}}))
+    entry["size"] = auto.CALIBRATION_SIZE
+    cache.write_text(json.dumps({kind: {**entry, "versions": auto._versions()}}))
     engine = make_engine(network, "auto", cache_file=cache)
     assert isinstance(engine, TorchEngine) and engine.form == "sub-pixel"
     assert isinstance(engine.model.deconv, SubpixelConv2d)
@@ -271,18 +275,18 @@ def test_a_cached_sub_pixel_choice_runs_the_sub_pixel_form(tmp_path: Path) -> No
 def test_a_choice_calibrated_at_another_size_is_measured_again(tmp_path: Path) -> None:
     clear_engine_cache()
     network = _network("espcn", 2)
-    kind = f"{engines._network_kind(network)}/float32"
-    entry = {"engine": "torch", "milliseconds": {}, "cores": engines._cores()}
-    entry |= {"threads": torch.get_num_threads(), "versions": engines._versions(), "size": 256}
+    kind = f"{base._network_kind(network)}/float32"
+    entry = {"engine": "torch", "milliseconds": {}, "cores": base._cores()}
+    entry |= {"threads": torch.get_num_threads(), "versions": auto._versions(), "size": 256}
     cache = tmp_path / "engines.json"
     cache.write_text(json.dumps({kind: entry}))
-    assert engines._cached_choice(cache, kind) is None
-    entry["size"] = engines.CALIBRATION_SIZE
+    assert auto._cached_choice(cache, kind) is None
+    entry["size"] = auto.CALIBRATION_SIZE
     cache.write_text(json.dumps({kind: entry}))
-    assert engines._cached_choice(cache, kind) == "torch"
+    assert auto._cached_choice(cache, kind) == "torch"
 
 
-def _no_calibration(*args: object, **kwargs: object) -> engines.Calibration:
+def _no_calibration(*args: object, **kwargs: object) -> auto.Calibration:
     raise AssertionError("calibrated although a choice was cached")
 
 
@@ -294,12 +298,12 @@ def test_choices_are_kept_per_thread_count(tmp_path: Path, monkeypatch: pytest.M
     cache = tmp_path / "engines.json"
     for threads in (1, 2):
         make_engine(network, "auto", precision="float32", threads=threads, cache_file=cache)
-    kind = f"{engines._network_kind(network)}/float32"
+    kind = f"{base._network_kind(network)}/float32"
     entries = json.loads(cache.read_text())
     assert sorted(entries) == [f"{kind}/t1", f"{kind}/t2"]
     assert [entries[f"{kind}/t{n}"]["threads"] for n in (1, 2)] == [1, 2]
     clear_engine_cache()  # a new process
-    monkeypatch.setattr(engines, "calibrate", _no_calibration)
+    monkeypatch.setattr(auto, "calibrate", _no_calibration)
     for threads in (1, 2, 1):
         make_engine(network, "auto", precision="float32", threads=threads, cache_file=cache)
     clear_engine_cache()
@@ -311,13 +315,13 @@ def test_an_entry_keyed_without_threads_is_read_and_then_replaced(
     clear_engine_cache()
     monkeypatch.setitem(AUTO_ENGINES, "float32", ("torch", "torch-channels-last"))
     network = _network("espcn", 2)
-    older = f"{engines._network_kind(network)}/float32"
-    entry = {"engine": "torch-channels-last", "milliseconds": {}, "cores": engines._cores()}
-    entry |= {"threads": 1, "versions": engines._versions(), "size": engines.CALIBRATION_SIZE}
+    older = f"{base._network_kind(network)}/float32"
+    entry = {"engine": "torch-channels-last", "milliseconds": {}, "cores": base._cores()}
+    entry |= {"threads": 1, "versions": auto._versions(), "size": auto.CALIBRATION_SIZE}
     cache = tmp_path / "engines.json"
     cache.write_text(json.dumps({older: entry}))
     with monkeypatch.context() as patched:
-        patched.setattr(engines, "calibrate", _no_calibration)
+        patched.setattr(auto, "calibrate", _no_calibration)
         engine = make_engine(network, "auto", precision="float32", threads=1, cache_file=cache)
     assert engine.name == "torch-channels-last"
     clear_engine_cache()
@@ -325,7 +329,7 @@ def test_an_entry_keyed_without_threads_is_read_and_then_replaced(
     assert sorted(json.loads(cache.read_text())) == [older, f"{older}/t2"]
     # Measured again at 1 thread (a forced miss), the new entry supersedes the old one.
     clear_engine_cache()
-    monkeypatch.setattr(engines, "CALIBRATION_SIZE", engines.CALIBRATION_SIZE + 1)
+    monkeypatch.setattr(auto, "CALIBRATION_SIZE", auto.CALIBRATION_SIZE + 1)
     make_engine(network, "auto", precision="float32", threads=1, cache_file=cache)
     assert sorted(json.loads(cache.read_text())) == [f"{older}/t1", f"{older}/t2"]
     clear_engine_cache()
@@ -339,7 +343,7 @@ def test_a_later_process_takes_the_export_and_compiled_model_from_the_cache(
 
     network = _network("fsrcnn-s", 2)
     cache = tmp_path / "engines.json"
-    monkeypatch.setattr(engines, "_EXPORTS", {})
+    monkeypatch.setattr(exports, "_EXPORTS", {})
     make_engine(network, "openvino", precision="float32", cache_file=cache)
     (stored,) = (tmp_path / "onnx").glob("*.onnx")
     assert subpixel.export.read_card(stored.read_bytes()).architecture == "fsrcnn-s"
@@ -348,7 +352,7 @@ def test_a_later_process_takes_the_export_and_compiled_model_from_the_cache(
     def no_export(model: nn.Module, **kwargs: object) -> bytes:
         raise AssertionError("exported although the export was cached")
 
-    monkeypatch.setattr(engines, "_EXPORTS", {})  # a new process
+    monkeypatch.setattr(exports, "_EXPORTS", {})  # a new process
     monkeypatch.setattr(subpixel.export, "onnx_bytes", no_export)
     _check(
         make_engine(network, "openvino", precision="float32", cache_file=cache),
