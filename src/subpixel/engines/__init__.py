@@ -21,10 +21,12 @@ mixed keeps most of its speed for a fraction of that loss. So ``precision="auto"
 measured loss under 0.05 dB on both sets, on a CPU with native bfloat16; float32 otherwise.
 ONNX Runtime runs float32 only.
 
-``make_engine(model, "auto")`` chooses among them and remembers the choice
-(``subpixel.engines.auto``); the exports and compiled models it needs are kept by
-``subpixel.engines.exports``. What every engine shares (the protocol, its error, the
-names) is ``subpixel.engines.base``.
+``make_engine(model, "auto")`` chooses among them: the fastest of those whose tiles matched
+the whole image bit for bit in a probe, so that tiled upscaling equals untiled on the default
+path (``subpixel.engines.auto``, ``subpixel.engines.tile_probe``); engines named by the user
+may differ by a level at a few pixels along tile seams. It remembers the choice; the exports
+and compiled models it needs are kept by ``subpixel.engines.exports``. What every engine
+shares (the protocol, its error, the names) is ``subpixel.engines.base``.
 
 Example:
     >>> import numpy as np

@@ -2,19 +2,32 @@
 
 ``make_engine(model, "auto")`` times the candidates (``AUTO_ENGINES``: torch,
 torch-channels-last, onnxruntime and openvino, each where installed; in bfloat16 the same,
-onnxruntime staying float32) interleaved on a 384x384 input and keeps the fastest; for
-FSRCNN it tries both forms of its last layer, the transposed convolution and its exact
-sub-pixel form (``models.fsrcnn_to_subpixel``), since which is faster depends on the
-engine (see PERF-NOTES.md). ``torch-compile`` is not among the candidates: its compile time would
-dominate a calibration, and in float32 it did not beat ONNX Runtime here.
+onnxruntime staying float32) interleaved on a 384x384 input, then keeps the fastest whose
+tiles match the whole image bit for bit; for FSRCNN it tries both forms of its last layer,
+the transposed convolution and its exact sub-pixel form (``models.fsrcnn_to_subpixel``),
+since which is faster depends on the engine (see PERF-NOTES.md). ``torch-compile`` is not
+among the candidates: its compile time would dominate a calibration, and in float32 it did
+not beat ONNX Runtime here.
+
+Tiled upscaling equals untiled on the default path because of that probe
+(``subpixel.engines.tile_probe``): some engines' kernels compute a pixel differently by the
+input's shape, so their tiles can differ from the whole by a level at a few pixels along the
+seams. The candidates are probed fastest first on a random 192x192 input, tiled at 17, 37
+and 97 pixels as ``subpixel.tiling.run_tiled`` tiles it; the first whose every tile interior
+equals the whole is kept. If none does, the fastest is kept and a warning logged. On 2 Zen 4
+cores (2 threads, bfloat16), ECBSR x3 kept OpenVINO (probe 95 ms); for FSRCNN x3 OpenVINO's
+sub-pixel form (22 ms a 384x384 call) differed at 3 values and eager torch's sub-pixel form
+(57 ms) was kept (probe 537 ms). An engine named by the user is not probed.
 
 The choice is remembered per network kind (architecture, FSRCNN's form, scale, channels,
 precision) and thread count for the process, and, given ``cache_file``
 (``default_cache_file()`` is ``~/.cache/subpixel/engines.json``), on disk: one small JSON
-object mapping that kind to the chosen engine, the milliseconds of each candidate, and the
-core and thread counts, library versions and input size it was measured with (an entry
-measured with others is measured again). The same folder keeps the exports and OpenVINO's
-compiled models (``subpixel.engines.exports``).
+object mapping that kind to the chosen engine, the milliseconds of each candidate, what the
+probe found (``tile_exact``: the chosen one matched, or ``null`` for a network that cannot
+be tiled; ``probe_failed``: the faster candidates that did not; ``probe_ms``), and the core
+and thread counts, library versions and input size it was measured with (an entry measured
+with others, or written before the probe, is measured again). The same folder keeps the
+exports and OpenVINO's compiled models (``subpixel.engines.exports``).
 """
 
 from __future__ import annotations
@@ -44,9 +57,11 @@ from subpixel.engines.base import (
 from subpixel.engines.exports import _write_cache
 from subpixel.engines.onnxruntime_engine import OnnxRuntimeEngine
 from subpixel.engines.openvino_engine import OpenVinoEngine
+from subpixel.engines.tile_probe import tile_mismatches
 from subpixel.engines.torch_engine import TorchEngine
 from subpixel.errors import SubpixelError
 from subpixel.precision import resolve_precision
+from subpixel.tiling import TilingError
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +94,27 @@ class Calibration:
     @property
     def fastest(self) -> str:
         return min(self.milliseconds, key=self.milliseconds.__getitem__)
+
+    @property
+    def ranked(self) -> list[str]:
+        """The candidates, fastest first."""
+        return sorted(self.milliseconds, key=self.milliseconds.__getitem__)
+
+
+@dataclass(frozen=True)
+class TileProbe:
+    """What the tile probe (``subpixel.engines.tile_probe``) found for a calibration.
+
+    ``choice`` is the fastest candidate whose tiles matched the whole image bit for bit
+    (``exact``), or the fastest of all when none did (``exact`` False) or when the network
+    has no receptive radius to tile by (``exact`` None, nothing probed). ``failed`` lists
+    the candidates probed before it whose tiles differed.
+    """
+
+    choice: str
+    exact: bool | None
+    failed: tuple[str, ...]
+    milliseconds: float
 
 
 _CHOICES: dict[str, str] = {}  # network kind -> candidate name, for this process
@@ -164,25 +200,26 @@ def _choice_kind(model: nn.Module, precision: str, threads: int) -> str:
 
 def _cached_choice(path: Path, kind: str, threads: int | None = None) -> str | None:
     """The choice recorded for ``kind`` if it was measured as things are now, with
-    ``threads`` threads (default ``torch.get_num_threads()``). An entry written before the
-    key held the thread count (``.../{precision}``) is read when its recorded thread count
-    is this one."""
+    ``threads`` threads (default ``torch.get_num_threads()``), and probed for tiling.
+    Entries written before the tile probe (no ``tile_exact``), or before the key held the
+    thread count (``.../{precision}``), are measured again."""
     threads = threads or torch.get_num_threads()
-    cache = _read_cache(path)
-    for entry in (cache.get(kind), cache.get(kind.removesuffix(f"/t{threads}"))):
-        if (
-            isinstance(entry, dict)
-            and _valid_candidate(entry.get("engine"))
-            and entry.get("cores") == _cores()
-            and entry.get("threads") == threads
-            and entry.get("versions") == _versions()
-            and entry.get("size") == CALIBRATION_SIZE
-        ):
-            return str(entry["engine"])
+    entry = _read_cache(path).get(kind)
+    if (
+        isinstance(entry, dict)
+        and _valid_candidate(entry.get("engine"))
+        and entry.get("cores") == _cores()
+        and entry.get("threads") == threads
+        and entry.get("versions") == _versions()
+        and entry.get("size") == CALIBRATION_SIZE
+        and entry.get("tile_exact", "missing") in (True, False, None)
+        and isinstance(entry.get("probe_failed"), list)
+    ):
+        return str(entry["engine"])
     return None
 
 
-def _store_choice(path: Path, calibration: Calibration, threads: int) -> None:
+def _store_choice(path: Path, calibration: Calibration, probe: TileProbe, threads: int) -> None:
     """Record a choice in the cache file (temp file + rename); failures are only logged.
 
     An entry of the same kind and thread count written with the older key (no thread count
@@ -194,8 +231,11 @@ def _store_choice(path: Path, calibration: Calibration, threads: int) -> None:
     if isinstance(superseded, dict) and superseded.get("threads") == threads:
         del cache[older]
     cache[calibration.kind] = {
-        "engine": calibration.fastest,
+        "engine": probe.choice,
         "milliseconds": {k: round(v, 3) for k, v in calibration.milliseconds.items()},
+        "tile_exact": probe.exact,
+        "probe_failed": list(probe.failed),
+        "probe_ms": round(probe.milliseconds, 1),
         "cores": _cores(),
         "threads": threads,
         "versions": _versions(),
@@ -237,10 +277,11 @@ def make_engine(
 
     ``"auto"`` uses the choice remembered for this kind of network (in this process, then
     in ``cache_file`` if given), else times the candidates of ``AUTO_ENGINES`` on a 384x384
-    input, interleaved, and keeps the fastest. For FSRCNN each candidate also runs in the
-    sub-pixel form of the last layer. Candidates that cannot run are left out: onnxruntime
-    or openvino when it is not installed or cannot take the network. A model on a GPU gets
-    ``torch``.
+    input, interleaved, and keeps the fastest whose tiles matched the whole image bit for bit
+    in the tile probe (the fastest of all, with a warning, if none did). For FSRCNN each
+    candidate also runs in the sub-pixel form of the last layer. Candidates that cannot run
+    are left out: onnxruntime or openvino when it is not installed or cannot take the
+    network. A model on a GPU gets ``torch``, not probed.
 
     Args:
         model: the network (a ``subpixel`` model, card attached or not).
@@ -288,12 +329,23 @@ def _forms(model: nn.Module) -> dict[str, nn.Module]:
     return forms
 
 
+def _form(candidate: str) -> str:
+    """The form a candidate runs: ``SUBPIXEL_FORM`` or ``""``."""
+    return SUBPIXEL_FORM if candidate.endswith(SUBPIXEL_FORM) else ""
+
+
 def _candidate(
-    model: nn.Module, candidate: str, precision: str, threads: int | None, cache_dir: Path | None
+    model: nn.Module,
+    candidate: str,
+    precision: str,
+    threads: int | None,
+    cache_dir: Path | None,
+    forms: dict[str, nn.Module] | None = None,
 ) -> Engine | None:
-    """The engine for ``"name[+subpixel]"``, or ``None`` when it cannot run here."""
+    """The engine for ``"name[+subpixel]"``, or ``None`` when it cannot run here. ``forms``:
+    the model's forms (``_forms``) when already made."""
     name = candidate.removesuffix(SUBPIXEL_FORM)
-    network = _forms(model)[SUBPIXEL_FORM] if candidate.endswith(SUBPIXEL_FORM) else model
+    network = (forms or _forms(model))[_form(candidate)]
     engine_precision = "float32" if name == "onnxruntime" else precision
     try:
         engine = _build(network, name, engine_precision, threads, cache_dir)
@@ -323,19 +375,72 @@ def _auto_engine(
         if engine is not None:
             _CHOICES[kind] = choice
             return engine
+    forms = _forms(model)
     engines: dict[str, Engine] = {}
-    for form in _forms(model):
+    for form in forms:
         for name in AUTO_ENGINES[precision]:
-            engine = _candidate(model, name + form, precision, threads, cache_dir)
+            engine = _candidate(model, name + form, precision, threads, cache_dir, forms)
             if engine is not None:
                 engines[name + form] = engine
-    calibration = calibrate(engines, _channels(model), kind=kind)
-    choice = calibration.fastest
-    logger.info("auto engine for %s: %s (ms: %s)", kind, choice, calibration.milliseconds)
+    channels = _channels(model)
+    calibration = calibrate(engines, channels, kind=kind)
+    probe = _probe_tiles(engines, forms, calibration, channels)
+    choice = probe.choice
+    logger.info(
+        "auto engine for %s: %s (ms: %s; tile probe %.0f ms: exact %s, failed %s)",
+        kind,
+        choice,
+        {k: round(v, 2) for k, v in calibration.milliseconds.items()},
+        probe.milliseconds,
+        probe.exact,
+        list(probe.failed),
+    )
     if cache_file is not None:
-        _store_choice(cache_file, calibration, count)
+        _store_choice(cache_file, calibration, probe, count)
     _CHOICES[kind] = choice
     return engines[choice]
+
+
+def _probe_tiles(
+    engines: dict[str, Engine],
+    forms: dict[str, nn.Module],
+    calibration: Calibration,
+    channels: int,
+) -> TileProbe:
+    """Probe the calibrated candidates fastest first and keep the first whose tiles match
+    the whole image bit for bit (``tile_probe.tile_mismatches``); the fastest of all when
+    none does (logged as a warning) or when the network cannot be tiled.
+
+    Args:
+        engines: the candidates by name (``"name[+subpixel]"``).
+        forms: the networks they run, by form (``""``, ``"+subpixel"``).
+        calibration: their timings.
+        channels: the networks' input channels.
+    """
+    start = time.perf_counter()
+    failed: list[str] = []
+
+    def done(choice: str, exact: bool | None) -> TileProbe:
+        return TileProbe(choice, exact, tuple(failed), (time.perf_counter() - start) * 1e3)
+
+    for candidate in calibration.ranked:
+        try:
+            mismatches = tile_mismatches(engines[candidate], forms[_form(candidate)], channels)
+        except TilingError as error:  # no receptive radius: the network is never tiled
+            logger.info("auto engine: no tile probe for %s (%s)", calibration.kind, error)
+            return done(calibration.fastest, None)
+        if mismatches == 0:
+            return done(candidate, True)
+        logger.info(
+            "auto engine: %s failed the tile probe (%d values differ)", candidate, mismatches
+        )
+        failed.append(candidate)
+    logger.warning(
+        "no engine ran %s tile-exact; the fastest, %s, may differ along tile seams",
+        calibration.kind,
+        calibration.fastest,
+    )
+    return done(calibration.fastest, False)
 
 
 class EngineModule(nn.Module):
