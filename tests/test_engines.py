@@ -30,7 +30,7 @@ from PIL import Image
 from torch import nn
 
 import subpixel
-from subpixel import engines, fastpath, models
+from subpixel import fastpath, models
 from subpixel.bicubic import phase_weights
 from subpixel.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from subpixel.engines import (
@@ -40,10 +40,15 @@ from subpixel.engines import (
     EngineError,
     EngineModule,
     TorchEngine,
+    auto,
+    base,
     clear_engine_cache,
     engine_module,
+    exports,
     make_engine,
+    openvino_engine,
 )
+from subpixel.engines.tile_probe import tile_mismatches
 from subpixel.layers import SubpixelConv2d
 from subpixel.precision import native_bfloat16
 from subpixel.resize import imresize
@@ -154,17 +159,17 @@ def test_openvino_mixed_runs_the_layers_through_the_first_in_float32_only(
     name: str, form: str, in_float32: int
 ) -> None:
     network = _network(name, 2, form)
-    core = engines._openvino_core()
-    exported = core.read_model(engines._exported(network), b"")
-    kept = engines._layers_through_first(exported, network)
-    marked = engines._keeping_precision(core, exported, kept)
+    core = openvino_engine._openvino_core()
+    exported = core.read_model(exports._exported(network), b"")
+    kept = openvino_engine._layers_through_first(exported, network)
+    marked = openvino_engine._keeping_precision(core, exported, kept)
     compiled = core.compile_model(marked, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
     convolutions = [
         op.get_friendly_name()
         for op in marked.get_ordered_ops()
-        if op.get_type_name() in engines._OPENVINO_CONVOLUTIONS
+        if op.get_type_name() in openvino_engine._OPENVINO_CONVOLUTIONS
     ]
-    ran = [engines._runtime_precision(compiled, c) for c in convolutions]
+    ran = [openvino_engine._runtime_precision(compiled, c) for c in convolutions]
     # SRCNN's bicubic upscaling is a convolution too, before its first layer.
     assert ran[:in_float32] == ["f32"] * in_float32, ran
     assert set(ran[in_float32:]) == {"bf16"}, ran
@@ -174,20 +179,20 @@ def test_openvino_mixed_finds_the_first_layer_by_its_weights() -> None:
     if not HAS_OPENVINO:
         pytest.skip("onnx, onnxscript or openvino missing")
     network = _network("srcnn", 2)
-    exported = engines._openvino_core().read_model(engines._exported(network), b"")
-    kept = engines._layers_through_first(exported, network)
+    exported = openvino_engine._openvino_core().read_model(exports._exported(network), b"")
+    kept = openvino_engine._layers_through_first(exported, network)
     (last,) = [op for op in exported.get_ordered_ops() if op.get_friendly_name() == kept[-1]]
-    assert "body.0.weight" in engines._input_names(last, 1)
+    assert "body.0.weight" in openvino_engine._input_names(last, 1)
     # Weights the export does not hold: an error, not a guess.
     with pytest.raises(EngineError, match=r"uses 0\.weight"):
-        engines._layers_through_first(exported, nn.Sequential(nn.Conv2d(1, 1, 3)))
+        openvino_engine._layers_through_first(exported, nn.Sequential(nn.Conv2d(1, 1, 3)))
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="onnx, onnxscript or openvino missing")
 def test_openvino_that_would_run_the_first_layer_in_bfloat16_is_an_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(engines, "_runtime_precision", lambda _compiled, _layer: "bf16")
+    monkeypatch.setattr(openvino_engine, "_runtime_precision", lambda _compiled, _layer: "bf16")
     with pytest.raises(EngineError, match="does not keep the first layer in float32"):
         make_engine(_network("espcn", 2), "openvino", precision="mixed")
 
@@ -214,7 +219,7 @@ def test_a_missing_runtime_names_the_extra_to_install(
             raise ImportError(f"No module named {name!r}")
         return real(name)
 
-    monkeypatch.setattr(engines.importlib, "import_module", without)
+    monkeypatch.setattr(importlib, "import_module", without)
     with pytest.raises(EngineError, match=rf"needs {engine}: pip install 'subpixel\[{extra}\]'"):
         make_engine(_network("espcn", 2), engine, precision="float32")
 
@@ -242,7 +247,12 @@ def test_auto_tries_both_fsrcnn_forms_and_returns_a_working_engine(
     expected = {e + form for e in AUTO_ENGINES[precision] for form in ("", "+subpixel")}
     missing = ([] if HAS_ORT else ["onnxruntime"]) + ([] if HAS_OPENVINO else ["openvino"])
     assert tried == {t for t in expected if t.removesuffix("+subpixel") not in missing}
-    assert entry["engine"] == min(entry["milliseconds"], key=entry["milliseconds"].get)
+    # The fastest whose tiles matched the whole in the probe; those faster failed it.
+    ranked = sorted(entry["milliseconds"], key=entry["milliseconds"].get)
+    if entry["tile_exact"]:
+        assert entry["probe_failed"] == ranked[: ranked.index(entry["engine"])]
+    else:  # none matched: the fastest, all probed
+        assert entry["engine"] == ranked[0] and entry["probe_failed"] == ranked
     assert (getattr(engine, "form", "") == "sub-pixel") == entry["engine"].endswith("+subpixel")
 
     # Whatever was chosen, a later process rebuilds it from the file, in the same form.
@@ -255,12 +265,12 @@ def test_auto_tries_both_fsrcnn_forms_and_returns_a_working_engine(
 def test_a_cached_sub_pixel_choice_runs_the_sub_pixel_form(tmp_path: Path) -> None:
     clear_engine_cache()
     network = _network("fsrcnn", 2)
-    kind = f"{engines._network_kind(network)}/float32"
+    kind = f"{base._network_kind(network)}/float32/t{torch.get_num_threads()}"
     cache = tmp_path / "engines.json"
-    entry = {"engine": "torch+subpixel", "milliseconds": {}, "cores": engines._cores()}
+    entry = {"engine": "torch+subpixel", "milliseconds": {}, "cores": base._cores()}
     entry["threads"] = torch.get_num_threads()
-    entry["size"] = engines.CALIBRATION_SIZE
-    cache.write_text(json.dumps({kind: {**entry, "versions": engines._versions()}}))
+    entry |= {"size": auto.CALIBRATION_SIZE, "tile_exact": True, "probe_failed": []}
+    cache.write_text(json.dumps({kind: {**entry, "versions": auto._versions()}}))
     engine = make_engine(network, "auto", cache_file=cache)
     assert isinstance(engine, TorchEngine) and engine.form == "sub-pixel"
     assert isinstance(engine.model.deconv, SubpixelConv2d)
@@ -268,21 +278,28 @@ def test_a_cached_sub_pixel_choice_runs_the_sub_pixel_form(tmp_path: Path) -> No
     clear_engine_cache()
 
 
-def test_a_choice_calibrated_at_another_size_is_measured_again(tmp_path: Path) -> None:
+def test_a_choice_calibrated_at_another_size_or_not_probed_is_measured_again(
+    tmp_path: Path,
+) -> None:
     clear_engine_cache()
     network = _network("espcn", 2)
-    kind = f"{engines._network_kind(network)}/float32"
-    entry = {"engine": "torch", "milliseconds": {}, "cores": engines._cores()}
-    entry |= {"threads": torch.get_num_threads(), "versions": engines._versions(), "size": 256}
+    kind = f"{base._network_kind(network)}/float32/t{torch.get_num_threads()}"
+    entry = {"engine": "torch", "milliseconds": {}, "cores": base._cores()}
+    entry |= {"threads": torch.get_num_threads(), "versions": auto._versions(), "size": 256}
+    entry |= {"tile_exact": True, "probe_failed": []}
     cache = tmp_path / "engines.json"
     cache.write_text(json.dumps({kind: entry}))
-    assert engines._cached_choice(cache, kind) is None
-    entry["size"] = engines.CALIBRATION_SIZE
+    assert auto._cached_choice(cache, kind) is None
+    entry["size"] = auto.CALIBRATION_SIZE
     cache.write_text(json.dumps({kind: entry}))
-    assert engines._cached_choice(cache, kind) == "torch"
+    assert auto._cached_choice(cache, kind) == "torch"
+    # Written before the tile probe: no record of it, so measured again.
+    for key in ("tile_exact", "probe_failed"):
+        cache.write_text(json.dumps({kind: {k: v for k, v in entry.items() if k != key}}))
+        assert auto._cached_choice(cache, kind) is None
 
 
-def _no_calibration(*args: object, **kwargs: object) -> engines.Calibration:
+def _no_calibration(*args: object, **kwargs: object) -> auto.Calibration:
     raise AssertionError("calibrated although a choice was cached")
 
 
@@ -294,40 +311,137 @@ def test_choices_are_kept_per_thread_count(tmp_path: Path, monkeypatch: pytest.M
     cache = tmp_path / "engines.json"
     for threads in (1, 2):
         make_engine(network, "auto", precision="float32", threads=threads, cache_file=cache)
-    kind = f"{engines._network_kind(network)}/float32"
+    kind = f"{base._network_kind(network)}/float32"
     entries = json.loads(cache.read_text())
     assert sorted(entries) == [f"{kind}/t1", f"{kind}/t2"]
     assert [entries[f"{kind}/t{n}"]["threads"] for n in (1, 2)] == [1, 2]
     clear_engine_cache()  # a new process
-    monkeypatch.setattr(engines, "calibrate", _no_calibration)
+    monkeypatch.setattr(auto, "calibrate", _no_calibration)
     for threads in (1, 2, 1):
         make_engine(network, "auto", precision="float32", threads=threads, cache_file=cache)
     clear_engine_cache()
 
 
-def test_an_entry_keyed_without_threads_is_read_and_then_replaced(
+def test_an_entry_keyed_without_threads_is_measured_again_and_replaced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Such entries predate the tile probe: the choice is made again, and the new entry
+    replaces the old one of the same thread count only."""
     clear_engine_cache()
     monkeypatch.setitem(AUTO_ENGINES, "float32", ("torch", "torch-channels-last"))
     network = _network("espcn", 2)
-    older = f"{engines._network_kind(network)}/float32"
-    entry = {"engine": "torch-channels-last", "milliseconds": {}, "cores": engines._cores()}
-    entry |= {"threads": 1, "versions": engines._versions(), "size": engines.CALIBRATION_SIZE}
+    older = f"{base._network_kind(network)}/float32"
+    entry = {"engine": "torch-channels-last", "milliseconds": {}, "cores": base._cores()}
+    entry |= {"threads": 1, "versions": auto._versions(), "size": auto.CALIBRATION_SIZE}
     cache = tmp_path / "engines.json"
     cache.write_text(json.dumps({older: entry}))
-    with monkeypatch.context() as patched:
-        patched.setattr(engines, "calibrate", _no_calibration)
-        engine = make_engine(network, "auto", precision="float32", threads=1, cache_file=cache)
-    assert engine.name == "torch-channels-last"
-    clear_engine_cache()
-    make_engine(network, "auto", precision="float32", threads=2, cache_file=cache)  # measured
+    make_engine(network, "auto", precision="float32", threads=2, cache_file=cache)
     assert sorted(json.loads(cache.read_text())) == [older, f"{older}/t2"]
-    # Measured again at 1 thread (a forced miss), the new entry supersedes the old one.
     clear_engine_cache()
-    monkeypatch.setattr(engines, "CALIBRATION_SIZE", engines.CALIBRATION_SIZE + 1)
     make_engine(network, "auto", precision="float32", threads=1, cache_file=cache)
-    assert sorted(json.loads(cache.read_text())) == [f"{older}/t1", f"{older}/t2"]
+    entries = json.loads(cache.read_text())
+    assert sorted(entries) == [f"{older}/t1", f"{older}/t2"]
+    assert isinstance(entries[f"{older}/t1"]["probe_failed"], list)
+    clear_engine_cache()
+
+
+class _NumpyConv:
+    """A 3x3 convolution to 4 channels and a x2 pixel shuffle, in float64 numpy, each output
+    summed in one fixed order whatever the input's shape: tile-exact by construction.
+    ``wobble`` adds ``wobble * (H % 2)``, an output that depends on the input's shape as
+    shape-chosen kernels do."""
+
+    name = "numpy"
+
+    def __init__(self, network: nn.Sequential, wobble: float = 0.0) -> None:
+        conv = network[0]
+        self.weight = conv.weight.detach().double().numpy()  # (4, 1, 3, 3)
+        self.bias = conv.bias.detach().double().numpy()
+        self.wobble = wobble
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        b, _, h, w = lr.shape
+        padded = np.pad(lr[:, 0].astype(np.float64), ((0, 0), (1, 1), (1, 1)))
+        out = np.zeros((b, 4, h, w))
+        for k in range(4):
+            out[:, k] = self.bias[k]
+            for dy in range(3):
+                for dx in range(3):
+                    out[:, k] += self.weight[k, 0, dy, dx] * padded[:, dy : dy + h, dx : dx + w]
+        sr = out.reshape(b, 1, 2, 2, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(b, 1, 2 * h, 2 * w)
+        return sr.astype(np.float32) + np.float32(self.wobble * (h % 2))
+
+
+def _numpy_conv_network() -> nn.Sequential:
+    network = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.PixelShuffle(2))
+    with torch.no_grad():
+        network[0].weight.copy_(
+            torch.randn((4, 1, 3, 3), generator=torch.Generator().manual_seed(0))
+        )
+    return network.eval()
+
+
+def test_the_tile_probe_rejects_an_engine_whose_output_depends_on_the_shape(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    network = _numpy_conv_network()
+    exact, shaky = _NumpyConv(network), _NumpyConv(network, wobble=1e-7)
+    lr = _lr(9, 11)
+    np.testing.assert_allclose(exact(lr), _eager(network, lr), atol=1e-5)  # it is the network
+    assert tile_mismatches(exact, network, 1) == 0
+    # Odd crops (tiles of 17, 37 and 97 plus a margin of 1) differ from the whole (192, even).
+    assert tile_mismatches(shaky, network, 1) > 0
+
+    forms = {"": network}
+    calibration = auto.Calibration("k", {"shaky": 1.0, "exact": 2.0, "slower": 3.0})
+    candidates: dict[str, Engine] = {"shaky": shaky, "exact": exact, "slower": shaky}
+    probe = auto._probe_tiles(candidates, forms, calibration, 1)
+    assert (probe.choice, probe.exact, probe.failed) == ("exact", True, ("shaky",))
+    # None exact: the fastest is kept, with a warning, not an error.
+    calibration = auto.Calibration("k", {"shaky": 1.0, "slower": 3.0})
+    with caplog.at_level("WARNING", logger="subpixel.engines.auto"):
+        probe = auto._probe_tiles(candidates, forms, calibration, 1)
+    assert (probe.choice, probe.exact, probe.failed) == ("shaky", False, ("shaky", "slower"))
+    assert "may differ along tile seams" in caplog.text
+
+
+def test_auto_keeps_the_fastest_engine_whose_tiles_match(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The choice and what the probe found are recorded, and read back without probing."""
+    clear_engine_cache()
+    network = _numpy_conv_network()
+    built = {"torch": _NumpyConv(network, wobble=1e-7), "torch-channels-last": _NumpyConv(network)}
+    monkeypatch.setitem(AUTO_ENGINES, "float32", tuple(built))
+    monkeypatch.setattr(auto, "_build", lambda _model, name, *_args: built[name])
+    timings = {"torch": 1.0, "torch-channels-last": 2.0}  # the shaky one faster
+    monkeypatch.setattr(auto, "calibrate", lambda _e, _c, kind: auto.Calibration(kind, timings))
+    cache = tmp_path / "engines.json"
+    engine = make_engine(network, "auto", precision="float32", cache_file=cache)
+    assert engine is built["torch-channels-last"]
+    (entry,) = json.loads(cache.read_text()).values()
+    assert entry["engine"] == "torch-channels-last" and entry["tile_exact"] is True
+    assert entry["probe_failed"] == ["torch"] and entry["probe_ms"] >= 0
+    clear_engine_cache()
+    monkeypatch.setattr(auto, "calibrate", _no_calibration)
+    monkeypatch.setattr(auto, "tile_mismatches", _no_calibration)
+    assert make_engine(network, "auto", precision="float32", cache_file=cache) is engine
+    clear_engine_cache()
+
+
+def test_the_automatic_engine_of_a_bundled_model_is_tile_exact() -> None:
+    """On the machine the suite runs on, with its default precision and threads: FSRCNN x3,
+    where OpenVINO and eager torch tiles differed from the whole on 2 Zen 4 cores."""
+    clear_engine_cache()
+    network = subpixel.load_model("fsrcnn", scale=3)
+    engine = make_engine(network, "auto")
+    assert tile_mismatches(engine, network, 1) == 0, engine.name
+    # And so the image pipeline's tiles equal its whole image, on another size too.
+    module = EngineModule(engine, network)
+    rgb = np.asarray(Image.open(ROOT / "examples" / "cat.png").convert("RGB"))
+    whole = subpixel.upscale_image(rgb, module)
+    for tile in (17, 64):
+        np.testing.assert_array_equal(subpixel.upscale_image(rgb, module, tile=tile), whole)
     clear_engine_cache()
 
 
@@ -339,7 +453,7 @@ def test_a_later_process_takes_the_export_and_compiled_model_from_the_cache(
 
     network = _network("fsrcnn-s", 2)
     cache = tmp_path / "engines.json"
-    monkeypatch.setattr(engines, "_EXPORTS", {})
+    monkeypatch.setattr(exports, "_EXPORTS", {})
     make_engine(network, "openvino", precision="float32", cache_file=cache)
     (stored,) = (tmp_path / "onnx").glob("*.onnx")
     assert subpixel.export.read_card(stored.read_bytes()).architecture == "fsrcnn-s"
@@ -348,7 +462,7 @@ def test_a_later_process_takes_the_export_and_compiled_model_from_the_cache(
     def no_export(model: nn.Module, **kwargs: object) -> bytes:
         raise AssertionError("exported although the export was cached")
 
-    monkeypatch.setattr(engines, "_EXPORTS", {})  # a new process
+    monkeypatch.setattr(exports, "_EXPORTS", {})  # a new process
     monkeypatch.setattr(subpixel.export, "onnx_bytes", no_export)
     _check(
         make_engine(network, "openvino", precision="float32", cache_file=cache),

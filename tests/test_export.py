@@ -340,13 +340,13 @@ def test_auto_engine_works_and_its_choice_is_cached(
     def no_calibration(*args: object, **kwargs: object) -> None:
         raise AssertionError("calibrated although the choice was cached")
 
-    monkeypatch.setattr("subpixel.engines.calibrate", no_calibration)
+    monkeypatch.setattr("subpixel.engines.auto.calibrate", no_calibration)
     assert make_engine(model, "auto", cache_file=cache).name == engine.name
     clear_engine_cache()
 
 
 def test_engine_choice_tells_the_two_fsrcnn_forms_apart() -> None:
-    from subpixel.engines import _network_kind
+    from subpixel.engines.base import _network_kind
 
     plain, converted = _network("fsrcnn", 3, 1), _network("fsrcnn+subpixel", 3, 1)
     assert _network_kind(plain) != _network_kind(converted)

@@ -1,0 +1,494 @@
+"""Making an engine by name, and choosing one: ``make_engine``, ``engine_module``.
+
+``make_engine(model, "auto")`` times the candidates (``AUTO_ENGINES``: torch,
+torch-channels-last, onnxruntime and openvino, each where installed; in bfloat16 the same,
+onnxruntime staying float32) interleaved on a 384x384 input, then keeps the fastest whose
+tiles match the whole image bit for bit; for FSRCNN it tries both forms of its last layer,
+the transposed convolution and its exact sub-pixel form (``models.fsrcnn_to_subpixel``),
+since which is faster depends on the engine (see PERF-NOTES.md). ``torch-compile`` is not
+among the candidates: its compile time would dominate a calibration, and in float32 it did
+not beat ONNX Runtime here.
+
+Tiled upscaling equals untiled on the default path because of that probe
+(``subpixel.engines.tile_probe``): some engines' kernels compute a pixel differently by the
+input's shape, so their tiles can differ from the whole by a level at a few pixels along the
+seams. The candidates are probed fastest first on a random 192x192 input, tiled at 17, 37
+and 97 pixels as ``subpixel.tiling.run_tiled`` tiles it; the first whose every tile interior
+equals the whole is kept. If none does, the fastest is kept and a warning logged. On 2 Zen 4
+cores (2 threads, bfloat16), ECBSR x3 kept OpenVINO (probe 95 ms); for FSRCNN x3 OpenVINO's
+sub-pixel form (22 ms a 384x384 call) differed at 3 values and eager torch's sub-pixel form
+(57 ms) was kept (probe 537 ms). An engine named by the user is not probed.
+
+The choice is remembered per network kind (architecture, FSRCNN's form, scale, channels,
+precision) and thread count for the process, and, given ``cache_file``
+(``default_cache_file()`` is ``~/.cache/subpixel/engines.json``), on disk: one small JSON
+object mapping that kind to the chosen engine, the milliseconds of each candidate, what the
+probe found (``tile_exact``: the chosen one matched, or ``null`` for a network that cannot
+be tiled; ``probe_failed``: the faster candidates that did not; ``probe_ms``), and the core
+and thread counts, library versions and input size it was measured with (an entry measured
+with others, or written before the probe, is measured again). The same folder keeps the
+exports and OpenVINO's compiled models (``subpixel.engines.exports``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from subpixel.engines.base import (
+    ENGINES,
+    SUBPIXEL_FORM,
+    Engine,
+    EngineError,
+    _check_precision,
+    _cores,
+    _network_kind,
+)
+from subpixel.engines.exports import _write_cache
+from subpixel.engines.onnxruntime_engine import OnnxRuntimeEngine
+from subpixel.engines.openvino_engine import OpenVinoEngine
+from subpixel.engines.tile_probe import tile_mismatches
+from subpixel.engines.torch_engine import TorchEngine
+from subpixel.errors import SubpixelError
+from subpixel.precision import resolve_precision
+from subpixel.tiling import TilingError
+
+logger = logging.getLogger(__name__)
+
+#: The engines ``"auto"`` chooses from, by precision (onnxruntime always runs float32).
+AUTO_ENGINES = {
+    "float32": ("torch", "torch-channels-last", "onnxruntime", "openvino"),
+    "bfloat16": ("torch", "torch-channels-last", "onnxruntime", "openvino"),
+    "mixed": ("torch", "torch-channels-last", "onnxruntime", "openvino"),
+}
+# Square input side for calibration: large enough that the ranking is the one at video
+# sizes, small enough to take 1-3 s once per network. Small inputs favour eager torch (its
+# per-call overheads are small, its working set fits the caches): at 128x128 it looked
+# fastest for FSRCNN and was 2x slower at 640x360; on Zen 5, at 256x256, channels-last
+# torch ran FSRCNN x3's sub-pixel form within 10% of OpenVINO and 3.6x slower at 640x360,
+# where 384x384 ranks them as 640x360 does.
+CALIBRATION_SIZE = 384
+CALIBRATION_RUNS = 5
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Milliseconds per call (the fastest of a few) of each candidate, and the fastest.
+
+    Candidates are engine names, with ``"+subpixel"`` for FSRCNN in its sub-pixel form.
+    """
+
+    kind: str
+    milliseconds: dict[str, float]
+
+    @property
+    def fastest(self) -> str:
+        return min(self.milliseconds, key=self.milliseconds.__getitem__)
+
+    @property
+    def ranked(self) -> list[str]:
+        """The candidates, fastest first."""
+        return sorted(self.milliseconds, key=self.milliseconds.__getitem__)
+
+
+@dataclass(frozen=True)
+class TileProbe:
+    """What the tile probe (``subpixel.engines.tile_probe``) found for a calibration.
+
+    ``choice`` is the fastest candidate whose tiles matched the whole image bit for bit
+    (``exact``), or the fastest of all when none did (``exact`` False) or when the network
+    has no receptive radius to tile by (``exact`` None, nothing probed). ``failed`` lists
+    the candidates probed before it whose tiles differed.
+    """
+
+    choice: str
+    exact: bool | None
+    failed: tuple[str, ...]
+    milliseconds: float
+
+
+_CHOICES: dict[str, str] = {}  # network kind -> candidate name, for this process
+
+
+def clear_engine_cache() -> None:
+    """Forget the engine choices made in this process (the disk cache is left alone)."""
+    _CHOICES.clear()
+
+
+def default_cache_file() -> Path:
+    """``$XDG_CACHE_HOME/subpixel/engines.json``, by default ``~/.cache/subpixel/engines.json``."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "subpixel" / "engines.json"
+
+
+def _channels(model: nn.Module) -> int:
+    card = getattr(model, "card", None)
+    if card is not None:
+        return int(card.channels)
+    return int(getattr(getattr(model, "config", model), "channels", 1))
+
+
+def _versions() -> str:
+    versions = [f"torch {torch.__version__}"]
+    for package in ("onnxruntime", "openvino"):
+        try:
+            version = importlib.import_module(package).__version__
+        except ImportError:
+            version = "none"
+        versions.append(f"{package} {version}")
+    return ", ".join(versions)
+
+
+def _time_ms(engine: Engine, lr: np.ndarray) -> float:
+    start = time.perf_counter()
+    engine(lr)
+    return (time.perf_counter() - start) * 1e3
+
+
+def calibrate(
+    engines: dict[str, Engine],
+    channels: int,
+    *,
+    kind: str = "",
+    size: int = CALIBRATION_SIZE,
+    runs: int = CALIBRATION_RUNS,
+) -> Calibration:
+    """Time each engine on a (1, C, size, size) input: one warm-up call, then ``runs`` rounds.
+
+    The rounds interleave the engines (one call each per round) and each keeps its fastest
+    call: another job on the machine only ever adds time, and a median of a few calls on a
+    busy 2-core machine still picked a 3x slower engine now and then.
+    """
+    lr = np.random.default_rng(0).random((1, channels, size, size), dtype=np.float32)
+    for engine in engines.values():
+        engine(lr)
+    samples: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(runs):
+        for name, engine in engines.items():
+            samples[name].append(_time_ms(engine, lr))
+    return Calibration(kind, {name: min(t) for name, t in samples.items()})
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing, unreadable or corrupt: measure again
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def _valid_candidate(name: object) -> bool:
+    return isinstance(name, str) and name.removesuffix(SUBPIXEL_FORM) in ENGINES
+
+
+def _choice_kind(model: nn.Module, precision: str, threads: int) -> str:
+    """The key of a choice: ``{network kind}/{precision}/t{threads}``. The thread count is
+    part of it because the ranking changes with it, and one machine runs both ways (one
+    process on every core, or several with ``--threads 1``)."""
+    return f"{_network_kind(model)}/{precision}/t{threads}"
+
+
+def _cached_choice(path: Path, kind: str, threads: int | None = None) -> str | None:
+    """The choice recorded for ``kind`` if it was measured as things are now, with
+    ``threads`` threads (default ``torch.get_num_threads()``), and probed for tiling.
+    Entries written before the tile probe (no ``tile_exact``), or before the key held the
+    thread count (``.../{precision}``), are measured again."""
+    threads = threads or torch.get_num_threads()
+    entry = _read_cache(path).get(kind)
+    if (
+        isinstance(entry, dict)
+        and _valid_candidate(entry.get("engine"))
+        and entry.get("cores") == _cores()
+        and entry.get("threads") == threads
+        and entry.get("versions") == _versions()
+        and entry.get("size") == CALIBRATION_SIZE
+        and entry.get("tile_exact", "missing") in (True, False, None)
+        and isinstance(entry.get("probe_failed"), list)
+    ):
+        return str(entry["engine"])
+    return None
+
+
+def _store_choice(path: Path, calibration: Calibration, probe: TileProbe, threads: int) -> None:
+    """Record a choice in the cache file (temp file + rename); failures are only logged.
+
+    An entry of the same kind and thread count written with the older key (no thread count
+    in it) is dropped: the new entry replaces it.
+    """
+    cache = _read_cache(path)
+    older = calibration.kind.removesuffix(f"/t{threads}")
+    superseded = cache.get(older) if older != calibration.kind else None
+    if isinstance(superseded, dict) and superseded.get("threads") == threads:
+        del cache[older]
+    cache[calibration.kind] = {
+        "engine": probe.choice,
+        "milliseconds": {k: round(v, 3) for k, v in calibration.milliseconds.items()},
+        "tile_exact": probe.exact,
+        "probe_failed": list(probe.failed),
+        "probe_ms": round(probe.milliseconds, 1),
+        "cores": _cores(),
+        "threads": threads,
+        "versions": _versions(),
+        "size": CALIBRATION_SIZE,
+    }
+    _write_cache(path, json.dumps(cache, indent=1, sort_keys=True).encode())
+
+
+def _build(
+    model: nn.Module, name: str, precision: str, threads: int | None, cache_dir: Path | None
+) -> Engine:
+    """One engine by name (no ``"auto"``); ``threads`` and ``cache_dir`` reach ONNX Runtime
+    and OpenVINO only."""
+    if name == "torch":
+        return TorchEngine(model, precision=precision)
+    if name == "torch-channels-last":
+        return TorchEngine(model, channels_last=True, precision=precision)
+    if name == "torch-compile":
+        return TorchEngine(model, compiled=True, precision=precision)
+    if name == "onnxruntime":
+        if precision != "float32":
+            raise EngineError("the onnxruntime engine runs float32 only")
+        return OnnxRuntimeEngine(model, threads=threads, cache_dir=cache_dir)
+    if name == "openvino":
+        return OpenVinoEngine(model, precision=precision, threads=threads, cache_dir=cache_dir)
+    choices = ", ".join(("auto", *ENGINES))
+    raise EngineError(f"unknown engine {name!r}; choose from {choices}")
+
+
+def make_engine(
+    model: nn.Module,
+    name: str = "auto",
+    *,
+    precision: str = "auto",
+    threads: int | None = None,
+    cache_file: str | Path | None = None,
+) -> Engine:
+    """An engine running ``model``: one of ``ENGINES``, or ``"auto"``.
+
+    ``"auto"`` uses the choice remembered for this kind of network (in this process, then
+    in ``cache_file`` if given), else times the candidates of ``AUTO_ENGINES`` on a 384x384
+    input, interleaved, and keeps the fastest whose tiles matched the whole image bit for bit
+    in the tile probe (the fastest of all, with a warning, if none did). For FSRCNN each
+    candidate also runs in the sub-pixel form of the last layer. Candidates that cannot run
+    are left out: onnxruntime or openvino when it is not installed or cannot take the
+    network. A model on a GPU gets ``torch``, not probed.
+
+    Args:
+        model: the network (a ``subpixel`` model, card attached or not).
+        name: ``"auto"`` or one of ``ENGINES``.
+        precision: ``"float32"``; ``"bfloat16"`` for the torch and OpenVINO engines
+            (engine ``"auto"`` then also considers onnxruntime in float32); or ``"auto"``:
+            ``subpixel.precision.resolve_precision`` (bfloat16 only for weights whose
+            recorded loss allows it, on hardware that has it).
+        threads: threads for ONNX Runtime or OpenVINO (default: ``torch.get_num_threads()``).
+            PyTorch's and OpenCV's are process-wide: ``set_threads``.
+        cache_file: a JSON file to read and record ``"auto"`` choices in, for example
+            ``default_cache_file()``; ``None`` remembers them for this process only. Its
+            folder also keeps the ONNX exports and OpenVINO's compiled models, so that a
+            later process building the same engine skips the export (a second or two)
+            and the compilation.
+
+    Raises:
+        EngineError: an unknown name or precision, onnxruntime asked for and not installed
+            or asked for in bfloat16.
+        subpixel.export.ExportError: ``"onnxruntime"`` asked for and the network cannot be
+            exported.
+
+    Example:
+        >>> from subpixel import models
+        >>> make_engine(models.build("fsrcnn", scale=3), "torch").name
+        'torch'
+    """
+    if precision == "auto" and name == "onnxruntime":
+        precision = "float32"  # the only arithmetic it has
+    precision = resolve_precision(model, precision)
+    _check_precision(precision)
+    cache = None if cache_file is None else Path(cache_file)
+    if name != "auto":
+        return _build(model, name, precision, threads, None if cache is None else cache.parent)
+    return _auto_engine(model, precision, threads, cache)
+
+
+def _forms(model: nn.Module) -> dict[str, nn.Module]:
+    """The model, and for FSRCNN with a transposed convolution also its sub-pixel form."""
+    from subpixel.models import FSRCNN, fsrcnn_to_subpixel
+
+    forms = {"": model}
+    if isinstance(model, FSRCNN) and isinstance(model.deconv, nn.ConvTranspose2d):
+        forms[SUBPIXEL_FORM] = fsrcnn_to_subpixel(model)  # a deep copy: the card comes along
+    return forms
+
+
+def _form(candidate: str) -> str:
+    """The form a candidate runs: ``SUBPIXEL_FORM`` or ``""``."""
+    return SUBPIXEL_FORM if candidate.endswith(SUBPIXEL_FORM) else ""
+
+
+def _candidate(
+    model: nn.Module,
+    candidate: str,
+    precision: str,
+    threads: int | None,
+    cache_dir: Path | None,
+    forms: dict[str, nn.Module] | None = None,
+) -> Engine | None:
+    """The engine for ``"name[+subpixel]"``, or ``None`` when it cannot run here. ``forms``:
+    the model's forms (``_forms``) when already made."""
+    name = candidate.removesuffix(SUBPIXEL_FORM)
+    network = (forms or _forms(model))[_form(candidate)]
+    engine_precision = "float32" if name == "onnxruntime" else precision
+    try:
+        engine = _build(network, name, engine_precision, threads, cache_dir)
+    except SubpixelError as error:  # not installed, or not exportable
+        logger.info("auto engine: %s unavailable (%s)", candidate, error)
+        return None
+    if network is not model:
+        engine.form = "sub-pixel"
+    return engine
+
+
+def _auto_engine(
+    model: nn.Module, precision: str, threads: int | None, cache_file: Path | None
+) -> Engine:
+    first = next(model.parameters(), None)
+    if first is not None and first.device.type != "cpu":
+        # ONNX Runtime here is CPU only; a GPU model stays on its GPU.
+        return TorchEngine(model, precision=precision)
+    count = threads or torch.get_num_threads()
+    kind = _choice_kind(model, precision, count)
+    cache_dir = None if cache_file is None else cache_file.parent
+    choice = _CHOICES.get(kind)
+    if choice is None and cache_file is not None:
+        choice = _cached_choice(cache_file, kind, count)
+    if choice is not None:
+        engine = _candidate(model, choice, precision, threads, cache_dir)
+        if engine is not None:
+            _CHOICES[kind] = choice
+            return engine
+    forms = _forms(model)
+    engines: dict[str, Engine] = {}
+    for form in forms:
+        for name in AUTO_ENGINES[precision]:
+            engine = _candidate(model, name + form, precision, threads, cache_dir, forms)
+            if engine is not None:
+                engines[name + form] = engine
+    channels = _channels(model)
+    calibration = calibrate(engines, channels, kind=kind)
+    probe = _probe_tiles(engines, forms, calibration, channels)
+    choice = probe.choice
+    logger.info(
+        "auto engine for %s: %s (ms: %s; tile probe %.0f ms: exact %s, failed %s)",
+        kind,
+        choice,
+        {k: round(v, 2) for k, v in calibration.milliseconds.items()},
+        probe.milliseconds,
+        probe.exact,
+        list(probe.failed),
+    )
+    if cache_file is not None:
+        _store_choice(cache_file, calibration, probe, count)
+    _CHOICES[kind] = choice
+    return engines[choice]
+
+
+def _probe_tiles(
+    engines: dict[str, Engine],
+    forms: dict[str, nn.Module],
+    calibration: Calibration,
+    channels: int,
+) -> TileProbe:
+    """Probe the calibrated candidates fastest first and keep the first whose tiles match
+    the whole image bit for bit (``tile_probe.tile_mismatches``); the fastest of all when
+    none does (logged as a warning) or when the network cannot be tiled.
+
+    Args:
+        engines: the candidates by name (``"name[+subpixel]"``).
+        forms: the networks they run, by form (``""``, ``"+subpixel"``).
+        calibration: their timings.
+        channels: the networks' input channels.
+    """
+    start = time.perf_counter()
+    failed: list[str] = []
+
+    def done(choice: str, exact: bool | None) -> TileProbe:
+        return TileProbe(choice, exact, tuple(failed), (time.perf_counter() - start) * 1e3)
+
+    for candidate in calibration.ranked:
+        try:
+            mismatches = tile_mismatches(engines[candidate], forms[_form(candidate)], channels)
+        except TilingError as error:  # no receptive radius: the network is never tiled
+            logger.info("auto engine: no tile probe for %s (%s)", calibration.kind, error)
+            return done(calibration.fastest, None)
+        if mismatches == 0:
+            return done(candidate, True)
+        logger.info(
+            "auto engine: %s failed the tile probe (%d values differ)", candidate, mismatches
+        )
+        failed.append(candidate)
+    logger.warning(
+        "no engine ran %s tile-exact; the fastest, %s, may differ along tile seams",
+        calibration.kind,
+        calibration.fastest,
+    )
+    return done(calibration.fastest, False)
+
+
+class EngineModule(nn.Module):
+    """An engine behind the ``nn.Module`` call contract, so the image and video pipelines
+    (tiling included) use it like the network it was made from.
+
+    The network stays attached as ``.network`` (its layers tell the tiler how much context
+    a tile needs) and its card as ``.card``.
+    """
+
+    def __init__(self, engine: Engine, network: nn.Module) -> None:
+        super().__init__()
+        self.engine = engine
+        self.network = network
+        card = getattr(network, "card", None)
+        if card is not None:
+            self.card = card
+        self.config = getattr(network, "config", None)
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        sr = self.engine(lr.detach().float().cpu().numpy())
+        return torch.from_numpy(np.ascontiguousarray(sr)).to(lr.device)
+
+
+def engine_module(
+    model: nn.Module,
+    name: str = "auto",
+    *,
+    precision: str = "auto",
+    threads: int | None = None,
+    cache_file: str | Path | None = None,
+) -> nn.Module:
+    """``model`` run by the engine ``name`` (see :func:`make_engine` for the keywords).
+
+    Eager float32 torch returns the model itself; any other engine is wrapped in an
+    ``EngineModule``, which the image and video pipelines use like the network.
+
+    Example:
+        >>> import subpixel
+        >>> model = subpixel.load_model("bicubic", scale=2)
+        >>> engine_module(model, "torch") is model
+        True
+    """
+    engine = make_engine(model, name, precision=precision, threads=threads, cache_file=cache_file)
+    if (
+        isinstance(engine, TorchEngine)
+        and (engine.name, engine.precision) == ("torch", "float32")
+        and engine.model is model
+    ):
+        return model
+    return EngineModule(engine, model)

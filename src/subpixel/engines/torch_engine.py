@@ -1,0 +1,86 @@
+"""The PyTorch engines: ``torch`` (eager, as the model is), ``torch-channels-last`` (eager on a
+channels-last copy, oneDNN's preferred layout on CPU) and ``torch-compile``
+(``torch.compile`` with inductor's ``freezing``: weights folded into the graph as
+constants, convolutions prepacked). The first call of ``torch-compile`` compiles (15 s on 2
+cores, a few seconds for each later input shape), so it pays off on video, not on one image.
+
+``precision="bfloat16"`` runs under autocast: convolutions in bfloat16 on CPUs with native
+bfloat16 (AVX-512 BF16 or AMX), outputs back in float32; ``"mixed"`` leaves the first
+convolution in float32 (``subpixel.precision.first_layer_in_float32``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from subpixel.engines.base import EngineError, _check_input, _check_precision
+from subpixel.precision import first_layer_in_float32
+
+
+class TorchEngine:
+    """PyTorch under ``inference_mode`` on the model's own device.
+
+    Args:
+        model: the network; it is put in eval mode, and run as is unless ``channels_last``
+            or ``compiled``.
+        channels_last: run a copy of the model with channels-last weights and input, which
+            is faster for eager convolutions on CPU (same outputs, to float rounding).
+        compiled: run ``torch.compile(model, options={"freezing": True})``: the weights are
+            frozen into the graph when the first call compiles it, so later changes to the
+            model are not seen (as with an ONNX export).
+        precision: ``"float32"``, ``"bfloat16"`` (autocast on the model's device type) or
+            ``"mixed"`` (autocast, the first layer left in float32).
+
+    Raises:
+        EngineError: an unknown precision; a failed compilation (at the first call).
+    """
+
+    form = ""  # "sub-pixel" when "auto" chose FSRCNN in its sub-pixel form
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        channels_last: bool = False,
+        compiled: bool = False,
+        precision: str = "float32",
+    ) -> None:
+        _check_precision(precision)
+        if channels_last:
+            model = copy.deepcopy(model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if precision == "mixed":
+            model = first_layer_in_float32(model)
+        self.model = model.eval()
+        self.channels_last = channels_last
+        self.compiled = compiled
+        self.precision = precision
+        first = next(model.parameters(), None)
+        self.device = first.device if first is not None else torch.device("cpu")
+        # A network in float64 (a reference in a test) runs in float64, as it is.
+        self.dtype = torch.float64 if first is not None and first.dtype == torch.float64 else None
+        self._run: Any = torch.compile(model, options={"freezing": True}) if compiled else model
+        self.name = (
+            "torch-compile" if compiled else "torch-channels-last" if channels_last else "torch"
+        )
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(_check_input(lr)).to(self.device, self.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        bf16 = self.precision != "float32"
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16),
+        ):
+            try:
+                sr = self._run(x)  # (B, C, rH, rW)
+            except Exception as error:  # inductor raises many kinds; re-raised with the cause
+                if not self.compiled:
+                    raise
+                raise EngineError(f"torch.compile failed: {error}") from error
+        return np.ascontiguousarray(sr.float().cpu().numpy())
