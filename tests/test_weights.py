@@ -97,3 +97,49 @@ def test_card_validation() -> None:
         ModelCard(architecture="espcn", scale=2, channels=3, colour_space="y")
     with pytest.raises(ValueError, match="unknown model-card keys"):
         ModelCard.from_json('{"architecture": "espcn", "scale": 2, "channels": 1, "x": 1}')
+
+
+def _no_real_build(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make building a network anywhere but on the meta device fail; returns where each build
+    was asked for."""
+    built: list[str] = []
+    real = ModelCard.build
+
+    def build(card: ModelCard) -> torch.nn.Module:
+        built.append(torch.get_default_device().type)
+        if built[-1] != "meta":
+            raise AssertionError("a network was built before the card was checked")
+        return real(card)
+
+    monkeypatch.setattr(ModelCard, "build", build)
+    return built
+
+
+def test_an_oversized_card_is_refused_before_anything_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 93 KB of ESPCN tensors under a card asking for two 12000-wide layers (5 GB to build).
+    card = ModelCard("espcn", scale=3, channels=1, config={"features": [12000, 12000]})
+    path = save_weights(models.build("espcn", scale=3), tmp_path / "big.safetensors", card=card)
+    built = _no_real_build(monkeypatch)
+    with pytest.raises(ModelError, match="does not match its model card") as refused:
+        load_weights(path)
+    message = str(refused.value)
+    assert str(path) in message and "\n" not in message
+    assert "features.0.weight" in message  # the first tensor whose shape differs
+    assert built == ["meta"]
+
+
+@pytest.mark.parametrize(
+    "config", [{"blocks": 10**12}, {"features": 10**9}, {"kernels": [3] * 100 + [3, 3]}]
+)
+def test_absurd_card_numbers_are_refused_without_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: dict[str, object]
+) -> None:
+    architecture = "espcn" if "kernels" in config else "ecbsr"
+    card = ModelCard(architecture, scale=3, channels=1, config=config)
+    path = save_weights(models.build("espcn", scale=3), tmp_path / "w.safetensors", card=card)
+    built = _no_real_build(monkeypatch)
+    with pytest.raises(ModelError, match=f"does not match its model card: {next(iter(config))}="):
+        load_weights(path)
+    assert built == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
@@ -150,31 +151,84 @@ def _collapsed(model: Collapsible, card: ModelCard) -> tuple[nn.Module, ModelCar
 
 
 def _read_card(path: Path) -> ModelCard:
+    return _read_header(path)[0]
+
+
+def _read_header(path: Path) -> tuple[ModelCard, dict[str, tuple[int, ...]]]:
+    """The card and the tensor shapes by name, from the file's header (no tensor is read)."""
     if not path.is_file():
         raise ModelError(f"weights file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
+            names: list[str] = handle.keys()  # safe_open's handle is not iterable
+            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in names}
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelError(f"not a safetensors weights file: {path} ({error})") from error
     if metadata.get(FORMAT_KEY) != FORMAT or CARD_KEY not in metadata:
         raise ModelError(f"not a subpixel weights file (no model card): {path}")
     try:
-        return ModelCard.from_json(metadata[CARD_KEY])
+        return ModelCard.from_json(metadata[CARD_KEY]), shapes
     except (ValueError, TypeError) as error:
         raise ModelError(f"bad model card in {path}: {error}") from error
+
+
+def _check_against_header(path: Path, card: ModelCard, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse a card that does not describe the file's tensors, before anything is allocated.
+
+    A card is only words: ``features=[12000, 12000]`` would cost gigabytes to build. So every
+    number in it is first bounded by the file's size (no width, depth or scale can exceed the
+    number of values the file holds, nor a list be longer than its tensor count), then the
+    network is built on the ``meta`` device (shapes, no memory) and its state dict compared
+    with the header, name by name and shape by shape.
+    """
+    values = sum(math.prod(shape) for shape in shapes.values())
+    if values > path.stat().st_size:  # no dtype takes less than a byte a value
+        raise ModelError(f"weights file {path} declares {values:,} values in fewer bytes")
+    for key, value in [("scale", card.scale), *card.config.items()]:
+        numbers = value if isinstance(value, list) else [value]
+        too_long = isinstance(value, list) and len(value) > len(shapes)
+        too_big = any(type(n) is int and n > values for n in numbers)  # bool is no size
+        if too_long or too_big:
+            raise ModelError(
+                f"weights file {path} does not match its model card: {key}={value} is larger "
+                f"than its {len(shapes)} tensors of {values:,} values allow"
+            )
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in card.build().state_dict().items()}
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelError(f"bad model card in {path}: {reason}") from error
+    # In the network's order, so the first layer that differs is named.
+    missing = [k for k in expected if k not in shapes]
+    unexpected = [k for k in shapes if k not in expected]
+    wrong = [k for k in expected if k in shapes and expected[k] != shapes[k]]
+    if missing or unexpected or wrong:
+        if wrong:
+            k = wrong[0]
+            reason = f"{k} is {list(shapes[k])} in the file, {list(expected[k])} by the card"
+        elif missing:
+            reason = f"{len(missing)} tensor(s) missing, e.g. {missing[0]}"
+        else:
+            reason = f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]}"
+        raise ModelError(f"weights file {path} does not match its model card: {reason}")
 
 
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Build the network a weights file describes and load its tensors (no code runs).
 
+    The card is checked against the tensor shapes in the file's header before anything is
+    built or read.
+
     Raises:
-        ModelError: a missing or invalid file.
+        ModelError: a missing or invalid file, a card that does not match the tensors.
         DeviceError: an unknown device, or one this machine does not have.
     """
     device = resolve_device(device)
     path = Path(path)
-    card = _read_card(path)
+    card, shapes = _read_header(path)
+    _check_against_header(path, card, shapes)
     try:
         state = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as error:
