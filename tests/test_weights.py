@@ -143,3 +143,15 @@ def test_absurd_card_numbers_are_refused_without_building(
     with pytest.raises(ModelError, match=f"does not match its model card: {next(iter(config))}="):
         load_weights(path)
     assert built == []
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weights_are_refused(tmp_path: Path, bad: float) -> None:
+    net = models.build("espcn", scale=2)
+    describe(net, "espcn")
+    with torch.no_grad():
+        net.features[2].weight[0, 0, 1, 1] = bad  # one value of the second layer
+    path = save_weights(net, tmp_path / "broken.safetensors")
+    with pytest.raises(ModelError, match="NaN or infinite") as refused:
+        subpixel.load_model(path)
+    assert str(path) in str(refused.value) and "features.2.weight" in str(refused.value)

@@ -134,6 +134,11 @@ def _run(model: nn.Module, planes: np.ndarray) -> np.ndarray:
     lr = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))[None]
     with torch.inference_mode():
         sr = model(lr.to(device=device, dtype=dtype))  # (1, C, rH, rW)
+        finite = bool(torch.isfinite(sr).all())
+    if not finite:  # clamping and quantising would hide it: NaN becomes 0, inf the peak
+        from subpixel.errors import ModelError
+
+        raise ModelError("the network's output is not finite (NaN or inf): its weights are broken")
     return np.asarray(sr[0].float().cpu().numpy(), dtype=np.float32)
 
 

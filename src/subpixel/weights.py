@@ -219,10 +219,11 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     """Build the network a weights file describes and load its tensors (no code runs).
 
     The card is checked against the tensor shapes in the file's header before anything is
-    built or read.
+    built or read, and every value must be finite.
 
     Raises:
-        ModelError: a missing or invalid file, a card that does not match the tensors.
+        ModelError: a missing or invalid file, a card that does not match the tensors, a
+            NaN or infinite value.
         DeviceError: an unknown device, or one this machine does not have.
     """
     device = resolve_device(device)
@@ -233,6 +234,9 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
         state = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelError(f"not a safetensors weights file: {path} ({error})") from error
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelError(f"weights file {path} holds NaN or infinite values (in {name})")
     try:
         model = card.build()
         model.load_state_dict(state, strict=True)
