@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 import subpixel
-from subpixel import models
+from subpixel import models, weights
 from subpixel.errors import ModelError, ScaleError
 from subpixel.weights import ModelCard, describe, load_weights, save_weights
 
@@ -155,3 +155,34 @@ def test_non_finite_weights_are_refused(tmp_path: Path, bad: float) -> None:
     with pytest.raises(ModelError, match="NaN or infinite") as refused:
         subpixel.load_model(path)
     assert str(path) in str(refused.value) and "features.2.weight" in str(refused.value)
+
+
+def test_a_file_named_like_a_bundled_model_does_not_replace_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    impostor = models.build("espcn", scale=3)
+    with torch.no_grad():
+        for parameter in impostor.parameters():
+            parameter.zero_()  # a one-colour network
+    describe(impostor, "espcn")
+    monkeypatch.chdir(tmp_path)
+    save_weights(impostor, tmp_path / "espcn")
+    save_weights(impostor, tmp_path / "mine")
+    bundled = load_weights(weights.bundled_weights()[("espcn", 3)])
+
+    by_name = subpixel.load_model("espcn")
+    for name, tensor in bundled.state_dict().items():
+        torch.testing.assert_close(by_name.state_dict()[name], tensor, rtol=0, atol=0)
+    assert weights.native_scales("espcn") == [2, 3, 4]
+    by_path = subpixel.load_model("./espcn")  # a path: it has a separator
+    assert all(bool((p == 0).all()) for p in by_path.parameters())
+    assert weights.native_scales("./espcn") == [3]
+    for call in (subpixel.load_model, weights.native_scales):
+        with pytest.raises(ModelError) as refused:
+            call("mine")  # a bare name that is no bundled model, whatever the folder holds
+        assert str(refused.value) == (
+            "unknown model 'mine' (no bundled model of that name, see `subpixel models`; "
+            "a weights file is given as a path like ./mine)"
+        )
+    with pytest.raises(ModelError, match=r"path like \./espcn2\.safetensors\)"):
+        subpixel.load_model("espcn2")

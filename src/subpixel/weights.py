@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
@@ -278,11 +279,29 @@ MAX_SCALE = 16
 BICUBIC_SCALES = tuple(range(2, MAX_SCALE + 1))
 
 
+def _weights_path(name_or_path: str | Path) -> Path | None:
+    """The weights file ``name_or_path`` gives, or None when it is a model's name.
+
+    A path is a path by its spelling, never by what the working directory holds: a
+    ``pathlib.Path``, or a string with a path separator or ending in ``.safetensors``
+    (``./espcn``, ``runs/a/best.safetensors``). Any other string is a name: a bundled
+    model's or ``"bicubic"``, so a file called ``espcn`` beside the user cannot stand in for
+    the bundled ESPCN.
+    """
+    if isinstance(name_or_path, Path):
+        return name_or_path
+    separators = {os.sep, os.altsep or os.sep, "/"}
+    if name_or_path.endswith(".safetensors") or any(s in name_or_path for s in separators):
+        return Path(name_or_path)
+    return None
+
+
 def native_scales(name_or_path: str | Path) -> list[int]:
     """The scales a model name or weights file has networks for (reads only the card)."""
     text = str(name_or_path)
-    if text.endswith(".safetensors") or Path(text).is_file():
-        card = _read_card(Path(text))
+    path = _weights_path(name_or_path)
+    if path is not None:
+        card = _read_card(path)
         return sorted(card.config.get("scales") or [card.scale])
     scales = sorted(s for (arch, s) in bundled_weights() if arch == text)
     if scales:
@@ -313,8 +332,10 @@ def load_model(
     """A ready network (eval mode, card attached as ``model.card``) by name or weights file.
 
     Args:
-        name_or_path: a ``.safetensors`` file, a bundled model's name (``subpixel models``
-            lists them) or ``"bicubic"``.
+        name_or_path: a weights file, a bundled model's name (``subpixel models`` lists
+            them) or ``"bicubic"``. A file is given as a path: a ``pathlib.Path``, or a
+            string with a separator or a ``.safetensors`` suffix (``./espcn``); any other
+            string is a name, whatever files the working directory holds.
         scale: the upscaling factor; for a file it must match the file's, for a name it picks
             the weights (default: 3, or the one scale bundled).
         device: where the network runs (``subpixel.devices.resolve_device``: ``"auto"``,
@@ -332,8 +353,9 @@ def load_model(
     """
     device = resolve_device(device)
     text = str(name_or_path)
-    if text.endswith(".safetensors") or Path(text).is_file():
-        model = load_weights(text, device)
+    path = _weights_path(name_or_path)
+    if path is not None:
+        model = load_weights(path, device)
         heads = card_of(model).config.get("scales")
         if heads and scale is not None and scale in heads:
             return _single_head(model, scale)
@@ -361,6 +383,8 @@ def load_model(
             f"no pretrained weights are bundled for {text!r}; "
             "train it (or pass a .safetensors file) — see `subpixel models`"
         )
+    example = f"./{text}" if Path(text).exists() else f"./{text}.safetensors"
     raise ModelError(
-        f"unknown model {text!r} (not a file and not a bundled name; see `subpixel models`)"
+        f"unknown model {text!r} (no bundled model of that name, see `subpixel models`; "
+        f"a weights file is given as a path like {example})"
     )
