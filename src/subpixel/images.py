@@ -123,7 +123,7 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[Image.Image, str | None
             sixteen_bit_colour = handle.format if _is_sixteen_bit_colour(handle) else None
     except UnidentifiedImageError as error:
         raise ImageError(f"not an image Pillow can read: {path}") from error
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, RuntimeError) as error:  # AVIF: RuntimeError
         raise ImageError(f"cannot decode image {path}: {error}") from error
     return image, sixteen_bit_colour
 
@@ -175,8 +175,11 @@ def _read(path: Path, max_pixels: int | None) -> tuple[Image.Image, str | None, 
     orientation that was applied (1..8; 1: none)."""
     _check_file(path)
     image, sixteen_bit_colour = _decode(path, max_pixels)
-    orientation = image.getexif().get(_ORIENTATION, 1)
-    upright = ImageOps.exif_transpose(image)
+    try:
+        orientation = image.getexif().get(_ORIENTATION, 1)
+        upright = ImageOps.exif_transpose(image)
+    except Exception as error:  # Pillow's EXIF parser raises SyntaxError, struct.error, ...
+        raise ImageError(f"corrupt EXIF data in {path}: {_first_line(error)}") from error
     if not isinstance(orientation, int) or orientation not in _UPRIGHT:
         orientation = 1  # exif_transpose ignores values outside 2..8 too
     return (upright if upright is not None else image), sixteen_bit_colour, orientation
@@ -187,13 +190,20 @@ def open_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     path = Path(path)
     image, sixteen_bit_colour, orientation = _read(path, max_pixels)
     icc = image.info.get("icc_profile")
-    exif = image.getexif()
-    exif_bytes = exif.tobytes() if len(exif) else None
+    try:
+        exif = image.getexif()
+        exif_bytes = exif.tobytes() if len(exif) else None
+    except Exception as error:  # as in _read
+        raise ImageError(f"corrupt EXIF data in {path}: {_first_line(error)}") from error
     pixels: Pixels = image
     if sixteen_bit_colour:
         stored = _read_sixteen_bit_colour(path, sixteen_bit_colour)
         pixels = np.ascontiguousarray(_UPRIGHT[orientation](stored))
     return ImageFile(pixels, icc_profile=icc or None, exif=exif_bytes)
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def _read_sixteen_bit_colour(path: Path, file_format: str) -> np.ndarray:
