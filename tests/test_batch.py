@@ -91,6 +91,27 @@ def test_run_jobs_skips_existing_outputs_and_goes_on_after_failures(tmp_path: Pa
     assert len(again.written) == 2
 
 
+def test_any_exception_from_one_job_is_that_files_one_line_error(tmp_path: Path) -> None:
+    jobs = [Job(tmp_path / f"{n}.png", tmp_path / "out" / f"{n}.png", n) for n in "abc"]
+    reported = []
+
+    def process(job: Job) -> None:
+        if job.key == "a":
+            raise RuntimeError("Failed to decode frame 0: Decoding of color planes failed\nmore")
+        if job.key == "b":
+            raise SyntaxError("not a TIFF file")
+        job.target.write_bytes(b"done")
+
+    summary = run_jobs(jobs, process, on_error=lambda job, reason: reported.append(reason))
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    assert summary.failed == [
+        (a, f"{a}: RuntimeError: Failed to decode frame 0: Decoding of color planes failed"),
+        (b, f"{b}: SyntaxError: not a TIFF file"),
+    ]
+    assert reported == [reason for _, reason in summary.failed]
+    assert summary.written == [tmp_path / "out" / "c.png"]
+
+
 def test_two_inputs_for_one_output_are_refused_before_any_work(tmp_path: Path) -> None:
     x_png = _touch(tmp_path / "in" / "x.png")
     x_jpg = _touch(tmp_path / "in" / "x.jpg")

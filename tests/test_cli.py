@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, features
 
 from subpixel import models
 from subpixel.batch import Job
@@ -259,6 +259,56 @@ def test_a_folder_with_a_bad_file_processes_the_others_and_fails_at_the_end(
     assert "0 written, 2 skipped" in capsys.readouterr().err
     assert main(["upscale", str(source), "-o", str(out), "--recursive", "--overwrite"]) == 0
     assert "2 written" in capsys.readouterr().err
+
+
+def _corrupt_exif_jpeg(path: Path) -> Path:
+    """A JPEG whose EXIF block has one wrong byte: its TIFF header's first byte."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stream = io.BytesIO()
+    Image.new("RGB", (10, 8), (200, 100, 50)).save(stream, "JPEG", exif=exif.tobytes())
+    data = bytearray(stream.getvalue())
+    data[data.index(b"Exif\x00\x00") + 6] ^= 0xFF  # "MM" -> "\xb2M": not a TIFF header
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _corrupt_avif(path: Path) -> Path:
+    """An AVIF file whose coded picture has two wrong bytes (Pillow raises RuntimeError)."""
+    stream = io.BytesIO()
+    rgb = np.random.default_rng(3).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(stream, "AVIF")
+    data = bytearray(stream.getvalue())
+    start = data.index(b"mdat") + 4 + 8  # into the coded picture, past its first bytes
+    data[start] ^= 0xFF
+    data[start + 5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_files_that_crash_their_decoder_are_one_line_each_and_the_batch_goes_on(
+    tmp_path: Path, capsys: Capsys
+) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    _write_rgb(source / "a.png", 1)
+    _corrupt_exif_jpeg(source / "b.jpg")
+    _write_rgb(source / "c.png", 2)
+    inputs = [str(source)]
+    if features.check("avif"):
+        inputs.append(str(_corrupt_avif(tmp_path / "d.avif")))
+    out = tmp_path / "out"
+    assert main(["upscale", *inputs, "-o", str(out), "--model", "bicubic", "--scale", "2"]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("subpixel: error:")]
+    assert errors[0] == f"subpixel: error: corrupt EXIF data in {source / 'b.jpg'}: " + (
+        "not a TIFF file (header b'\\xb2M\\x00*\\x00\\x00\\x00\\x08' not valid)"
+    )
+    if features.check("avif"):
+        assert errors[1].startswith(f"subpixel: error: cannot decode image {tmp_path / 'd.avif'}")
+    assert len(errors) == len(inputs)  # b.jpg, and d.avif where Pillow reads AVIF
+    assert f"2 written, 0 skipped (output exists), {len(errors)} failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
 
 
 def test_shards_split_a_folder_between_processes(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from PIL import Image
 import subpixel
 from subpixel import models
 from subpixel.colour import rgb_to_ycbcr
-from subpixel.errors import ImageError, ScaleError
+from subpixel.errors import ImageError, ModelError, ScaleError
 from subpixel.inference import MAX_SCALE, output_size
 from subpixel.resize import imresize
 from subpixel.tiling import TilingError
@@ -210,3 +210,18 @@ def test_tile_options_are_checked(bicubic3: torch.nn.Module) -> None:
         subpixel.upscale_image(image, bicubic3, tile=0)
     with pytest.raises(TilingError):
         subpixel.upscale_image(image, bicubic3, tile=3, max_memory=2**30)
+
+
+@pytest.mark.parametrize("kind", ["nan", "overflow"])
+def test_an_output_that_is_not_finite_is_refused(kind: str) -> None:
+    net = models.build("espcn", scale=2, activation="relu").eval()
+    describe(net, "espcn")
+    with torch.no_grad():
+        if kind == "nan":
+            net.features[0].weight[0, 0, 2, 2] = float("nan")
+        else:  # finite weights whose products overflow float32 to inf
+            for layer in (net.features[0], net.features[2]):
+                layer.weight.fill_(1e30)
+    image = Image.fromarray(np.full((6, 7, 3), 128, dtype=np.uint8))
+    with pytest.raises(ModelError, match="not finite"):
+        subpixel.upscale_image(image, net)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
 import subprocess
 import sys
 from fractions import Fraction
@@ -461,6 +462,41 @@ def test_bad_inputs_raise_video_error_and_leave_no_output(
         upscale_video(source, target, bicubic2, preset="ultrafast")
     assert "\n" not in str(error.value)
     assert _leftovers(tmp_path, keep) == []
+
+
+def test_a_matroska_file_cut_in_half_is_an_error(bicubic2: torch.nn.Module, tmp_path: Path) -> None:
+    whole = tmp_path / "whole.mkv"  # Matroska lists no frame count: its duration tells
+    _write_clip(whole, frames=100, audio="mp2")
+    report = upscale_video(whole, tmp_path / "whole-x2.mkv", bicubic2, preset="ultrafast")
+    assert report.frames == 100
+    half = tmp_path / "half.mkv"
+    half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    target = tmp_path / "half-x2.mkv"
+    with pytest.raises(VideoError) as error:
+        upscale_video(half, target, bicubic2, preset="ultrafast")
+    assert str(error.value).startswith(f"{half} is truncated or corrupt: its video ends at ")
+    assert str(error.value).endswith(" of the 4.00 s it declares")
+    assert not target.exists()
+
+
+def test_a_y4m_cut_mid_frame_is_an_error(bicubic2: torch.nn.Module, tmp_path: Path) -> None:
+    whole = _y4m((20, 12), frames=5)
+    cut = whole[: len(whole) - 100]  # 100 of the fifth frame's 360 bytes are missing
+    cut_here = "is truncated or corrupt: 266 bytes after the last whole frame"
+    with pytest.raises(VideoError, match=rf"^the input {cut_here}$"):
+        upscale_video(io.BytesIO(cut), io.BytesIO(), bicubic2)
+    source = tmp_path / "cut.y4m"
+    source.write_bytes(cut)
+    with pytest.raises(VideoError, match=rf"^{re.escape(str(source))} {cut_here}$"):
+        upscale_video(source, tmp_path / "out.y4m", bicubic2)
+    assert not (tmp_path / "out.y4m").exists()
+    # On stdin (a pipe: no size to compare with), through the command line.
+    command = [sys.executable, "-m", "subpixel", "upscale", "-", "-o", "-", "--model", "bicubic"]
+    done = subprocess.run([*command, "--scale", "2"], input=cut, capture_output=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.decode().strip().splitlines()[-1] == (f"subpixel: error: stdin {cut_here}")
+    done = subprocess.run([*command, "--scale", "2"], input=whole, capture_output=True, timeout=60)
+    assert done.returncode == 0 and len(_frames(done.stdout)) == 5
 
 
 def test_bad_requests_raise_video_error_and_leave_no_output(

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 import subpixel
-from subpixel import models
+from subpixel import models, weights
 from subpixel.errors import ModelError, ScaleError
 from subpixel.weights import ModelCard, describe, load_network, load_weights, save_weights
 
@@ -97,3 +97,92 @@ def test_card_validation() -> None:
         ModelCard(architecture="espcn", scale=2, channels=3, colour_space="y")
     with pytest.raises(ValueError, match="unknown model-card keys"):
         ModelCard.from_json('{"architecture": "espcn", "scale": 2, "channels": 1, "x": 1}')
+
+
+def _no_real_build(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make building a network anywhere but on the meta device fail; returns where each build
+    was asked for."""
+    built: list[str] = []
+    real = ModelCard.build
+
+    def build(card: ModelCard) -> torch.nn.Module:
+        built.append(torch.get_default_device().type)
+        if built[-1] != "meta":
+            raise AssertionError("a network was built before the card was checked")
+        return real(card)
+
+    monkeypatch.setattr(ModelCard, "build", build)
+    return built
+
+
+def test_an_oversized_card_is_refused_before_anything_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 93 KB of ESPCN tensors under a card asking for two 12000-wide layers (5 GB to build).
+    card = ModelCard("espcn", scale=3, channels=1, config={"features": [12000, 12000]})
+    path = save_weights(models.build("espcn", scale=3), tmp_path / "big.safetensors", card=card)
+    built = _no_real_build(monkeypatch)
+    with pytest.raises(ModelError, match="does not match its model card") as refused:
+        load_weights(path)
+    message = str(refused.value)
+    assert str(path) in message and "\n" not in message
+    assert "features.0.weight" in message  # the first tensor whose shape differs
+    assert built == ["meta"]
+
+
+@pytest.mark.parametrize(
+    "config", [{"blocks": 10**12}, {"features": 10**9}, {"kernels": [3] * 100 + [3, 3]}]
+)
+def test_absurd_card_numbers_are_refused_without_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: dict[str, object]
+) -> None:
+    architecture = "espcn" if "kernels" in config else "ecbsr"
+    card = ModelCard(architecture, scale=3, channels=1, config=config)
+    path = save_weights(models.build("espcn", scale=3), tmp_path / "w.safetensors", card=card)
+    built = _no_real_build(monkeypatch)
+    with pytest.raises(ModelError, match=f"does not match its model card: {next(iter(config))}="):
+        load_weights(path)
+    assert built == []
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weights_are_refused(tmp_path: Path, bad: float) -> None:
+    net = models.build("espcn", scale=2)
+    describe(net, "espcn")
+    with torch.no_grad():
+        net.features[2].weight[0, 0, 1, 1] = bad  # one value of the second layer
+    path = save_weights(net, tmp_path / "broken.safetensors")
+    with pytest.raises(ModelError, match="NaN or infinite") as refused:
+        subpixel.load_model(path)
+    assert str(path) in str(refused.value) and "features.2.weight" in str(refused.value)
+
+
+def test_a_file_named_like_a_bundled_model_does_not_replace_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    impostor = models.build("espcn", scale=3)
+    with torch.no_grad():
+        for parameter in impostor.parameters():
+            parameter.zero_()  # a one-colour network
+    describe(impostor, "espcn")
+    monkeypatch.chdir(tmp_path)
+    save_weights(impostor, tmp_path / "espcn")
+    save_weights(impostor, tmp_path / "mine")
+    bundled = load_weights(weights.bundled_weights()[("espcn", 3)])
+
+    by_name = subpixel.load_model("espcn")
+    for name, tensor in bundled.state_dict().items():
+        torch.testing.assert_close(by_name.state_dict()[name], tensor, rtol=0, atol=0)
+    assert weights.native_scales("espcn") == [2, 3, 4]
+    by_path = subpixel.load_model("./espcn")  # a path: it has a separator
+    assert all(bool((p == 0).all()) for p in by_path.parameters())
+    assert weights.native_scales("./espcn") == [3]
+    for call in (subpixel.load_model, weights.native_scales):
+        with pytest.raises(ModelError) as refused:
+            call("mine")  # a bare name that is no bundled model, whatever the folder holds
+        assert str(refused.value) == (
+            "unknown model 'mine' (no bundled model of that name, see `subpixel models`; "
+            "a weights file is given as a path like ./mine)"
+        )
+    with pytest.raises(ModelError, match=r"path like \./espcn2\.safetensors\)"):
+        subpixel.load_model("espcn2")

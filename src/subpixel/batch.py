@@ -229,8 +229,9 @@ def run_jobs(
 ) -> BatchSummary:
     """Run ``process`` on every job whose output does not exist yet (or all, ``overwrite``).
 
-    A ``SubpixelError`` from one job is recorded, passed to ``on_error`` (the job and the
-    message) as it happens, and the others go on; ``process`` must write its output atomically
+    An error from one job (a ``SubpixelError``, or any other exception a decoder or writer
+    raises) is recorded, passed to ``on_error`` (the job and the one-line message) as it
+    happens, and the others go on; ``process`` must write its output atomically
     (``subpixel.images.write_image`` does). Each output folder is first cleared of the
     temporaries that killed runs left there (``subpixel.temporaries``).
 
@@ -274,6 +275,9 @@ def _run_job(
         return
     except (SubpixelError, OSError) as error:
         reason = _naming(job.source, str(error))
+    except Exception as error:  # a decoder's or writer's own error: still this file's alone
+        kind, text = type(error).__name__, str(error).splitlines()
+        reason = _naming(job.source, f"{kind}: {text[0]}" if text else kind)
     summary.failed.append((job.source, reason))
     if on_error is not None:
         on_error(job, reason)

@@ -23,7 +23,7 @@ about 89 megapixels) are refused before they are decoded.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +65,20 @@ _ANIMATED_FORMATS = {"GIF", "PNG", "WEBP", "AVIF", "FLI"}  # APNG is "PNG"
 # then its layers: the first frame is the picture.
 _FIRST_FRAME_IS_THE_IMAGE = {"MPO", "PSD"}
 Pixels = Image.Image | np.ndarray
+_ORIENTATION = 0x0112  # the EXIF tag
+# EXIF orientation -> what turns the stored (H, W, C) pixels upright, as ImageOps.exif_transpose
+# does for Pillow images: 2 mirrored, 3 upside down, 4 flipped, 5 transposed, 6 turned a
+# quarter anticlockwise (so turn it clockwise), 7 transversed, 8 turned clockwise.
+_UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
 
 
 @dataclass(frozen=True)
@@ -124,7 +138,7 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[Image.Image, str | None
             sixteen_bit_colour = handle.format if _is_sixteen_bit_colour(handle) else None
     except UnidentifiedImageError as error:
         raise ImageError(f"not an image Pillow can read: {path}") from error
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, RuntimeError) as error:  # AVIF: RuntimeError
         raise ImageError(f"cannot decode image {path}: {error}") from error
     return image, sixteen_bit_colour
 
@@ -171,27 +185,44 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     return _read(Path(path), max_pixels)[0]
 
 
-def _read(path: Path, max_pixels: int | None) -> tuple[Image.Image, str | None]:
+def _read(path: Path, max_pixels: int | None) -> tuple[Image.Image, str | None, int]:
+    """The upright image, the format if the file holds 16-bit colour, and the EXIF
+    orientation that was applied (1..8; 1: none)."""
     _check_file(path)
     image, sixteen_bit_colour = _decode(path, max_pixels)
-    upright = ImageOps.exif_transpose(image)
-    return (upright if upright is not None else image), sixteen_bit_colour
+    try:
+        orientation = image.getexif().get(_ORIENTATION, 1)
+        upright = ImageOps.exif_transpose(image)
+    except Exception as error:  # Pillow's EXIF parser raises SyntaxError, struct.error, ...
+        raise ImageError(f"corrupt EXIF data in {path}: {_first_line(error)}") from error
+    if not isinstance(orientation, int) or orientation not in _UPRIGHT:
+        orientation = 1  # exif_transpose ignores values outside 2..8 too
+    return (upright if upright is not None else image), sixteen_bit_colour, orientation
 
 
 def open_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageFile:
     """Read pixels (16-bit colour as a uint16 array) and the ICC profile and EXIF to keep."""
     path = Path(path)
-    image, sixteen_bit_colour = _read(path, max_pixels)
+    image, sixteen_bit_colour, orientation = _read(path, max_pixels)
     icc = image.info.get("icc_profile")
-    exif = image.getexif()
-    exif_bytes = exif.tobytes() if len(exif) else None
+    try:
+        exif = image.getexif()
+        exif_bytes = exif.tobytes() if len(exif) else None
+    except Exception as error:  # as in _read
+        raise ImageError(f"corrupt EXIF data in {path}: {_first_line(error)}") from error
     pixels: Pixels = image
     if sixteen_bit_colour:
-        pixels = _read_sixteen_bit_colour(path, sixteen_bit_colour, image.size)
+        stored = _read_sixteen_bit_colour(path, sixteen_bit_colour)
+        pixels = np.ascontiguousarray(_UPRIGHT[orientation](stored))
     return ImageFile(pixels, icc_profile=icc or None, exif=exif_bytes)
 
 
-def _read_sixteen_bit_colour(path: Path, file_format: str, size: tuple[int, int]) -> np.ndarray:
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _read_sixteen_bit_colour(path: Path, file_format: str) -> np.ndarray:
+    """The (H, W, 3 or 4) uint16 pixels as stored (not yet turned upright)."""
     try:
         if file_format == "TIFF":
             import tifffile
@@ -211,9 +242,6 @@ def _read_sixteen_bit_colour(path: Path, file_format: str, size: tuple[int, int]
         raise ImageError(f"cannot decode 16-bit image {path}: {reason}") from error
     if array.dtype != np.uint16 or array.ndim != 3 or array.shape[-1] not in (3, 4):
         raise ImageError(f"unsupported 16-bit layout {array.dtype} {array.shape} in {path}")
-    # Apply the same orientation as the 8-bit decode did.
-    if (array.shape[1], array.shape[0]) != size:
-        array = np.ascontiguousarray(np.rot90(array))
     return array
 
 

@@ -40,6 +40,7 @@ from torch import nn
 
 from subpixel import inference
 from subpixel.engines import ENGINES, PRECISIONS, Engine, EngineError, make_engine
+from subpixel.errors import ModelError
 from subpixel.precision import precision_for_card
 from subpixel.tiling import receptive_radius
 from subpixel.weights import DEFAULT_MODEL, ModelCard, card_of, load_network
@@ -180,8 +181,19 @@ class Upscaler:
         return None if self._cache_file is None else Path(self._cache_file)
 
     def run(self, lr: np.ndarray, *, bits: int = 8) -> np.ndarray:
-        """The network alone: (B, C, H, W) float32 in [0, 1] -> (B, C, rH, rW) float32."""
-        return self.engine_for(self.precision_for(bits))(lr)
+        """The network alone: (B, C, H, W) float32 in [0, 1] -> (B, C, rH, rW) float32.
+
+        Raises:
+            ModelError: the output is not finite (NaN or inf): broken weights, which
+                clamping and quantising would otherwise hide (NaN becomes 0, inf the peak).
+        """
+        sr = self.engine_for(self.precision_for(bits))(lr)
+        if not np.isfinite(sr).all():
+            raise ModelError(
+                f"the output of {self.name} x{self.scale} is not finite (NaN or inf): "
+                "its weights are broken"
+            )
+        return sr
 
     def run_tensor(self, lr: torch.Tensor, *, bits: int = 8) -> torch.Tensor:
         """``run`` for a tensor (B, C, H, W) on this Upscaler's device; the result stays there."""

@@ -305,7 +305,7 @@ def _open_input(source: Source, input_format: str | None) -> Iterator[InputConta
     name = _name(source)
     opened: str | IO[bytes]
     if isinstance(source, (str, Path)) and str(source) == "-":
-        opened = sys.stdin.buffer
+        opened = _counted(sys.stdin.buffer)
     elif isinstance(source, (str, Path)):
         path = Path(source)
         if not path.exists():
@@ -316,7 +316,7 @@ def _open_input(source: Source, input_format: str | None) -> Iterator[InputConta
             raise VideoError(f"input is empty (0 bytes): {path}")
         opened = str(path)
     else:
-        opened = source
+        opened = _counted(source)
     try:
         container = av.open(opened, "r", format=input_format)
     except (av.FFmpegError, OSError, ValueError) as error:
@@ -443,6 +443,7 @@ def _transcode(
     raw = output_container.format.name == PIPE_FORMAT
     left = not raw and settings.pixel_format == "yuv420p"
     chroma = _ChromaUpscaler(upscaler.scale, _LEFT if left else _CENTRE)
+    end = _End()
     try:
         for packet in input_container.demux(video_in, *demuxed):
             if packet.is_corrupt:  # e.g. the last, cut-off packet of a truncated file
@@ -458,7 +459,11 @@ def _transcode(
                 else:
                     _mux_copy(output_container, packet, copies.streams)
                 continue
+            if packet.size and packet.pos is not None and packet.pos >= 0:
+                end.byte = packet.pos + packet.size
             for frame in video_in.decode(packet):
+                if frame.time is not None:
+                    end.seconds = frame.time
                 if video_out is None:
                     # The header is written at the first mux: every stream must exist by then.
                     video_out = _add_video_stream(
@@ -492,13 +497,80 @@ def _transcode(
         output_container.mux(video_out.stream.encode(None))
     except av.FFmpegError as error:
         raise VideoError(f"video processing failed: {_reason(error)}") from error
-    if total is not None and frames < total:
-        logger.warning(
-            "decoded %d of the %d frames the container lists: the input may be truncated",
-            frames,
-            total,
-        )
+    if max_frames is None or frames < max_frames:
+        _check_complete(input_container, video_in, frames, video_out.rate, end)
     return frames, video_out, copies
+
+
+@dataclass
+class _End:
+    """Where the last decoded video ended: its packet's last byte, its frame's time (s)."""
+
+    byte: int | None = None
+    seconds: float | None = None
+
+
+class _CountingReader:
+    """A pipe for FFmpeg to read, counting the bytes it takes (a pipe cannot say its size)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.name = getattr(stream, "name", "<stdin>")
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.count += len(data)
+        return data
+
+
+def _counted(stream: IO[bytes]) -> IO[bytes]:
+    """``stream``, counting what is read from it where it cannot say its size (a pipe)."""
+    seekable = getattr(stream, "seekable", None)
+    return stream if seekable is not None and seekable() else cast(Any, _CountingReader(stream))
+
+
+def _check_complete(
+    container: InputContainer, video_in: VideoStream, frames: int, rate: Fraction, end: _End
+) -> None:
+    """Refuse a video that ended before its container says it does: fewer frames than it
+    lists, a last frame well short of its declared duration (Matroska lists no frame
+    count), or, for y4m (which declares neither), bytes after the last whole frame."""
+    name = {"<stdin>": "stdin", "<none>": "the input"}.get(container.name, container.name)
+    truncated = f"{name} is truncated or corrupt"
+    if video_in.frames and frames < video_in.frames:
+        raise VideoError(f"{truncated}: decoded {frames} of the {video_in.frames} frames it lists")
+    if container.format.name == PIPE_FORMAT:
+        reader = getattr(container.file, "file", None)
+        size = reader.count if isinstance(reader, _CountingReader) else container.size
+        if end.byte is not None and size is not None and size > end.byte >= 0:
+            raise VideoError(f"{truncated}: {size - end.byte} bytes after the last whole frame")
+        return
+    declared = _declared_seconds(container, video_in)
+    if video_in.frames or declared is None or end.seconds is None:
+        return
+    start = 0.0
+    if video_in.start_time is not None and video_in.time_base is not None:
+        start = float(video_in.start_time * video_in.time_base)
+    decoded = end.seconds - start + 1 / float(rate)
+    if declared - decoded > max(2 / float(rate), 0.02 * declared):
+        raise VideoError(
+            f"{truncated}: its video ends at {decoded:.2f} s of the {declared:.2f} s it declares"
+        )
+
+
+def _declared_seconds(container: InputContainer, video_in: VideoStream) -> float | None:
+    """The video stream's duration as the container states it, or None if it does not."""
+    if video_in.duration and video_in.time_base:
+        return float(video_in.duration * video_in.time_base)
+    tag = video_in.metadata.get("DURATION")  # Matroska's per-stream tag, "HH:MM:SS.nnnnnnnnn"
+    if tag:
+        with contextlib.suppress(ValueError):
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    if container.duration and len(container.streams) == 1:  # else audio may run longer
+        return container.duration / av.time_base
+    return None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -169,35 +171,92 @@ def _collapsed(model: Collapsible, card: ModelCard) -> tuple[nn.Module, ModelCar
 
 
 def _read_card(path: Path) -> ModelCard:
+    return _read_header(path)[0]
+
+
+def _read_header(path: Path) -> tuple[ModelCard, dict[str, tuple[int, ...]]]:
+    """The card and the tensor shapes by name, from the file's header (no tensor is read)."""
     if not path.is_file():
         raise ModelError(f"weights file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
+            names: list[str] = handle.keys()  # safe_open's handle is not iterable
+            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in names}
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelError(f"not a safetensors weights file: {path} ({error})") from error
     if metadata.get(FORMAT_KEY) != FORMAT or CARD_KEY not in metadata:
         raise ModelError(f"not a subpixel weights file (no model card): {path}")
     try:
-        return ModelCard.from_json(metadata[CARD_KEY])
+        return ModelCard.from_json(metadata[CARD_KEY]), shapes
     except (ValueError, TypeError) as error:
         raise ModelError(f"bad model card in {path}: {error}") from error
+
+
+def _check_against_header(path: Path, card: ModelCard, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Refuse a card that does not describe the file's tensors, before anything is allocated.
+
+    A card is only words: ``features=[12000, 12000]`` would cost gigabytes to build. So every
+    number in it is first bounded by the file's size (no width, depth or scale can exceed the
+    number of values the file holds, nor a list be longer than its tensor count), then the
+    network is built on the ``meta`` device (shapes, no memory) and its state dict compared
+    with the header, name by name and shape by shape.
+    """
+    values = sum(math.prod(shape) for shape in shapes.values())
+    if values > path.stat().st_size:  # no dtype takes less than a byte a value
+        raise ModelError(f"weights file {path} declares {values:,} values in fewer bytes")
+    for key, value in [("scale", card.scale), *card.config.items()]:
+        numbers = value if isinstance(value, list) else [value]
+        too_long = isinstance(value, list) and len(value) > len(shapes)
+        too_big = any(type(n) is int and n > values for n in numbers)  # bool is no size
+        if too_long or too_big:
+            raise ModelError(
+                f"weights file {path} does not match its model card: {key}={value} is larger "
+                f"than its {len(shapes)} tensors of {values:,} values allow"
+            )
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in card.build().state_dict().items()}
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelError(f"bad model card in {path}: {reason}") from error
+    # In the network's order, so the first layer that differs is named.
+    missing = [k for k in expected if k not in shapes]
+    unexpected = [k for k in shapes if k not in expected]
+    wrong = [k for k in expected if k in shapes and expected[k] != shapes[k]]
+    if missing or unexpected or wrong:
+        if wrong:
+            k = wrong[0]
+            reason = f"{k} is {list(shapes[k])} in the file, {list(expected[k])} by the card"
+        elif missing:
+            reason = f"{len(missing)} tensor(s) missing, e.g. {missing[0]}"
+        else:
+            reason = f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0]}"
+        raise ModelError(f"weights file {path} does not match its model card: {reason}")
 
 
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Build the network a weights file describes and load its tensors (no code runs).
 
+    The card is checked against the tensor shapes in the file's header before anything is
+    built or read, and every value must be finite.
+
     Raises:
-        ModelError: a missing or invalid file.
+        ModelError: a missing or invalid file, a card that does not match the tensors, a
+            NaN or infinite value.
         DeviceError: an unknown device, or one this machine does not have.
     """
     device = resolve_device(device)
     path = Path(path)
-    card = _read_card(path)
+    card, shapes = _read_header(path)
+    _check_against_header(path, card, shapes)
     try:
         state = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelError(f"not a safetensors weights file: {path} ({error})") from error
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelError(f"weights file {path} holds NaN or infinite values (in {name})")
     try:
         model = card.build()
         model.load_state_dict(state, strict=True)
@@ -238,11 +297,29 @@ DEFAULT_SCALE = 3
 BICUBIC_SCALES = tuple(range(2, MAX_SCALE + 1))
 
 
+def _weights_path(name_or_path: str | Path) -> Path | None:
+    """The weights file ``name_or_path`` gives, or None when it is a model's name.
+
+    A path is a path by its spelling, never by what the working directory holds: a
+    ``pathlib.Path``, or a string with a path separator or ending in ``.safetensors``
+    (``./espcn``, ``runs/a/best.safetensors``). Any other string is a name: a bundled
+    model's or ``"bicubic"``, so a file called ``espcn`` beside the user cannot stand in for
+    the bundled ESPCN.
+    """
+    if isinstance(name_or_path, Path):
+        return name_or_path
+    separators = {os.sep, os.altsep or os.sep, "/"}
+    if name_or_path.endswith(".safetensors") or any(s in name_or_path for s in separators):
+        return Path(name_or_path)
+    return None
+
+
 def native_scales(name_or_path: str | Path) -> list[int]:
     """The scales a model name or weights file has networks for (reads only the card)."""
     text = str(name_or_path)
-    if text.endswith(".safetensors") or Path(text).is_file():
-        card = _read_card(Path(text))
+    path = _weights_path(name_or_path)
+    if path is not None:
+        card = _read_card(path)
         return sorted(card.config.get("scales") or [card.scale])
     scales = sorted(s for (arch, s) in bundled_weights() if arch == text)
     if scales:
@@ -274,8 +351,10 @@ def load_network(
     what training, export and ``subpixel.load_model`` (the ready ``Upscaler``) start from.
 
     Args:
-        name_or_path: a ``.safetensors`` file, a bundled model's name (``subpixel models``
-            lists them) or ``"bicubic"``.
+        name_or_path: a weights file, a bundled model's name (``subpixel models`` lists
+            them) or ``"bicubic"``. A file is given as a path: a ``pathlib.Path``, or a
+            string with a separator or a ``.safetensors`` suffix (``./espcn``); any other
+            string is a name, whatever files the working directory holds.
         scale: the upscaling factor; for a file it must match the file's, for a name it picks
             the weights (default: 3, or the one scale bundled).
         device: where the network runs (``subpixel.devices.resolve_device``: ``"auto"``,
@@ -292,8 +371,9 @@ def load_network(
     """
     device = resolve_device(device)
     text = str(name_or_path)
-    if text.endswith(".safetensors") or Path(text).is_file():
-        model = load_weights(text, device)
+    path = _weights_path(name_or_path)
+    if path is not None:
+        model = load_weights(path, device)
         heads = card_of(model).config.get("scales")
         if heads and scale is not None and scale in heads:
             return _single_head(model, scale)
@@ -321,6 +401,8 @@ def load_network(
             f"no pretrained weights are bundled for {text!r}; "
             "train it (or pass a .safetensors file) — see `subpixel models`"
         )
+    example = f"./{text}" if Path(text).exists() else f"./{text}.safetensors"
     raise ModelError(
-        f"unknown model {text!r} (not a file and not a bundled name; see `subpixel models`)"
+        f"unknown model {text!r} (no bundled model of that name, see `subpixel models`; "
+        f"a weights file is given as a path like {example})"
     )
