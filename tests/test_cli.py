@@ -865,7 +865,6 @@ def test_a_rerun_with_every_output_there_prepares_no_network(
     single = out / "0.png"
     capsys.readouterr()
     monkeypatch.setattr("subpixel.cli.load_model", _no_network)
-    monkeypatch.setattr("subpixel.cli.engine_module", _no_network)
     assert main(["upscale", str(source), "-o", str(out), "--scale", "2"]) == 0
     assert "0 written, 3 skipped (output exists), 0 failed" in capsys.readouterr().err
     assert main(["upscale", str(source / "0.png"), "-o", str(single), "--scale", "2"]) == 0

@@ -13,13 +13,14 @@ import subpixel
 from subpixel import fastpath, models
 from subpixel.device_pipeline import tf32, upscale_frames, upscale_image_on_device
 from subpixel.errors import ImageError, ScaleError
+from subpixel.weights import load_network
 
 PEAKS = {np.uint8: 255, np.uint16: 65535}
 
 
 @pytest.fixture(scope="module")
 def espcn() -> dict[int, nn.Module]:
-    return {scale: subpixel.load_model("espcn", scale=scale) for scale in (2, 3)}
+    return {scale: load_network("espcn", scale=scale) for scale in (2, 3)}
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def test_gray_equals_the_numpy_path_exactly(
     # Gray with a Y network is elementwise float32 arithmetic in the same order on both
     # sides (to studio-swing Y, the network on the same (1, 1, H, W) input, back, rint), so
     # every output value is the same float32 number.
-    for model, scale in ((espcn[3], 3), (subpixel.load_model("bicubic", scale=3), 3)):
+    for model, scale in ((espcn[3], 3), (load_network("bicubic", scale=3), 3)):
         image = _image(dtype, channels, seed=7)
         ours = upscale_image_on_device(image, model, scale=scale, colour_space="y", device="cpu")
         np.testing.assert_array_equal(ours, subpixel.upscale_image(image, model))
@@ -138,7 +139,7 @@ def test_int32_frames_give_the_uint16_result(espcn: dict[int, nn.Module]) -> Non
 def test_the_arithmetic_around_the_network_ignores_autocast() -> None:
     # The bicubic network is elementwise, so autocast leaves it alone; the chroma
     # convolution and the split would run in bfloat16 (several levels off) if it reached them.
-    network = subpixel.load_model("bicubic", scale=3)
+    network = load_network("bicubic", scale=3)
     frames = torch.from_numpy(_image(np.uint8, 4, seed=5))[None]
     plain = upscale_frames(frames, network, scale=3, colour_space="y", peak=255)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -433,15 +433,14 @@ def test_the_automatic_engine_of_a_bundled_model_is_tile_exact() -> None:
     """On the machine the suite runs on, with its default precision and threads: FSRCNN x3,
     where OpenVINO and eager torch tiles differed from the whole on 2 Zen 4 cores."""
     clear_engine_cache()
-    network = subpixel.load_model("fsrcnn", scale=3)
-    engine = make_engine(network, "auto")
-    assert tile_mismatches(engine, network, 1) == 0, engine.name
+    upscaler = subpixel.load_model("fsrcnn", scale=3)  # the defaults: auto engine and precision
+    engine = upscaler.engine_for(upscaler.precision_for(8))
+    assert tile_mismatches(engine, upscaler.network, 1) == 0, engine.name
     # And so the image pipeline's tiles equal its whole image, on another size too.
-    module = EngineModule(engine, network)
     rgb = np.asarray(Image.open(ROOT / "examples" / "cat.png").convert("RGB"))
-    whole = subpixel.upscale_image(rgb, module)
+    whole = upscaler(rgb)
     for tile in (17, 64):
-        np.testing.assert_array_equal(subpixel.upscale_image(rgb, module, tile=tile), whole)
+        np.testing.assert_array_equal(upscaler(rgb, tile=tile), whole)
     clear_engine_cache()
 
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import torch
 
 import subpixel
 from subpixel.models.bicubic import Bicubic
-from subpixel.weights import describe
+from subpixel.weights import ModelCard, describe
 
 av = pytest.importorskip("av")
 
@@ -349,7 +348,7 @@ class _Probe(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.card = SimpleNamespace(scale=2, colour_space="y")
+        self.card = ModelCard("bicubic", scale=2, channels=1)  # its facts: x2, luminance
         self.seen: list[torch.Tensor] = []
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
@@ -414,7 +413,7 @@ def test_odd_sizes_drop_the_last_column_and_row() -> None:
     assert len(frames) == 3 and (frames[0].width, frames[0].height) == (98, 74)
     # Dropping, not resampling: the kept pixels are those of the full 99x75 result.
     lr = _luma(_frames(_y4m((33, 25)))[0])
-    full = bicubic3(torch.from_numpy(lr.astype(np.float32))[None, None] / 255)  # (1, 1, 75, 99)
+    full = bicubic3.network(torch.from_numpy(lr.astype(np.float32))[None, None] / 255)  # 75x99
     expected = np.rint(full[0, 0].clamp(0, 1).numpy() * 255)[:74, :98]
     assert np.abs(_luma(frames[0]).astype(int) - expected).max() <= 1
 

@@ -170,11 +170,11 @@ def test_a_file_named_like_a_bundled_model_does_not_replace_it(
     save_weights(impostor, tmp_path / "mine")
     bundled = load_weights(weights.bundled_weights()[("espcn", 3)])
 
-    by_name = subpixel.load_model("espcn")
+    by_name = load_network("espcn")
     for name, tensor in bundled.state_dict().items():
         torch.testing.assert_close(by_name.state_dict()[name], tensor, rtol=0, atol=0)
     assert weights.native_scales("espcn") == [2, 3, 4]
-    by_path = subpixel.load_model("./espcn")  # a path: it has a separator
+    by_path = load_network("./espcn")  # a path: it has a separator
     assert all(bool((p == 0).all()) for p in by_path.parameters())
     assert weights.native_scales("./espcn") == [3]
     for call in (subpixel.load_model, weights.native_scales):

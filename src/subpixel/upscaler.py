@@ -155,7 +155,7 @@ class Upscaler:
         (``subpixel.precision.precision_for_card``)."""
         if self.precision != "auto":
             return self.precision
-        if bits > 8:
+        if bits > 8 or self.engine == "onnxruntime":  # ONNX Runtime's kernels: float32 only
             return "float32"
         return precision_for_card(self.card, self.device)
 

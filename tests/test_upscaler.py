@@ -1,0 +1,131 @@
+"""The ready model: one object, the same default path from Python as from the CLI, exact where
+promised (16-bit levels, tiles) on the default path of the machine the tests run on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import subpixel
+from subpixel.engines import EngineError
+from subpixel.errors import ModelError
+from subpixel.precision import native_bfloat16, precision_for_card
+from subpixel.upscaler import Upscaler
+from subpixel.weights import DEFAULT_MODEL, card_of, load_network
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "cat.png"
+
+
+def _gradient(height: int = 80, width: int = 90) -> np.ndarray:
+    """A 16-bit gray ramp over every pixel: 7,200 distinct levels across 0..65535."""
+    ramp = np.add.outer(np.arange(height) * width, np.arange(width)) * (
+        65535 / (height * width - 1)
+    )
+    return np.round(ramp).astype(np.uint16)
+
+
+def test_load_model_returns_a_ready_object_with_the_model_facts() -> None:
+    upscaler = subpixel.load_model("espcn", scale=2)
+    assert isinstance(upscaler, Upscaler)
+    assert (upscaler.scale, upscaler.channels, upscaler.colour_space) == (2, 1, "y")
+    assert upscaler.name == "espcn" and upscaler.card.scale == 2
+    assert upscaler.receptive_radius == 4
+    assert upscaler.device == torch.device("cpu")
+    assert (upscaler.engine, upscaler.precision) == ("auto", "auto")
+    assert "espcn x2" in repr(upscaler)
+
+
+def test_precision_auto_is_the_cards_for_8_bits_and_float32_above() -> None:
+    upscaler = subpixel.load_model("espcn", scale=3)
+    assert upscaler.precision_for(8) == precision_for_card(upscaler.card)
+    assert upscaler.precision_for(16) == "float32"
+    assert upscaler.precision_for(32) == "float32"
+    named = subpixel.load_model("espcn", scale=3, precision="bfloat16")
+    assert named.precision_for(16) == "bfloat16"  # asked for: honoured
+
+
+def test_engines_are_built_on_first_use_and_kept() -> None:
+    upscaler = subpixel.load_model("bicubic", scale=2, engine="torch")
+    assert upscaler._engines == {}
+    first = upscaler.engine_for("float32")
+    assert upscaler.engine_for("float32") is first
+
+
+def test_unknown_engine_or_precision_is_refused_up_front() -> None:
+    with pytest.raises(EngineError, match="unknown engine"):
+        subpixel.load_model("bicubic", engine="tensorrt")
+    with pytest.raises(EngineError, match="unknown precision"):
+        subpixel.load_model("bicubic", precision="int8")
+
+
+def test_a_name_a_network_and_an_upscaler_give_the_same_kind_back() -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    by_name = subpixel.upscale_image(rgb, "bicubic")
+    assert by_name.shape == (27, 33, 3) and by_name.dtype == np.uint8
+    network = load_network("bicubic", scale=3)
+    np.testing.assert_array_equal(subpixel.upscale_image(rgb, network), by_name)
+    image = subpixel.load_model("bicubic", scale=3)(Image.fromarray(rgb))
+    assert isinstance(image, Image.Image) and image.size == (33, 27)
+
+
+def test_a_bare_network_of_a_known_class_is_described_by_its_config() -> None:
+    network = subpixel.models.build("espcn", scale=2, channels=3)
+    card = card_of(network)
+    assert (card.architecture, card.scale, card.channels, card.colour_space) == (
+        "espcn",
+        2,
+        3,
+        "rgb",
+    )
+    with pytest.raises(ModelError, match="no card"):
+        card_of(torch.nn.Conv2d(1, 1, 3))
+
+
+def test_a_network_whose_output_is_not_finite_is_refused() -> None:
+    network = load_network("espcn", scale=2)
+    with torch.no_grad():
+        network.features[0].bias.fill_(float("nan"))  # type: ignore[index, union-attr]
+    upscaler = Upscaler(network, card_of(network), engine="torch")
+    with pytest.raises(ModelError, match="not finite"):
+        upscaler(np.zeros((6, 7), np.uint8))
+
+
+def test_sixteen_bit_images_keep_their_levels_on_the_default_path() -> None:
+    gradient = _gradient()
+    upscaler = subpixel.load_model("espcn", scale=2)  # defaults: auto engine and precision
+    levels = len(np.unique(upscaler(gradient)))
+    assert levels >= 20_000
+    assert len(np.unique(np.asarray(upscaler(Image.fromarray(gradient))))) == levels
+
+
+@pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16")
+def test_sixteen_bit_images_in_bfloat16_lose_their_levels() -> None:
+    # Why the default runs 16-bit images in float32: bfloat16 keeps 8 significant bits.
+    reduced = subpixel.load_model("espcn", scale=2, precision="bfloat16")
+    assert len(np.unique(reduced(_gradient()))) < 2_000
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_tiled_equals_untiled_bit_for_bit_on_the_default_path(scale: int) -> None:
+    rgb = np.asarray(Image.open(EXAMPLE).convert("RGB"))[:150, :170]
+    upscaler = subpixel.load_model(DEFAULT_MODEL, scale=scale)
+    whole = upscaler(rgb)
+    for tile in (17, 37, 97):
+        np.testing.assert_array_equal(upscaler(rgb, tile=tile), whole, err_msg=f"tile {tile}")
+
+
+def test_the_python_default_is_the_clis_output(tmp_path: Path) -> None:
+    target = tmp_path / "cat_x3.png"
+    subprocess.run(
+        [sys.executable, "-m", "subpixel", "upscale", str(EXAMPLE), "-o", str(target)],
+        check=True,
+        capture_output=True,
+    )
+    python = subpixel.load_model()(np.asarray(Image.open(EXAMPLE).convert("RGB")))
+    np.testing.assert_array_equal(np.asarray(Image.open(target).convert("RGB")), python)
