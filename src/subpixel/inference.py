@@ -350,7 +350,7 @@ def _check_array(array: np.ndarray) -> tuple[np.ndarray, bool, float]:
     return array, array.shape[-1] in (2, 4), peak
 
 
-def _pil_to_array(image: Image.Image) -> tuple[np.ndarray, str]:
+def pil_to_array(image: Image.Image) -> tuple[np.ndarray, str]:
     """A Pillow image as a uint8/uint16 array, and the mode the result is returned in."""
     mode = image.mode
     if mode == "P":
@@ -386,7 +386,7 @@ def upscale(
     ask ``net`` for the arithmetic of 16-bit samples (``Network.run``'s ``bits``).
     """
     if isinstance(image, Image.Image):
-        array, _mode = _pil_to_array(image)
+        array, _mode = pil_to_array(image)
         out = upscale(
             array,
             net,

@@ -39,7 +39,7 @@ from PIL import Image
 from torch import nn
 
 from subpixel import inference
-from subpixel.engines import ENGINES, PRECISIONS, Engine, EngineError, make_engine
+from subpixel.engines import ENGINES, PRECISIONS, Engine, EngineError, TorchEngine, make_engine
 from subpixel.errors import ModelError
 from subpixel.precision import precision_for_card
 from subpixel.tiling import receptive_radius
@@ -196,9 +196,39 @@ class Upscaler:
         return sr
 
     def run_tensor(self, lr: torch.Tensor, *, bits: int = 8) -> torch.Tensor:
-        """``run`` for a tensor (B, C, H, W) on this Upscaler's device; the result stays there."""
-        sr = self.run(lr.detach().float().cpu().numpy(), bits=bits)
-        return torch.from_numpy(np.ascontiguousarray(sr)).to(lr.device)
+        """``run`` for a tensor (B, C, H, W); the result is on the tensor's device. A torch
+        engine runs it where it is (no trip through the host); others through numpy."""
+        engine = self.engine_for(self.precision_for(bits))
+        if isinstance(engine, TorchEngine):
+            sr = engine.run_tensor(lr.detach())
+            if not bool(torch.isfinite(sr).all()):
+                raise ModelError(
+                    f"the output of {self.name} x{self.scale} is not finite (NaN or inf): "
+                    "its weights are broken"
+                )
+            return sr.to(lr.device)
+        out = self.run(lr.detach().float().cpu().numpy(), bits=bits)
+        return torch.from_numpy(np.ascontiguousarray(out)).to(lr.device)
+
+    def upscale_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """A batch of integer frames upscaled by the network's own scale where they are.
+
+        ``frames`` is (B, H, W, C) ``uint8`` or ``uint16`` (C: gray, gray + alpha, RGB, RGB +
+        alpha), on this Upscaler's device; the result is (B, rH, rW, C) of the same type,
+        there. Colour conversion, chroma bicubic and rounding run on the device too
+        (``subpixel.device_pipeline``), the network once per batch: on a GPU nothing crosses
+        to the host.
+        """
+        from subpixel.device_pipeline import upscale_frames
+
+        bits = 8 if frames.dtype == torch.uint8 else 16
+        return upscale_frames(
+            frames,
+            functools.partial(self.run_tensor, bits=bits),
+            scale=self.scale,
+            colour_space=self.colour_space,
+            peak=(1 << bits) - 1,
+        )
 
     # ------------------------------------------------------------------ images
     @overload
@@ -235,8 +265,18 @@ class Upscaler:
     ) -> Image.Image | np.ndarray:
         """Upscale a PIL image or a uint8/uint16 array; returns the same kind.
 
-        The keywords are ``subpixel.upscale_image``'s.
+        The keywords are ``subpixel.upscale_image``'s. On a GPU, an image at the network's
+        own scale, untiled, with bicubic alpha, is upscaled on the device from one upload
+        to one download (``upscale_frames``); the rest goes through the CPU pipeline.
         """
+        if (
+            self.device.type != "cpu"
+            and tile is None
+            and max_memory is None
+            and scale in (None, self.scale)
+            and alpha == "bicubic"
+        ):
+            return self._on_device(image)
         return inference.upscale(
             image,
             self,
@@ -246,6 +286,17 @@ class Upscaler:
             progress=progress,
             alpha=alpha,
         )
+
+    def _on_device(self, image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
+        """One image through ``upscale_frames``: one upload, one download."""
+        if isinstance(image, Image.Image):
+            array, _mode = inference.pil_to_array(image)
+            return Image.fromarray(np.asarray(self._on_device(array)))
+        original = np.asarray(image)
+        array = original[..., None] if original.ndim == 2 else original
+        frames = torch.from_numpy(np.ascontiguousarray(array))[None].to(self.device)
+        out = self.upscale_frames(frames)[0].cpu().numpy()
+        return out.reshape(out.shape[:2]) if original.ndim == 2 else out
 
     def upscale_array(
         self,

@@ -69,7 +69,13 @@ class TorchEngine:
         )
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(_check_input(lr)).to(self.device, self.dtype)
+        sr = self.run_tensor(torch.from_numpy(_check_input(lr)))
+        return np.ascontiguousarray(sr.cpu().numpy())
+
+    def run_tensor(self, lr: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) float tensor -> (B, C, rH, rW) float32 on the engine's device, with
+        no trip through the host (a GPU pipeline keeps its frames where they are)."""
+        x = lr.to(self.device, self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         bf16 = self.precision != "float32"
@@ -83,4 +89,4 @@ class TorchEngine:
                 if not self.compiled:
                     raise
                 raise EngineError(f"torch.compile failed: {error}") from error
-        return np.ascontiguousarray(sr.float().cpu().numpy())
+        return sr.float()
