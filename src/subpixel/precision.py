@@ -106,10 +106,10 @@ def recorded_bfloat16_loss(
     """The loss of ``precision`` (``"bfloat16"`` or ``"mixed"``) on each of
     ``LOSS_DATASETS`` recorded on the model's card, or None if any is missing (or the model
     has no card)."""
-    from subpixel.weights import ModelCard
+    from subpixel.weights import attached_card
 
-    card = getattr(model, "card", None)
-    return recorded_losses(card.metrics, precision) if isinstance(card, ModelCard) else None
+    card = attached_card(model)
+    return None if card is None else recorded_losses(card.metrics, precision)
 
 
 def recorded_losses(
@@ -133,12 +133,12 @@ def resolve_precision(model: nn.Module, precision: str) -> str:
     card (float32 for a model without one) on the model's device."""
     if precision != "auto":
         return precision
-    from subpixel.weights import ModelCard
+    from subpixel.weights import attached_card
 
-    card = getattr(model, "card", None)
+    card = attached_card(model)
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
-    return precision_for_metrics(card.metrics if isinstance(card, ModelCard) else {}, device)
+    return precision_for_metrics({} if card is None else card.metrics, device)
 
 
 def precision_for_card(card: ModelCard, device: str | torch.device = "cpu") -> str:

@@ -30,6 +30,7 @@ from subpixel.reparam import Collapsible
 
 __all__ = [
     "ModelCard",
+    "attached_card",
     "bundled_weights",
     "card_of",
     "load_network",
@@ -94,6 +95,12 @@ class ModelCard:
         return cls(**raw)
 
 
+def attached_card(model: nn.Module) -> ModelCard | None:
+    """The card a loaded or described model carries, or None."""
+    card = getattr(model, _CARD_ATTR, None)
+    return card if isinstance(card, ModelCard) else None
+
+
 def card_of(model: nn.Module) -> ModelCard:
     """The card attached to a loaded or described model, or one describing a bare network
     of a known class from its config (ESPCN, FSRCNN, SRCNN, ReparamSR, Bicubic).
@@ -101,8 +108,8 @@ def card_of(model: nn.Module) -> ModelCard:
     Raises:
         ModelError: a network of another class without a card.
     """
-    card = getattr(model, _CARD_ATTR, None)
-    if isinstance(card, ModelCard):
+    card = attached_card(model)
+    if card is not None:
         return card
     architecture = models.architecture_of(model)
     if architecture is None:

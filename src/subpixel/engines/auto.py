@@ -59,9 +59,10 @@ from subpixel.engines.onnxruntime_engine import OnnxRuntimeEngine
 from subpixel.engines.openvino_engine import OpenVinoEngine
 from subpixel.engines.tile_probe import tile_mismatches
 from subpixel.engines.torch_engine import TorchEngine
-from subpixel.errors import SubpixelError
+from subpixel.errors import ModelError, SubpixelError
 from subpixel.precision import resolve_precision
 from subpixel.tiling import TilingError
+from subpixel.weights import card_of
 
 logger = logging.getLogger(__name__)
 
@@ -132,10 +133,12 @@ def default_cache_file() -> Path:
 
 
 def _channels(model: nn.Module) -> int:
-    card = getattr(model, "card", None)
-    if card is not None:
-        return int(card.channels)
-    return int(getattr(getattr(model, "config", model), "channels", 1))
+    """The channels the network takes, from its card (or its class and config); 1 for a
+    network of another class without one."""
+    try:
+        return card_of(model).channels
+    except ModelError:
+        return 1
 
 
 def _versions() -> str:
