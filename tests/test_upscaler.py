@@ -144,3 +144,22 @@ def test_frames_upscaled_where_they_are_match_the_image_pipeline() -> None:
         np.testing.assert_array_equal(batch[index].numpy(), one.numpy())
         apart = np.abs(batch[index].numpy().astype(int) - upscaler(frame).astype(int))
         assert apart.max() <= 1 and (apart > 0).mean() < 1e-3
+
+
+def test_memory_is_bounded_by_default_and_tiles_keep_the_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rgb = np.asarray(Image.open(EXAMPLE).convert("RGB"))  # 225x150
+    upscaler = subpixel.load_model(DEFAULT_MODEL, scale=3)
+    whole = upscaler(rgb)
+    output_bytes = whole.nbytes + rgb.nbytes
+    # A machine with little memory free: tiles, automatically, and the same pixels.
+    monkeypatch.setattr("subpixel.inference.memory_budget", lambda: output_bytes + 8 * 2**20)
+    tiles: list[int] = []
+    tiled = upscaler(rgb, progress=lambda done, total: tiles.append(total))
+    assert tiles and tiles[-1] > 1
+    np.testing.assert_array_equal(tiled, whole)
+    # Less than the output alone: refused before any work, in one line.
+    monkeypatch.setattr("subpixel.inference.memory_budget", lambda: output_bytes // 2)
+    with pytest.raises(subpixel.ImageError, match="for its input and output alone"):
+        upscaler(rgb)

@@ -49,7 +49,7 @@ from torch import nn
 from subpixel import fastpath
 from subpixel.bicubic import REACH
 from subpixel.errors import ImageError, ScaleError
-from subpixel.limits import MAX_SCALE
+from subpixel.limits import MAX_SCALE, MEMORY_SHARE, memory_budget
 from subpixel.tiling import TilingError, run_tiled, tile_for_memory
 
 __all__ = [
@@ -65,6 +65,10 @@ Progress = Callable[[int, int], None]
 
 #: How the alpha plane is upscaled.
 ALPHA_MODES = ("bicubic", "network")
+
+# More than any network here holds per LR value while it runs (ESPCN-7's 64 float32 channels
+# at a few layers): below this, an image cannot exceed the budget and is not measured.
+_MOST_BYTES_PER_LR_VALUE = 16_384
 
 _CONVERTED_TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -217,6 +221,38 @@ def _choose_tile(
     return tile
 
 
+def _tile_within_budget(
+    net: Network,
+    source: np.ndarray,
+    out_size: tuple[int, int],
+    out_dtype: type[np.generic],
+    scale: float | None,
+) -> int | None:
+    """With neither ``tile`` nor ``max_memory`` given: None when the whole image fits the
+    default budget (``limits.memory_budget``), else the largest tile that keeps the input,
+    the output and one tile's work within it (tiles equal the whole on the default path).
+
+    Raises:
+        ImageError: the input and output alone exceed the budget.
+    """
+    budget = memory_budget()
+    height, width, channels = source.shape
+    if budget is None or height * width * channels * _MOST_BYTES_PER_LR_VALUE < budget:
+        return None
+    fixed = source.nbytes + out_size[0] * out_size[1] * channels * np.dtype(out_dtype).itemsize
+    try:
+        tile = tile_for_memory(net.network, channels, budget - fixed, scale=scale)
+    except TilingError:
+        gib = 2**30
+        raise ImageError(
+            f"a {width}x{height} image upscaled to {out_size[1]}x{out_size[0]} needs "
+            f"{fixed / gib:.1f} GiB for its input and output alone, and tiles on top; "
+            f"{budget / gib:.1f} GiB may be used here ({MEMORY_SHARE:.0%} of the memory "
+            "available): free memory, or ask for a smaller scale"
+        ) from None
+    return None if tile >= max(height, width) else tile
+
+
 def _upscale(
     source: np.ndarray,
     peak: float,
@@ -246,6 +282,8 @@ def _upscale(
         raise ImageError(f"image is empty: {width}x{height} pixels")
     out_h, out_w = output_size(height, width, scale, net.scale)
     tile = _choose_tile(net, source.shape[-1], tile, max_memory, scale)
+    if tile is None and max_memory is None:
+        tile = _tile_within_budget(net, source, (out_h, out_w), out_dtype, scale)
     native = (out_h, out_w) == (net.scale * height, net.scale * width)
     quantise = np.issubdtype(out_dtype, np.integer)
     # At the native scale nothing follows the network, so a tile's output is final: it is

@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
-__all__ = ["MAX_SCALE"]
+from pathlib import Path
+
+__all__ = ["MAX_SCALE", "MEMORY_SHARE", "memory_budget"]
 
 #: The largest total scale accepted (``upscale_image``, ``--scale``, bicubic models); beyond
 #: it almost all of the output is interpolation.
 MAX_SCALE = 16
+
+#: The share of the memory available when a call starts that an image may take by default.
+MEMORY_SHARE = 0.5
+
+
+def memory_budget() -> int | None:
+    """Bytes an upscale may use by default: ``MEMORY_SHARE`` of ``MemAvailable`` (Linux's
+    estimate of what can be allocated without swapping), or None where it cannot be read."""
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(int(line.split()[1]) * 1024 * MEMORY_SHARE)
+    return None
