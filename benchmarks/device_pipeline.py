@@ -1,6 +1,6 @@
 """Host-to-host upscaling of RGB frames with the arithmetic on the network's device.
 
-Times ``subpixel.device_pipeline.upscale_frames`` on 640x360 uint8 RGB frames upscaled x3 by
+Times ``subpixel.pipeline.device.upscale_frames`` on 640x360 uint8 RGB frames upscaled x3 by
 the bundled ESPCN x3 (its Y network): one upload of the frames, the split into Y and chroma,
 the network, bicubic chroma and the output colours on the device, one download. Frames go
 one at a time and in batches (``--batch``, default 8), in float32 and, on CUDA, with the
@@ -32,8 +32,8 @@ import torch
 from torch import Tensor, nn
 
 import subpixel
-from subpixel.device_pipeline import tf32, upscale_frames
 from subpixel.devices import resolve_device
+from subpixel.pipeline.device import tf32, upscale_frames
 
 SCALE = 3
 

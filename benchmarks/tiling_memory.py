@@ -2,7 +2,7 @@
 
 Each configuration runs in a fresh subprocess that reads its own peak resident set size
 (``VmHWM`` in ``/proc/self/status``; Linux only) -- tracemalloc does not see torch's
-allocations. The tile for a memory budget comes from ``subpixel.tiling.tile_for_memory``.
+allocations. The tile for a memory budget comes from ``subpixel.pipeline.tiling.tile_for_memory``.
 The network has random weights: memory and time do not depend on them.
 
 Usage::
@@ -15,7 +15,7 @@ Usage::
 
 ``--calibrate`` runs one tile of each network on its own and compares the measured working
 memory (peak minus the resident size before the call minus the output array) with
-``estimate_tile_memory``; ``PIPELINE_BYTES_PER_*`` in ``subpixel/tiling.py`` come from it.
+``estimate_tile_memory``; ``PIPELINE_BYTES_PER_*`` in ``subpixel/pipeline/tiling.py`` come from it.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _child(config: dict[str, Any]) -> dict[str, Any]:
 
     import subpixel
     from subpixel import models
-    from subpixel.tiling import estimate_tile_memory, receptive_radius
+    from subpixel.pipeline.tiling import estimate_tile_memory, receptive_radius
 
     torch.manual_seed(0)
     name, scale = str(config["model"]), int(config["scale"])
@@ -130,7 +130,7 @@ def _mb(value: int) -> str:
 
 def _table(untiled: bool, fixed_threshold: bool, threads: int | None) -> None:
     from subpixel import models
-    from subpixel.tiling import tile_for_memory
+    from subpixel.pipeline.tiling import tile_for_memory
 
     net = models.build("espcn", scale=SCALE, channels=1)
     budget_tile = tile_for_memory(net, 3, BUDGET)

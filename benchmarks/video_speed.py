@@ -42,8 +42,8 @@ from subpixel import models
 from subpixel.allocator import keep_freed_memory
 from subpixel.engines import set_threads
 from subpixel.paths import data_root
+from subpixel.pipeline.video import upscale_video
 from subpixel.upscaler import Upscaler
-from subpixel.video import upscale_video
 from subpixel.weights import bundled_weights, card_of, describe
 
 NETWORKS = ("fsrcnn-s-x3", "espcn-x3")

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from subpixel.batch import (
+from subpixel.errors import ImageError, SubpixelError
+from subpixel.pipeline.batch import (
     BatchInterrupted,
     Job,
     collect_inputs,
@@ -15,7 +16,6 @@ from subpixel.batch import (
     run_jobs,
     shard,
 )
-from subpixel.errors import ImageError, SubpixelError
 from subpixel.signals import Interrupted
 
 
@@ -178,7 +178,7 @@ def test_an_output_folder_that_cannot_be_written_is_refused_once(
         str(error.value) == f"cannot write to {blocker / 'out'}: {blocker} is a file, not a folder"
     )
     # The permission check (as root, os.access says yes to everything; here it says no).
-    monkeypatch.setattr("subpixel.batch.os.access", lambda path, mode: False)
+    monkeypatch.setattr("subpixel.pipeline.batch.os.access", lambda path, mode: False)
     with pytest.raises(ImageError) as error:
         plan_jobs([str(a), str(b)], tmp_path / "out" / "sub")
     assert str(error.value) == (

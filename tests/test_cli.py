@@ -15,9 +15,9 @@ import torch
 from PIL import Image, features
 
 from subpixel import models
-from subpixel.batch import Job
 from subpixel.cli import build_parser, main
 from subpixel.engines import set_threads
+from subpixel.pipeline.batch import Job
 from subpixel.precision import resolve_precision
 from subpixel.weights import describe, load_network, save_weights
 

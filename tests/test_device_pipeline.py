@@ -10,9 +10,10 @@ import torch
 from torch import Tensor, nn
 
 import subpixel
-from subpixel import fastpath, models
-from subpixel.device_pipeline import tf32, upscale_frames, upscale_image_on_device
+from subpixel import models
 from subpixel.errors import ImageError, ScaleError
+from subpixel.pipeline import fastpath
+from subpixel.pipeline.device import tf32, upscale_frames, upscale_image_on_device
 from subpixel.weights import load_network
 
 PEAKS = {np.uint8: 255, np.uint16: 65535}

@@ -1,4 +1,4 @@
-"""Engines (subpixel.engines), the pipeline's fast arithmetic (subpixel.fastpath) and the
+"""Engines (subpixel.engines), the pipeline's fast arithmetic (subpixel.pipeline.fastpath) and the
 speed benchmark (benchmarks/speed.py).
 
 Every engine is checked against eager PyTorch float32 on the same network: float32 to 1e-5,
@@ -30,7 +30,7 @@ from PIL import Image
 from torch import nn
 
 import subpixel
-from subpixel import fastpath, models
+from subpixel import models
 from subpixel.bicubic import phase_weights
 from subpixel.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from subpixel.engines import (
@@ -50,6 +50,7 @@ from subpixel.engines import (
 )
 from subpixel.engines.tile_probe import tile_mismatches
 from subpixel.layers import SubpixelConv2d
+from subpixel.pipeline import fastpath
 from subpixel.precision import native_bfloat16
 from subpixel.resize import imresize
 from subpixel.upscaler import upscale_array

@@ -9,9 +9,9 @@ import subpixel
 from subpixel import models
 from subpixel.colour import rgb_to_ycbcr
 from subpixel.errors import ImageError, ModelError, ScaleError
-from subpixel.inference import MAX_SCALE, output_size
+from subpixel.pipeline.image import MAX_SCALE, output_size
+from subpixel.pipeline.tiling import TilingError
 from subpixel.resize import imresize
-from subpixel.tiling import TilingError
 from subpixel.upscaler import upscale_array
 from subpixel.weights import ModelCard, describe
 

@@ -29,7 +29,7 @@ def test_optional_features_load_on_first_use() -> None:
     pytest.importorskip("av")
     pytest.importorskip("onnxscript")
     from subpixel.export import export_onnx
-    from subpixel.video import upscale_video
+    from subpixel.pipeline.video import upscale_video
 
     assert subpixel.upscale_video is upscale_video
     assert subpixel.export_onnx is export_onnx

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from subpixel import models
+from subpixel.pipeline.tiling import receptive_radius
 from subpixel.reparam import (
     Collapsible,
     CollapsibleLinearBlock,
@@ -23,7 +24,6 @@ from subpixel.reparam import (
     compose_1x1_kxk,
     pad_with_bias,
 )
-from subpixel.tiling import receptive_radius
 from subpixel.weights import card_of, describe, load_network, save_weights
 
 FAST = settings(derandomize=True, deadline=None, max_examples=60)

@@ -42,7 +42,7 @@ def save_then_block(self, fp, *a, **k):
 PIL.Image.Image.save = save_then_block
 
 if block_on == "frame":
-    import subpixel.video as video
+    import subpixel.pipeline.video as video
     upscale_frame, calls = video._upscale_frame, []
     def frame_then_block(*a, **k):
         calls.append(1)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from subpixel.batch import Job, run_jobs
 from subpixel.files import (
     STALE_AFTER,
     _host_tag,
@@ -18,6 +17,7 @@ from subpixel.files import (
     temporary_name,
 )
 from subpixel.images import write_image
+from subpixel.pipeline.batch import Job, run_jobs
 
 
 def _dead_pid() -> int:

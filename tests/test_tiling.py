@@ -11,7 +11,7 @@ from torch import nn
 
 from subpixel import models
 from subpixel.layers import SubpixelConv2d, deconv_to_subpixel
-from subpixel.tiling import (
+from subpixel.pipeline.tiling import (
     TilingError,
     estimate_tile_memory,
     receptive_radius,

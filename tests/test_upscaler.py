@@ -154,12 +154,12 @@ def test_memory_is_bounded_by_default_and_tiles_keep_the_result(
     whole = upscaler(rgb)
     output_bytes = whole.nbytes + rgb.nbytes
     # A machine with little memory free: tiles, automatically, and the same pixels.
-    monkeypatch.setattr("subpixel.inference.memory_budget", lambda: output_bytes + 8 * 2**20)
+    monkeypatch.setattr("subpixel.pipeline.image.memory_budget", lambda: output_bytes + 8 * 2**20)
     tiles: list[int] = []
     tiled = upscaler(rgb, progress=lambda done, total: tiles.append(total))
     assert tiles and tiles[-1] > 1
     np.testing.assert_array_equal(tiled, whole)
     # Less than the output alone: refused before any work, in one line.
-    monkeypatch.setattr("subpixel.inference.memory_budget", lambda: output_bytes // 2)
+    monkeypatch.setattr("subpixel.pipeline.image.memory_budget", lambda: output_bytes // 2)
     with pytest.raises(subpixel.ImageError, match="for its input and output alone"):
         upscaler(rgb)

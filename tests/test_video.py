@@ -20,7 +20,7 @@ av = pytest.importorskip("av")
 
 from av.video.reformatter import Interpolation  # noqa: E402
 
-from subpixel.video import VideoError, VideoReport, upscale_video  # noqa: E402
+from subpixel.pipeline.video import VideoError, VideoReport, upscale_video  # noqa: E402
 
 # swscale's plain yuv420p -> rgb24 repeats chroma samples; compare frames through its filter.
 _ACCURATE = Interpolation.BICUBIC | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
@@ -319,7 +319,7 @@ def _cubic_loop(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
 def test_chroma_upscaler_against_matlab_bicubic_and_a_loop(
     scale: int, size: tuple[int, int]
 ) -> None:
-    from subpixel.video import _CENTRE, _LEFT, _ChromaUpscaler
+    from subpixel.pipeline.video import _CENTRE, _LEFT, _ChromaUpscaler
 
     lr = np.random.default_rng(scale).uniform(0, 255, (2, *size))
     planes = torch.from_numpy(lr).float()
@@ -420,7 +420,7 @@ def test_odd_sizes_drop_the_last_column_and_row() -> None:
 
 def test_y4m_stdin_to_stdout_in_a_pipeline() -> None:
     script = (
-        "import subpixel; from subpixel.video import upscale_video; "
+        "import subpixel; from subpixel.pipeline.video import upscale_video; "
         "upscale_video('-', '-', subpixel.load_model('bicubic', scale=2))"
     )
     done = subprocess.run(
@@ -663,7 +663,7 @@ def test_streams_the_output_cannot_hold_are_left_out_with_a_warning(
 ) -> None:
     source = _write_with_streams(tmp_path / "in.mkv", subtitle="subrip", font=True)
     target = tmp_path / "out.mp4"
-    with caplog.at_level("WARNING", logger="subpixel.video"):
+    with caplog.at_level("WARNING", logger="subpixel.pipeline.video"):
         report = upscale_video(source, target, bicubic2, preset="ultrafast")
     assert report.frames == 10
     assert report.left_out == (

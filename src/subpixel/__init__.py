@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     # Video (PyAV) and ONNX export are optional extras: import them on first use only.
     if name == "upscale_video":
-        from subpixel.video import upscale_video
+        from subpixel.pipeline.video import upscale_video
 
         return upscale_video
     if name == "export_onnx":

@@ -11,7 +11,7 @@ path, tiling, ONNX export and the video chroma all take it from here.
   replicated. :func:`upscale_axis` (torch) and :func:`upscale_band_cv2` (OpenCV's SIMD filters)
   apply them phase by phase, with no index tensors.
 * :func:`sited_phase_weights` is the same kernel read at a shifted grid, for 4:2:0 chroma whose
-  samples are not centred (``subpixel.video``).
+  samples are not centred (``subpixel.pipeline.video``).
 
 Example:
     >>> phase_weights(2).shape

@@ -19,7 +19,6 @@ from tqdm import tqdm
 
 from subpixel import models
 from subpixel.allocator import keep_freed_memory
-from subpixel.batch import BatchInterrupted, Job
 from subpixel.devices import DEVICE_NAMES, resolve_device
 from subpixel.engines import ENGINES, PRECISIONS, set_threads
 from subpixel.errors import DeviceError, ScaleError, SubpixelError
@@ -32,6 +31,7 @@ from subpixel.images import (
     palette_note,
     write_image,
 )
+from subpixel.pipeline.batch import BatchInterrupted, Job
 from subpixel.signals import interrupt_on_sigterm, signal_number
 from subpixel.upscaler import Upscaler, load_model
 from subpixel.weights import (
@@ -92,7 +92,7 @@ def _byte_size(text: str) -> int:
 
 
 def _upscale(args: argparse.Namespace) -> int:
-    from subpixel.batch import parse_shard, pending_jobs, plan_jobs, run_jobs, shard
+    from subpixel.pipeline.batch import parse_shard, pending_jobs, plan_jobs, run_jobs, shard
 
     device = _device(args.device)
     streaming = args.inputs == ["-"] or args.output == "-"
@@ -149,7 +149,7 @@ def _upscale_one(job: Job, model: Upscaler | None, args: argparse.Namespace) -> 
         raise SubpixelError(f"{job.target}: no network was prepared")
     scale = args.scale
     if job.is_video:
-        from subpixel.video import upscale_video
+        from subpixel.pipeline.video import upscale_video
 
         native = model.scale
         if scale is not None and scale != native:
@@ -206,7 +206,7 @@ def _upscale_one(job: Job, model: Upscaler | None, args: argparse.Namespace) -> 
 
 def _stream(args: argparse.Namespace, model: Upscaler) -> None:
     """``-`` as input or output: an image or y4m video on stdin, known by its first bytes."""
-    from subpixel.batch import VIDEO_EXTENSIONS
+    from subpixel.pipeline.batch import VIDEO_EXTENSIONS
     from subpixel.streams import identify, peek
 
     if len(args.inputs) != 1:
@@ -222,7 +222,7 @@ def _stream(args: argparse.Namespace, model: Upscaler) -> None:
     elif Path(source).suffix.lower() not in VIDEO_EXTENSIONS:
         _stream_image(args, model, Path(source), Path(source).suffix)
         return
-    from subpixel.video import PIPE_FORMAT, upscale_video
+    from subpixel.pipeline.video import PIPE_FORMAT, upscale_video
 
     upscale_video(
         sys.stdin.buffer if source == "-" else source,

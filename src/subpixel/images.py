@@ -1,6 +1,6 @@
 """Reading and writing image files: clear errors, upright pixels, metadata kept, atomic writes.
 
-Policy for image kinds (what ``subpixel.inference`` does with each Pillow mode):
+Policy for image kinds (what ``subpixel.pipeline.image`` does with each Pillow mode):
 
 - ``RGB``: colour. ``L``: grayscale. ``RGBA`` / ``LA``: colour or grayscale plus alpha.
 - 16-bit files: grayscale PNG/TIFF (Pillow's ``I;16``) and 16-bit RGB/RGBA PNG and TIFF (read

@@ -38,15 +38,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from subpixel import inference
 from subpixel.engines import ENGINES, PRECISIONS, Engine, EngineError, TorchEngine, make_engine
 from subpixel.errors import ModelError
+from subpixel.pipeline import image as inference
+from subpixel.pipeline.tiling import receptive_radius
 from subpixel.precision import precision_for_card
-from subpixel.tiling import receptive_radius
 from subpixel.weights import DEFAULT_MODEL, ModelCard, card_of, load_network
 
 if TYPE_CHECKING:
-    from subpixel.video import Source, Target, VideoReport
+    from subpixel.pipeline.video import Source, Target, VideoReport
 
 __all__ = [
     "DEFAULT_CACHE",
@@ -67,7 +67,7 @@ class Upscaler:
     """A network ready to upscale: card, engine, precision and device decided in one place.
 
     Call it on a PIL image or a uint8/uint16 numpy array (H, W[, C]); it returns the same
-    kind (see ``subpixel.inference`` for modes, alpha, scales and tiles).
+    kind (see ``subpixel.pipeline.image`` for modes, alpha, scales and tiles).
 
     Args:
         network: the network (eval mode is set); its parameters' device is where it runs.
@@ -139,7 +139,7 @@ class Upscaler:
 
     @functools.cached_property
     def receptive_radius(self) -> int:
-        """LR pixels of context a tile needs on each side (``subpixel.tiling``)."""
+        """LR pixels of context a tile needs on each side (``subpixel.pipeline.tiling``)."""
         return receptive_radius(self.network)
 
     def __repr__(self) -> str:
@@ -216,10 +216,10 @@ class Upscaler:
         ``frames`` is (B, H, W, C) ``uint8`` or ``uint16`` (C: gray, gray + alpha, RGB, RGB +
         alpha), on this Upscaler's device; the result is (B, rH, rW, C) of the same type,
         there. Colour conversion, chroma bicubic and rounding run on the device too
-        (``subpixel.device_pipeline``), the network once per batch: on a GPU nothing crosses
+        (``subpixel.pipeline.device``), the network once per batch: on a GPU nothing crosses
         to the host.
         """
-        from subpixel.device_pipeline import upscale_frames
+        from subpixel.pipeline.device import upscale_frames
 
         bits = 8 if frames.dtype == torch.uint8 else 16
         return upscale_frames(
@@ -324,8 +324,8 @@ class Upscaler:
         )
 
     def upscale_video(self, source: Source, target: Target, **options: Any) -> VideoReport:
-        """Upscale a video with this model (``subpixel.video.upscale_video``'s keywords)."""
-        from subpixel.video import upscale_video
+        """Upscale a video with this model (``pipeline.video.upscale_video``'s keywords)."""
+        from subpixel.pipeline.video import upscale_video
 
         return upscale_video(source, target, self, **options)
 
@@ -464,7 +464,7 @@ def upscale_image(
             runs as it is (eager float32).
         scale: total factor, integer or not, in [1, 16]; ``None`` is the model's own. A
             factor other than the model's is reached by MATLAB bicubic after the network;
-            each side becomes ``round(side * scale)`` (see ``subpixel.inference``).
+            each side becomes ``round(side * scale)`` (see ``subpixel.pipeline.image``).
         tile: process the image in tiles of ``tile x tile`` input pixels (plus a margin
             of the network's receptive radius); the result is the same as untiled.
         max_memory: choose the largest tile whose working memory is estimated to fit this
@@ -477,7 +477,7 @@ def upscale_image(
         ImageError: unsupported or empty image.
         ScaleError: a scale outside the rule above.
         TilingError: a tile below 1, both ``tile`` and ``max_memory``, or a budget too
-            small for any tile (``subpixel.tiling``).
+            small for any tile (``subpixel.pipeline.tiling``).
 
     Example:
         >>> import numpy as np, subpixel

@@ -13,9 +13,9 @@ Tiled upscaling equals untiled on the default path because of that probe
 (``subpixel.engines.tile_probe``): some engines' kernels compute a pixel differently by the
 input's shape, so their tiles can differ from the whole by a level at a few pixels along the
 seams. The candidates are probed fastest first on a random 192x192 input, tiled at 17, 37
-and 97 pixels as ``subpixel.tiling.run_tiled`` tiles it; the first whose every tile interior
-equals the whole is kept. If none does, the fastest is kept and a warning logged. On 2 Zen 4
-cores (2 threads, bfloat16), ECBSR x3 kept OpenVINO (probe 95 ms); for FSRCNN x3 OpenVINO's
+and 97 pixels as ``subpixel.pipeline.tiling.run_tiled`` tiles it; the first whose every tile
+interior equals the whole is kept. If none does, the fastest is kept and a warning logged. On
+2 Zen 4 cores (2 threads, bfloat16), ECBSR x3 kept OpenVINO (probe 95 ms); for FSRCNN x3 OpenVINO's
 sub-pixel form (22 ms a 384x384 call) differed at 3 values and eager torch's sub-pixel form
 (57 ms) was kept (probe 537 ms). An engine named by the user is not probed.
 
@@ -60,8 +60,8 @@ from subpixel.engines.openvino_engine import OpenVinoEngine
 from subpixel.engines.tile_probe import tile_mismatches
 from subpixel.engines.torch_engine import TorchEngine
 from subpixel.errors import ModelError, SubpixelError
+from subpixel.pipeline.tiling import TilingError
 from subpixel.precision import resolve_precision
-from subpixel.tiling import TilingError
 from subpixel.weights import card_of
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Whether an engine's tiles match its whole image, bit for bit.
 
-Tiling (``subpixel.tiling``) is exact in arithmetic: every output pixel of a tile's interior
-sees the same input pixels as in the whole image. It is exact in float only if the engine
+Tiling (``subpixel.pipeline.tiling``) is exact in arithmetic: every output pixel of a tile's
+interior sees the same input pixels as in the whole image. It is exact in float only if the engine
 computes each pixel the same way whatever the input's shape, and some do not: their kernels
 pick another implementation (blocking, vector width, a Winograd or direct convolution) by
 shape, and sum in another order. Measured on 2 Zen 4 cores (AVX-512 BF16), tiles of 17, 37
@@ -11,8 +11,8 @@ ESPCN x3 with torch float32 at tiles of 17 only; ONNX Runtime was exact for ever
 and OpenVINO bfloat16 for ECBSR and ESPCN.
 
 ``tile_mismatches`` runs an engine on a random square input whole and then tiled as
-``subpixel.tiling.run_tiled`` tiles it (interiors of 17, 37 and 97 pixels, each with a margin
-of the network's receptive radius, clamped at the borders) and counts the output values of
+``subpixel.pipeline.tiling.run_tiled`` tiles it (interiors of 17, 37 and 97 pixels, each with a
+margin of the network's receptive radius, clamped at the borders) and counts the output values of
 the interiors that differ from the whole's. Compared as floats, before any rounding, it sees
 every difference that could move an 8-bit level and many that would not.
 """
@@ -23,7 +23,7 @@ import numpy as np
 from torch import nn
 
 from subpixel.engines.base import Engine
-from subpixel.tiling import receptive_radius, run_tiled
+from subpixel.pipeline.tiling import receptive_radius, run_tiled
 
 __all__ = ["PROBE_SIZE", "PROBE_TILES", "tile_mismatches"]
 
@@ -48,13 +48,13 @@ def tile_mismatches(
     Args:
         engine: the engine to probe.
         network: the network it runs; its layers give the margin
-            (``subpixel.tiling.receptive_radius``).
+            (``subpixel.pipeline.tiling.receptive_radius``).
         channels: the network's input channels.
         size: side of the random (1, C, size, size) input.
         tiles: interior sides to tile it with, each run in full.
 
     Raises:
-        subpixel.tiling.TilingError: the network's receptive radius is unknown.
+        subpixel.pipeline.tiling.TilingError: the network's receptive radius is unknown.
 
     Example:
         >>> from torch import nn

@@ -33,7 +33,7 @@ class TrainConfig:
 
     ``loss_border`` leaves that many LR pixels on each side of a patch (``r`` times as many
     HR pixels) out of the loss, like training with unpadded ("valid") convolutions; the
-    receptive radius (``subpixel.tiling.receptive_radius``) leaves exactly the outputs that
+    receptive radius (``subpixel.pipeline.tiling.receptive_radius``) leaves exactly the outputs that
     zero padding cannot reach. The outputs at an image's edges are then never trained: on
     Set5 x3 (crop = scale) FSRCNN-s trained so scored 27.7 dB, 31.5 dB with a 20-pixel crop.
     Keep the default 0 for models scored by the papers' protocol.

@@ -197,7 +197,7 @@ def upscale_video(
 
     Example:
         >>> import subpixel
-        >>> from subpixel.video import upscale_video
+        >>> from subpixel.pipeline.video import upscale_video
         >>> model = subpixel.load_model("bicubic", scale=2)
         >>> report = upscale_video("in.mp4", "out.mp4", model)  # doctest: +SKIP
     """

@@ -1,6 +1,6 @@
 """The image pipeline's arithmetic on the network's device, for batches of frames.
 
-``subpixel.fastpath`` does the work around a luminance network on the CPU: on a GPU that is
+``subpixel.pipeline.fastpath`` does the work around a luminance network on the CPU: on a GPU that is
 20 ms of a 1080p frame around a 0.2 ms network, plus the trips of Y and its upscaled form
 between host and device. Here the same steps run where the network runs, in float32 torch,
 on a batch of frames that stays on the device from upload to download:
@@ -18,7 +18,7 @@ on a batch of frames that stays on the device from upload to download:
 
 Gray images with a Y network go in as studio-swing Y and come back from it, and RGB networks
 take the planes straight (gray as R = G = B, the mean of the three colours out), as
-``subpixel.inference`` does. The results equal ``subpixel.upscale_image``'s to float rounding:
+``subpixel.pipeline.image`` does. The results equal ``subpixel.upscale_image``'s to float rounding:
 the steps are the same but the float32 sums run in another order, so a few pixels in ten
 thousand may differ by one level; gray images and RGB networks, whose steps are the same
 elementwise float32 operations, equal its numpy path exactly on the CPU.
@@ -58,7 +58,7 @@ from torch import Tensor
 from subpixel.bicubic import REACH, phase_weights
 from subpixel.devices import resolve_device
 from subpixel.errors import ImageError, ScaleError
-from subpixel.fastpath import _split_matrix_float64, luma_gains
+from subpixel.pipeline.fastpath import _split_matrix_float64, luma_gains
 
 __all__ = [
     "COLOUR_SPACES",

@@ -21,14 +21,14 @@ NaN or infinite, below 1 (this is an upscaler), above ``MAX_SCALE``, or an outpu
 pixels -- raises ``ScaleError``.
 
 Tiles. With ``tile=N`` the image is processed in N x N tiles of input pixels, each with a
-margin of the network's receptive radius (``subpixel.tiling``), so memory is bounded by the
+margin of the network's receptive radius (``subpixel.pipeline.tiling``), so memory is bounded by the
 tile and the result equals the untiled one to float rounding (at most 1e-6 before
 quantisation). ``max_memory`` picks the largest tile whose estimated working memory fits that
-many bytes (``subpixel.tiling.tile_for_memory``). ``progress(done, total)`` is called after
+many bytes (``subpixel.pipeline.tiling.tile_for_memory``). ``progress(done, total)`` is called after
 each tile. Clipping to [0, 1] and quantising to 8/16 bits happen per tile, straight into the
 output, so no full-size float copy of the output exists.
 
-Speed. Around the network the arithmetic is ``subpixel.fastpath``'s: Y and the chroma terms
+Speed. Around the network the arithmetic is ``subpixel.pipeline.fastpath``'s: Y and the chroma terms
 of RGB in one matrix product at input size, MATLAB bicubic phase by phase, and each output
 colour rounded into the output type in the pass that makes it (OpenCV's kernels when it is
 installed). Which engine and arithmetic run the network is the model's business
@@ -46,11 +46,11 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from subpixel import fastpath
 from subpixel.bicubic import REACH
 from subpixel.errors import ImageError, ScaleError
 from subpixel.limits import MAX_SCALE, MEMORY_SHARE, memory_budget
-from subpixel.tiling import TilingError, run_tiled, tile_for_memory
+from subpixel.pipeline import fastpath
+from subpixel.pipeline.tiling import TilingError, run_tiled, tile_for_memory
 
 __all__ = [
     "ALPHA_MODES",
@@ -163,7 +163,7 @@ def _upscale_tile(
 
     An integer ``out_dtype`` is rounded and clipped (half to even, as ``np.rint``); float32
     is not clipped (a non-native scale resamples it first). The arithmetic around the
-    network is ``subpixel.fastpath``'s: RGB with a Y network is one matrix product at LR
+    network is ``subpixel.pipeline.fastpath``'s: RGB with a Y network is one matrix product at LR
     size, the network, then ``fastpath.rgb_from_luma`` (bicubic chroma and the output colours).
     """
     colours = crop.shape[-1] - int(has_alpha)
