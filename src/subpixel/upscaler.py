@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -40,13 +40,11 @@ from torch import nn
 
 from subpixel.engines import ENGINES, PRECISIONS, Engine, EngineError, TorchEngine, make_engine
 from subpixel.errors import ModelError
+from subpixel.pipeline import device as device_pipeline
 from subpixel.pipeline import image as inference
 from subpixel.pipeline.tiling import receptive_radius
 from subpixel.precision import precision_for_card
 from subpixel.weights import DEFAULT_MODEL, ModelCard, card_of, load_network
-
-if TYPE_CHECKING:
-    from subpixel.pipeline.video import Source, Target, VideoReport
 
 __all__ = [
     "DEFAULT_CACHE",
@@ -188,12 +186,15 @@ class Upscaler:
                 clamping and quantising would otherwise hide (NaN becomes 0, inf the peak).
         """
         sr = self.engine_for(self.precision_for(bits))(lr)
-        if not np.isfinite(sr).all():
+        self._check_finite(bool(np.isfinite(sr).all()))
+        return sr
+
+    def _check_finite(self, finite: bool) -> None:
+        if not finite:
             raise ModelError(
                 f"the output of {self.name} x{self.scale} is not finite (NaN or inf): "
                 "its weights are broken"
             )
-        return sr
 
     def run_tensor(self, lr: torch.Tensor, *, bits: int = 8) -> torch.Tensor:
         """``run`` for a tensor (B, C, H, W); the result is on the tensor's device. A torch
@@ -201,11 +202,7 @@ class Upscaler:
         engine = self.engine_for(self.precision_for(bits))
         if isinstance(engine, TorchEngine):
             sr = engine.run_tensor(lr.detach())
-            if not bool(torch.isfinite(sr).all()):
-                raise ModelError(
-                    f"the output of {self.name} x{self.scale} is not finite (NaN or inf): "
-                    "its weights are broken"
-                )
+            self._check_finite(bool(torch.isfinite(sr).all()))
             return sr.to(lr.device)
         out = self.run(lr.detach().float().cpu().numpy(), bits=bits)
         return torch.from_numpy(np.ascontiguousarray(out)).to(lr.device)
@@ -219,10 +216,8 @@ class Upscaler:
         (``subpixel.pipeline.device``), the network once per batch: on a GPU nothing crosses
         to the host.
         """
-        from subpixel.pipeline.device import upscale_frames
-
         bits = 8 if frames.dtype == torch.uint8 else 16
-        return upscale_frames(
+        return device_pipeline.upscale_frames(
             frames,
             functools.partial(self.run_tensor, bits=bits),
             scale=self.scale,
@@ -322,12 +317,6 @@ class Upscaler:
             progress=progress,
             alpha=alpha,
         )
-
-    def upscale_video(self, source: Source, target: Target, **options: Any) -> VideoReport:
-        """Upscale a video with this model (``pipeline.video.upscale_video``'s keywords)."""
-        from subpixel.pipeline.video import upscale_video
-
-        return upscale_video(source, target, self, **options)
 
 
 def load_model(

@@ -39,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -399,6 +400,15 @@ def estimate_tile_memory(
     return math.ceil(side * side * _bytes_per_lr_pixel(trace, channels, scale))
 
 
+@functools.lru_cache(maxsize=8)
+def _memory_plan(model: nn.Module, channels: int, scale: float | None) -> tuple[int, float]:
+    """A tile's margin and its bytes per LR pixel: they depend on the layers' shapes only,
+    so a network is traced once, not for every image it upscales under a budget."""
+    trace = _trace(model)
+    margin = max(_radius(trace), 2) + _resample_margin(trace.native_scale, scale)
+    return margin, _bytes_per_lr_pixel(trace, channels, scale)
+
+
 def tile_for_memory(
     model: nn.Module, channels: int, max_bytes: int, *, scale: float | None = None
 ) -> int:
@@ -416,9 +426,7 @@ def tile_for_memory(
         >>> tile_for_memory(models.build("espcn", scale=3), 3, 2 * 2**30)
         1418
     """
-    trace = _trace(model)
-    margin = max(_radius(trace), 2) + _resample_margin(trace.native_scale, scale)
-    per_pixel = _bytes_per_lr_pixel(trace, channels, scale)
+    margin, per_pixel = _memory_plan(model, channels, scale)
     tile = math.isqrt(max(0, int(max_bytes / per_pixel))) - 2 * margin
     if tile < 1:
         needed = math.ceil((1 + 2 * margin) ** 2 * per_pixel)
