@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from subpixel import models
@@ -24,14 +23,9 @@ from subpixel.engines import ENGINES, PRECISIONS, set_threads
 from subpixel.errors import DeviceError, ScaleError, SubpixelError
 from subpixel.evaluation import EvaluationReport, evaluate
 from subpixel.files import remove_stale_temporaries
-from subpixel.images import (
-    DEFAULT_MAX_PIXELS,
-    open_image,
-    output_format,
-    palette_note,
-    write_image,
-)
+from subpixel.images import DEFAULT_MAX_PIXELS
 from subpixel.pipeline.batch import BatchInterrupted, Job
+from subpixel.pipeline.files import FileOptions, is_video, upscale_file
 from subpixel.signals import interrupt_on_sigterm, signal_number
 from subpixel.upscaler import Upscaler, load_model
 from subpixel.weights import (
@@ -144,69 +138,38 @@ def _ready_model(args: argparse.Namespace, native: int, device: torch.device) ->
     )
 
 
+def _file_options(args: argparse.Namespace) -> FileOptions:
+    return FileOptions(
+        scale=args.scale,
+        tile=args.tile,
+        max_memory=args.max_memory,
+        max_pixels=args.max_pixels,
+        alpha=args.alpha,
+        format=args.format,
+        quality=args.quality,
+        codec=args.codec,
+        crf=args.crf,
+        preset=args.preset,
+    )
+
+
 def _upscale_one(job: Job, model: Upscaler | None, args: argparse.Namespace) -> None:
     if model is None:  # run_jobs only calls this for jobs pending_jobs counted
         raise SubpixelError(f"{job.target}: no network was prepared")
-    scale = args.scale
-    if job.is_video:
-        from subpixel.pipeline.video import upscale_video
+    unit = "frame" if job.is_video else "tile"
+    with tqdm(unit=unit, desc=job.source.name, file=sys.stderr, leave=False, disable=None) as bar:
 
-        native = model.scale
-        if scale is not None and scale != native:
-            raise ScaleError(f"videos are upscaled at the network's own scale (x{native})")
-
-        with tqdm(
-            unit="frame", desc=job.source.name, file=sys.stderr, leave=False, disable=None
-        ) as bar:
-
-            def frames(done: int, total: int | None) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
-            upscale_video(
-                job.source,
-                job.target,
-                model,
-                codec=args.codec,
-                crf=args.crf,
-                preset=args.preset,
-                progress=frames,
-            )
-        return
-    source = open_image(job.source, max_pixels=args.max_pixels)
-    image_format = output_format(job.target, args.format)
-    with tqdm(unit="tile", desc=job.source.name, file=sys.stderr, leave=False, disable=None) as bar:
-
-        def tiles(done: int, total: int) -> None:
+        def progress(done: int, total: int | None) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        result = model(
-            source.pixels,
-            scale=scale,
-            tile=args.tile,
-            max_memory=args.max_memory,
-            alpha=args.alpha,
-            progress=tiles,
-        )
-    options = {"quality": args.quality} if image_format in ("JPEG", "WEBP") else {}
-    write_image(
-        result,
-        job.target,
-        format=args.format,
-        icc_profile=source.icc_profile,
-        exif=source.exif,
-        **options,
-    )
-    palette = isinstance(source.pixels, Image.Image) and source.pixels.mode == "P"
-    if palette and isinstance(result, Image.Image):
-        note = palette_note(job.source, job.target, result.mode)
+        notes = upscale_file(job.source, job.target, model, _file_options(args), progress=progress)
+    for note in notes:
         print(f"subpixel: note: {note}", file=sys.stderr)
 
 
 def _stream(args: argparse.Namespace, model: Upscaler) -> None:
     """``-`` as input or output: an image or y4m video on stdin, known by its first bytes."""
-    from subpixel.pipeline.batch import VIDEO_EXTENSIONS
     from subpixel.streams import identify, peek
 
     if len(args.inputs) != 1:
@@ -219,7 +182,7 @@ def _stream(args: argparse.Namespace, model: Upscaler) -> None:
         if kind.kind == "image":
             _stream_image(args, model, None, kind.extension)
             return
-    elif Path(source).suffix.lower() not in VIDEO_EXTENSIONS:
+    elif not is_video(source):
         _stream_image(args, model, Path(source), Path(source).suffix)
         return
     from subpixel.pipeline.video import PIPE_FORMAT, upscale_video
