@@ -949,4 +949,4 @@ def test_top_level_help_version_and_python_dash_m() -> None:
 def test_max_memory_help_says_what_it_bounds() -> None:
     (action,) = [a for a in _subparsers()["upscale"]._actions if a.dest == "max_memory"]
     assert action.help is not None
-    assert "working arrays only, not the process" in action.help
+    assert "ceiling on the whole process" in action.help

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from subpixel import models
+from subpixel.errors import ImageError
 from subpixel.layers import SubpixelConv2d, deconv_to_subpixel
 from subpixel.pipeline.tiling import (
     TilingError,
@@ -198,14 +199,20 @@ def test_progress_reports_every_tile() -> None:
     assert calls == [(1, 1)]
 
 
-def test_a_memory_budget_that_forces_tiles_gives_the_exact_result() -> None:
+def test_a_memory_ceiling_that_forces_tiles_gives_the_exact_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The ceiling is the whole process's: what it holds (here said to be 1 MiB) and the
+    # finished output come first, the tiles get the rest.
+    monkeypatch.setattr("subpixel.pipeline.image.resident_memory", lambda: 2**20)
     net = _build("fsrcnn", 3)
     planes = _image(24, 30, 3)
     budget = estimate_tile_memory(net, 3, 7)
     assert tile_for_memory(net, 3, budget) == 7
     assert estimate_tile_memory(net, 3, 8) > budget
+    ceiling = 2**20 + 72 * 90 * 3 * 4 + budget  # held + float32 output + one tile of 7
     calls: list[tuple[int, int]] = []
-    tiled = upscale_array(planes, net, max_memory=budget, progress=lambda *c: calls.append(c))
+    tiled = upscale_array(planes, net, max_memory=ceiling, progress=lambda *c: calls.append(c))
     assert calls[-1] == (20, 20)  # 4 x 5 tiles of 7
     assert np.abs(tiled - upscale_array(planes, net)).max() <= 1e-6
 
@@ -228,7 +235,7 @@ def test_bad_tiles_and_budgets_are_refused() -> None:
             upscale_array(planes, net, tile=tile)  # type: ignore[arg-type]
     with pytest.raises(TilingError, match="not both"):
         upscale_array(planes, net, tile=4, max_memory=2**30)
-    with pytest.raises(TilingError, match="too small"):
+    with pytest.raises(ImageError, match="does not fit a memory ceiling of 0 MiB"):
         upscale_array(planes, net, max_memory=1000)
     with pytest.raises(TilingError, match="radius"):
         run_tiled(lambda x: x, planes, 1, lambda *a: None, tile=2, radius=-1)

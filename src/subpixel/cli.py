@@ -597,9 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_byte_size,
         default=None,
         metavar="SIZE",
-        help="pick the largest tile whose estimated working memory fits SIZE, e.g. 2G. This "
-        "bounds the tile's working arrays only, not the process: the input and output "
-        "images, the network and the libraries come on top (default: no tiles)",
+        help="a ceiling on the whole process's memory, e.g. 2G: the image is tiled with the "
+        "largest tile that fits beside what the process holds and the output, or refused "
+        "(default: half the memory available, beside what the process holds)",
     )
     up.add_argument(
         "--max-pixels",

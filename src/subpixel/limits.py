@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-__all__ = ["MAX_SCALE", "MEMORY_SHARE", "memory_budget"]
+__all__ = ["MAX_SCALE", "MEMORY_SHARE", "memory_budget", "resident_memory"]
 
 #: The largest total scale accepted (``upscale_image``, ``--scale``, bicubic models); beyond
 #: it almost all of the output is interpolation.
@@ -25,3 +26,13 @@ def memory_budget() -> int | None:
         if line.startswith("MemAvailable:"):
             return int(int(line.split()[1]) * 1024 * MEMORY_SHARE)
     return None
+
+
+def resident_memory() -> int | None:
+    """Bytes of this process resident in memory now (Linux's ``/proc/self/statm``), or None
+    where it cannot be read."""
+    try:
+        fields = Path("/proc/self/statm").read_text().split()
+    except OSError:
+        return None
+    return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")

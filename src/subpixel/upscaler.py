@@ -456,17 +456,18 @@ def upscale_image(
             each side becomes ``round(side * scale)`` (see ``subpixel.pipeline.image``).
         tile: process the image in tiles of ``tile x tile`` input pixels (plus a margin
             of the network's receptive radius); the result is the same as untiled.
-        max_memory: choose the largest tile whose working memory is estimated to fit this
-            many bytes (not with ``tile``): the arrays one tile works with, not the
-            process (the image, the output and the libraries come on top).
+        max_memory: a ceiling, in bytes, on the whole process (not with ``tile``): the
+            image is tiled with the largest tile whose estimated work fits beside what the
+            process holds and the output. ``None`` (and no ``tile``): what the process holds
+            plus half the memory available.
         progress: called as ``progress(done_tiles, total_tiles)`` after each tile.
         alpha: ``"bicubic"`` (default) or ``"network"``: how an alpha plane is upscaled.
 
     Raises:
         ImageError: unsupported or empty image.
         ScaleError: a scale outside the rule above.
-        TilingError: a tile below 1, both ``tile`` and ``max_memory``, or a budget too
-            small for any tile (``subpixel.pipeline.tiling``).
+        ImageError: also an image that does not fit under the memory ceiling at all.
+        TilingError: a tile below 1, or both ``tile`` and ``max_memory``.
 
     Example:
         >>> import numpy as np, subpixel

@@ -23,10 +23,12 @@ pixels -- raises ``ScaleError``.
 Tiles. With ``tile=N`` the image is processed in N x N tiles of input pixels, each with a
 margin of the network's receptive radius (``subpixel.pipeline.tiling``), so memory is bounded by the
 tile and the result equals the untiled one to float rounding (at most 1e-6 before
-quantisation). ``max_memory`` picks the largest tile whose estimated working memory fits that
-many bytes (``subpixel.pipeline.tiling.tile_for_memory``). ``progress(done, total)`` is called after
-each tile. Clipping to [0, 1] and quantising to 8/16 bits happen per tile, straight into the
-output, so no full-size float copy of the output exists.
+quantisation). ``max_memory`` is a ceiling on the whole process: the largest tile whose
+estimated work (``subpixel.pipeline.tiling.tile_for_memory``) fits beside what the process
+holds and the output; by default the ceiling is what it holds plus half the memory
+available. ``progress(done, total)`` is called after each tile. Clipping to [0, 1] and
+quantising to 8/16 bits happen per tile, straight into the output, so no full-size float copy
+of the output exists.
 
 Speed. Around the network the arithmetic is ``subpixel.pipeline.fastpath``'s: Y and the chroma terms
 of RGB in one matrix product at input size, MATLAB bicubic phase by phase, and each output
@@ -48,7 +50,7 @@ from torch import nn
 
 from subpixel.bicubic import REACH
 from subpixel.errors import ImageError, ScaleError
-from subpixel.limits import MAX_SCALE, MEMORY_SHARE, memory_budget
+from subpixel.limits import MAX_SCALE, MEMORY_SHARE, memory_budget, resident_memory
 from subpixel.pipeline import fastpath
 from subpixel.pipeline.tiling import TilingError, run_tiled, tile_for_memory
 
@@ -205,50 +207,60 @@ def _planes(values: np.ndarray, peak: float) -> np.ndarray:
     return planes
 
 
-def _choose_tile(
-    net: Network,
-    channels: int,
-    tile: int | None,
-    max_memory: int | None,
-    scale: float | None,
-) -> int | None:
+def _check_tile(tile: int | None, max_memory: int | None) -> None:
     if tile is not None and max_memory is not None:
-        raise TilingError("give a tile size or a memory budget, not both")
+        raise TilingError("give a tile size or a memory ceiling, not both")
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         raise TilingError(f"tile must be a positive integer number of pixels, got {tile!r}")
-    if max_memory is not None:
-        return tile_for_memory(net.network, channels, max_memory, scale=scale)
-    return tile
 
 
-def _tile_within_budget(
+def _tile_under_ceiling(
     net: Network,
     source: np.ndarray,
     out_size: tuple[int, int],
     out_dtype: type[np.generic],
+    *,
+    bits: int,
     scale: float | None,
+    max_memory: int | None,
+    reserve: int,
 ) -> int | None:
-    """With neither ``tile`` nor ``max_memory`` given: None when the whole image fits the
-    default budget (``limits.memory_budget``), else the largest tile that keeps the input,
-    the output and one tile's work within it (tiles equal the whole on the default path).
+    """The tile that keeps the whole process under its memory ceiling; None for no tiles.
+
+    The ceiling is ``max_memory`` or, by default, what the process holds now plus
+    ``limits.memory_budget`` (a share of the memory available). What the process holds is
+    measured once the network's engine is built (libraries, weights, the decoded input);
+    the finished output and ``reserve`` (bytes the caller needs after, such as a Pillow copy
+    of the output) come on top, and the tiles' work (``tile_for_memory``) gets the rest.
 
     Raises:
-        ImageError: the input and output alone exceed the budget.
+        ImageError: not even the smallest tile fits beside the output.
     """
-    budget = memory_budget()
     height, width, channels = source.shape
-    if budget is None or height * width * channels * _MOST_BYTES_PER_LR_VALUE < budget:
-        return None
-    fixed = source.nbytes + out_size[0] * out_size[1] * channels * np.dtype(out_dtype).itemsize
+    budget = memory_budget() if max_memory is None else None
+    if max_memory is None and (
+        budget is None or height * width * channels * _MOST_BYTES_PER_LR_VALUE < budget
+    ):
+        return None  # far below the default budget: no need to measure
+    net.run(np.zeros((1, 1 if net.colour_space == "y" else 3, 4, 4), np.float32), bits=bits)
+    used = resident_memory() or 0
+    ceiling = max_memory if max_memory is not None else used + (budget or 0)
+    output = out_size[0] * out_size[1] * channels * np.dtype(out_dtype).itemsize + reserve
+    room = ceiling - used - output
     try:
-        tile = tile_for_memory(net.network, channels, budget - fixed, scale=scale)
+        tile = tile_for_memory(net.network, channels, room, scale=scale)
     except TilingError:
-        gib = 2**30
+        mib = 2**20
+        what = (
+            f"a memory ceiling of {ceiling / mib:,.0f} MiB"
+            if max_memory is not None
+            else f"the {ceiling / mib:,.0f} MiB this process may use by default "
+            f"({MEMORY_SHARE:.0%} of the memory available)"
+        )
         raise ImageError(
-            f"a {width}x{height} image upscaled to {out_size[1]}x{out_size[0]} needs "
-            f"{fixed / gib:.1f} GiB for its input and output alone, and tiles on top; "
-            f"{budget / gib:.1f} GiB may be used here ({MEMORY_SHARE:.0%} of the memory "
-            "available): free memory, or ask for a smaller scale"
+            f"a {width}x{height} image upscaled to {out_size[1]}x{out_size[0]} does not fit "
+            f"{what}: the process holds {used / mib:,.0f} MiB (libraries, network, input) and "
+            f"the output needs {output / mib:,.0f} MiB, before any tile"
         ) from None
     return None if tile >= max(height, width) else tile
 
@@ -266,6 +278,7 @@ def _upscale(
     max_memory: int | None,
     progress: Progress | None,
     alpha: str,
+    reserve: int = 0,
 ) -> np.ndarray:
     """(H, W, C) planes with values in [0, peak] -> (H', W', C) of ``out_dtype``, tile by tile.
 
@@ -281,9 +294,18 @@ def _upscale(
     if min(height, width) < 1:
         raise ImageError(f"image is empty: {width}x{height} pixels")
     out_h, out_w = output_size(height, width, scale, net.scale)
-    tile = _choose_tile(net, source.shape[-1], tile, max_memory, scale)
-    if tile is None and max_memory is None:
-        tile = _tile_within_budget(net, source, (out_h, out_w), out_dtype, scale)
+    _check_tile(tile, max_memory)
+    if tile is None:
+        tile = _tile_under_ceiling(
+            net,
+            source,
+            (out_h, out_w),
+            out_dtype,
+            bits=bits,
+            scale=scale,
+            max_memory=max_memory,
+            reserve=reserve,
+        )
     native = (out_h, out_w) == (net.scale * height, net.scale * width)
     quantise = np.issubdtype(out_dtype, np.integer)
     # At the native scale nothing follows the network, so a tile's output is final: it is
@@ -388,6 +410,11 @@ def _check_array(array: np.ndarray) -> tuple[np.ndarray, bool, float]:
     return array, array.shape[-1] in (2, 4), peak
 
 
+def _pillow_copy_bytes(array: np.ndarray, net: Network, scale: float | None) -> int:
+    out_h, out_w = output_size(array.shape[0], array.shape[1], scale, net.scale)
+    return out_h * out_w * 4 * array.dtype.itemsize
+
+
 def pil_to_array(image: Image.Image) -> tuple[np.ndarray, str]:
     """A Pillow image as a uint8/uint16 array, and the mode the result is returned in."""
     mode = image.mode
@@ -423,20 +450,8 @@ def upscale(
     The keywords are ``subpixel.upscale_image``'s (which documents them). 16-bit inputs
     ask ``net`` for the arithmetic of 16-bit samples (``Network.run``'s ``bits``).
     """
-    if isinstance(image, Image.Image):
-        array, _mode = pil_to_array(image)
-        out = upscale(
-            array,
-            net,
-            scale=scale,
-            tile=tile,
-            max_memory=max_memory,
-            progress=progress,
-            alpha=alpha,
-        )
-        # Pillow infers the mode from the array: L, LA, RGB, RGBA or I;16.
-        return Image.fromarray(out)
-    original = np.asarray(image)
+    pil = isinstance(image, Image.Image)
+    original = pil_to_array(image)[0] if isinstance(image, Image.Image) else np.asarray(image)
     array, has_alpha, peak = _check_array(original)
     out = _upscale(
         array,
@@ -450,5 +465,9 @@ def upscale(
         max_memory=max_memory,
         progress=progress,
         alpha=alpha,
+        # Pillow copies the output into its own layout: up to 4 bytes a pixel and sample size.
+        reserve=_pillow_copy_bytes(array, net, scale) if pil else 0,
     )
-    return out.reshape(out.shape[:2]) if original.ndim == 2 else out
+    out = out.reshape(out.shape[:2]) if original.ndim == 2 else out
+    # Pillow infers the mode from the array: L, LA, RGB, RGBA or I;16.
+    return Image.fromarray(out) if pil else out
