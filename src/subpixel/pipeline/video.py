@@ -86,6 +86,7 @@ except ImportError as error:
 from subpixel.bicubic import sited_phase_weights
 from subpixel.files import atomic_path
 from subpixel.images import IMAGE_EXTENSIONS
+from subpixel.pipeline.muxer import BackgroundMuxer
 from subpixel.upscaler import Upscaler, as_upscaler
 
 __all__ = ["VideoError", "VideoReport", "upscale_video"]
@@ -445,56 +446,58 @@ def _transcode(
     chroma = _ChromaUpscaler(upscaler.scale, _LEFT if left else _CENTRE)
     end = _End()
     try:
-        for packet in input_container.demux(video_in, *demuxed):
-            if packet.is_corrupt:  # e.g. the last, cut-off packet of a truncated file
-                raise VideoError(
-                    f"the input is truncated or corrupt: damaged {packet.stream.type} packet"
-                    f" at {_seconds(packet):.2f} s"
-                )
-            if packet.stream.index != video_in.index:
-                if packet.dts is None:  # demux's end-of-stream marker, no data
-                    continue
-                if video_out is None:
-                    pending.append(packet)
-                else:
-                    _mux_copy(output_container, packet, copies.streams)
-                continue
-            if packet.size and packet.pos is not None and packet.pos >= 0:
-                end.byte = packet.pos + packet.size
-            for frame in video_in.decode(packet):
-                if frame.time is not None:
-                    end.seconds = frame.time
-                if video_out is None:
-                    # The header is written at the first mux: every stream must exist by then.
-                    video_out = _add_video_stream(
-                        output_container, video_in, frame, upscaler.scale, settings
-                    )
-                    copies = _add_copied_streams(output_container, others_in)
-                    _copy_metadata(input_container, output_container)
-                    for waiting in pending:
-                        _mux_copy(output_container, waiting, copies.streams)
-                    pending.clear()
-                if (frame.width, frame.height) != video_out.input_size:
+        # Encoding and muxing run on a thread of their own, overlapping the next frame.
+        with BackgroundMuxer(output_container) as muxer:
+            for packet in input_container.demux(video_in, *demuxed):
+                if packet.is_corrupt:  # e.g. the last, cut-off packet of a truncated file
                     raise VideoError(
-                        f"the frame size changes mid-stream ({video_out.input_size[0]}x"
-                        f"{video_out.input_size[1]} to {frame.width}x{frame.height}), which "
-                        "is not supported"
+                        f"the input is truncated or corrupt: damaged {packet.stream.type} packet"
+                        f" at {_seconds(packet):.2f} s"
                     )
-                sr = _upscale_frame(frame, upscaler, chroma, chroma_offset, video_out.size)
-                sr = sr if sr.format.name == settings.pixel_format else _convert(sr, settings)
-                sr.pts = video_out.pts(frame, frames)
-                sr.time_base = video_out.time_base
-                output_container.mux(video_out.stream.encode(sr))
-                frames += 1
-                if progress is not None:
-                    progress(frames, total)
+                if packet.stream.index != video_in.index:
+                    if packet.dts is None:  # demux's end-of-stream marker, no data
+                        continue
+                    if video_out is None:
+                        pending.append(packet)
+                    else:
+                        _mux_copy(muxer, packet, copies.streams)
+                    continue
+                if packet.size and packet.pos is not None and packet.pos >= 0:
+                    end.byte = packet.pos + packet.size
+                for frame in video_in.decode(packet):
+                    if frame.time is not None:
+                        end.seconds = frame.time
+                    if video_out is None:
+                        # The header is written at the first mux: every stream must exist by then.
+                        video_out = _add_video_stream(
+                            output_container, video_in, frame, upscaler.scale, settings
+                        )
+                        copies = _add_copied_streams(output_container, others_in)
+                        _copy_metadata(input_container, output_container)
+                        for waiting in pending:
+                            _mux_copy(muxer, waiting, copies.streams)
+                        pending.clear()
+                    if (frame.width, frame.height) != video_out.input_size:
+                        raise VideoError(
+                            f"the frame size changes mid-stream ({video_out.input_size[0]}x"
+                            f"{video_out.input_size[1]} to {frame.width}x{frame.height}), which "
+                            "is not supported"
+                        )
+                    sr = _upscale_frame(frame, upscaler, chroma, chroma_offset, video_out.size)
+                    sr = sr if sr.format.name == settings.pixel_format else _convert(sr, settings)
+                    sr.pts = video_out.pts(frame, frames)
+                    sr.time_base = video_out.time_base
+                    muxer.encode(video_out.stream, sr)
+                    frames += 1
+                    if progress is not None:
+                        progress(frames, total)
+                    if frames == max_frames:
+                        break
                 if frames == max_frames:
                     break
-            if frames == max_frames:
-                break
-        if video_out is None:
-            raise VideoError("no video frame could be decoded: the input is empty or corrupt")
-        output_container.mux(video_out.stream.encode(None))
+            if video_out is None:
+                raise VideoError("no video frame could be decoded: the input is empty or corrupt")
+            muxer.encode(video_out.stream, None)
     except av.FFmpegError as error:
         raise VideoError(f"video processing failed: {_reason(error)}") from error
     if max_frames is None or frames < max_frames:
@@ -740,13 +743,11 @@ def _copy_metadata(input_container: InputContainer, output_container: OutputCont
             output_container.metadata[key] = input_container.metadata[key]
 
 
-def _mux_copy(
-    output_container: OutputContainer, packet: Packet, streams: dict[int, Stream]
-) -> None:
+def _mux_copy(muxer: BackgroundMuxer, packet: Packet, streams: dict[int, Stream]) -> None:
     if packet.stream.index not in streams:
         return
     packet.stream = streams[packet.stream.index]  # mux rescales the timestamps to its time base
-    output_container.mux(packet)
+    muxer.mux(packet)
 
 
 def _convert(frame: VideoFrame, settings: _EncoderSettings) -> VideoFrame:
