@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -76,3 +78,23 @@ def test_every_orientation_comes_out_upright_and_tagged_normal(
     exif = Image.Exif()
     exif.load(read.exif)
     assert exif.get(0x0112, 1) == 1 and exif[0x010F] == "camera"
+
+
+def test_decoding_holds_the_image_once(tmp_path: Path) -> None:
+    # Peak memory of reading an upright JPEG: the decoded pixels once (Pillow keeps RGB in 4
+    # bytes a pixel), not a second copy made to close the file or to turn it upright.
+    source = tmp_path / "big.jpg"
+    Image.new("RGB", (8000, 6000), (10, 200, 90)).save(source, quality=50)
+    script = (
+        "import os, resource, sys\n"
+        "from subpixel.images import open_image\n"
+        "page = os.sysconf('SC_PAGE_SIZE')\n"
+        "held = int(open('/proc/self/statm').read().split()[1]) * page\n"
+        "image = open_image(sys.argv[1])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - held)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(source)], capture_output=True, text=True, check=True
+    )
+    decoded = 8000 * 6000 * 4
+    assert int(done.stdout) < 1.5 * decoded, f"{int(done.stdout) / decoded:.2f} times the image"

@@ -124,7 +124,9 @@ def _check_file(path: Path) -> None:
 def _decode(path: Path, max_pixels: int | None) -> tuple[Image.Image, str | None]:
     """The decoded image, and the format (PNG/TIFF) if the file holds 16-bit colour."""
     try:
-        with _our_pixel_limit(), Image.open(path) as handle:
+        with _our_pixel_limit():
+            handle = Image.open(path)
+        try:
             width, height = handle.size
             if max_pixels is not None and width * height > max_pixels:
                 raise ImageError(
@@ -132,14 +134,21 @@ def _decode(path: Path, max_pixels: int | None) -> tuple[Image.Image, str | None
                     f"{max_pixels:,}; allow it with --max-pixels"
                 )
             _refuse_many_frames(handle, path)
-            handle.load()  # decode now, so truncation surfaces here and not later
-            image = handle.copy()
-            image.info = dict(handle.info)
+            with _our_pixel_limit():
+                handle.load()  # decode now, so truncation surfaces here and not later
             sixteen_bit_colour = handle.format if _is_sixteen_bit_colour(handle) else None
+        except BaseException:
+            handle.close()
+            raise
     except UnidentifiedImageError as error:
         raise ImageError(f"not an image Pillow can read: {path}") from error
     except (OSError, SyntaxError, ValueError, RuntimeError) as error:  # AVIF: RuntimeError
         raise ImageError(f"cannot decode image {path}: {error}") from error
+    if handle.fp is None:  # a single frame: Pillow closed the file once it was decoded
+        return handle, sixteen_bit_colour
+    image = handle.copy()  # formats that keep the file open for more frames: keep a copy
+    image.info = dict(handle.info)
+    handle.close()
     return image, sixteen_bit_colour
 
 
@@ -192,7 +201,7 @@ def _read(path: Path, max_pixels: int | None) -> tuple[Image.Image, str | None, 
     image, sixteen_bit_colour = _decode(path, max_pixels)
     try:
         orientation = image.getexif().get(_ORIENTATION, 1)
-        upright = ImageOps.exif_transpose(image)
+        upright = ImageOps.exif_transpose(image, in_place=True)  # no copy when already upright
     except Exception as error:  # Pillow's EXIF parser raises SyntaxError, struct.error, ...
         raise ImageError(f"corrupt EXIF data in {path}: {_first_line(error)}") from error
     if not isinstance(orientation, int) or orientation not in _UPRIGHT:
