@@ -85,13 +85,18 @@ def test_decoding_holds_the_image_once(tmp_path: Path) -> None:
     # bytes a pixel), not a second copy made to close the file or to turn it upright.
     source = tmp_path / "big.jpg"
     Image.new("RGB", (8000, 6000), (10, 200, 90)).save(source, quality=50)
+    # The peak is this process's own (VmHWM, reset once the imports are done): ru_maxrss would
+    # count the parent's pages too, since Linux keeps it across fork and exec.
     script = (
-        "import os, resource, sys\n"
+        "import sys\n"
         "from subpixel.images import open_image\n"
-        "page = os.sysconf('SC_PAGE_SIZE')\n"
-        "held = int(open('/proc/self/statm').read().split()[1]) * page\n"
+        "def status(key):\n"
+        "    line = next(x for x in open('/proc/self/status') if x.startswith(key + ':'))\n"
+        "    return int(line.split()[1]) * 1024\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        "held = status('VmRSS')\n"
         "image = open_image(sys.argv[1])\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - held)\n"
+        "print(status('VmHWM') - held)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(source)], capture_output=True, text=True, check=True

@@ -200,6 +200,7 @@ def _read(path: Path, max_pixels: int | None) -> tuple[Image.Image, str | None, 
     _check_file(path)
     image, sixteen_bit_colour = _decode(path, max_pixels)
     try:
+        _check_exif(image)
         orientation = image.getexif().get(_ORIENTATION, 1)
         upright = ImageOps.exif_transpose(image, in_place=True)  # no copy when already upright
     except Exception as error:  # Pillow's EXIF parser raises SyntaxError, struct.error, ...
@@ -207,6 +208,14 @@ def _read(path: Path, max_pixels: int | None) -> tuple[Image.Image, str | None, 
     if not isinstance(orientation, int) or orientation not in _UPRIGHT:
         orientation = 1  # exif_transpose ignores values outside 2..8 too
     return (upright if upright is not None else image), sixteen_bit_colour, orientation
+
+
+def _check_exif(image: Image.Image) -> None:
+    """Parse the file's raw EXIF block on its own: some decoders (JPEG) parse it while opening
+    and keep an empty table when it is corrupt, which would drop the metadata silently."""
+    raw = image.info.get("exif")
+    if raw:
+        Image.Exif().load(raw)
 
 
 def open_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageFile:
