@@ -33,7 +33,7 @@ from subpixel.engines import (
     make_engine,
 )
 from subpixel.errors import SubpixelError
-from subpixel.export import ExportError, _ExportableBicubic, export_onnx, onnx_bytes, read_card
+from subpixel.export import ExportError, export_onnx, onnx_bytes, read_card
 from subpixel.models import Bicubic
 from subpixel.weights import CARD_KEY, ModelCard, describe
 
@@ -113,7 +113,7 @@ def test_exportable_bicubic_equals_matlab_bicubic(scale: int, channels: int) -> 
     for h, w in [(1, 1), (1, 6), (2, 3), (5, 8), (12, 12)]:
         lr = torch.rand(2, channels, h, w, dtype=torch.float64).float()
         expected = Bicubic(scale, channels)(lr)
-        got = _ExportableBicubic(scale, channels)(lr)
+        got = models.BicubicConvolution(scale, channels)(lr)
         assert got.shape == expected.shape
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
 

@@ -268,8 +268,9 @@ def _export(args: argparse.Namespace) -> int:
 
     model = load_network(args.model, scale=args.scale)
     card = card_of(model)
-    if args.deconv_form == "subpixel" and isinstance(model, models.FSRCNN):
-        model = models.fsrcnn_to_subpixel(model)
+    fast = model.fast_form() if isinstance(model, models.SRNetwork) else None
+    if args.deconv_form == "subpixel" and fast is not None:
+        model = fast
     path = export_onnx(model, args.output, opset=args.opset, card=card)
     print(f"{card.name} x{card.scale} -> {path} (input 'lr' (B, C, H, W), output 'sr')")
     return 0

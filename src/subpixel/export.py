@@ -40,13 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from subpixel.bicubic import REACH, phase_weights
 from subpixel.errors import ModelError, SubpixelError
 from subpixel.files import atomic_write
-from subpixel.models import Bicubic
+from subpixel.models import SRNetwork
 from subpixel.weights import CARD_KEY, ModelCard, card_of
 
 __all__ = [
@@ -70,46 +68,24 @@ class ExportError(SubpixelError):
 
 
 # --------------------------------------------------------------------------- #
-# Bicubic in an exportable form
+# Networks in their exportable form
 # --------------------------------------------------------------------------- #
 
 
-class _ExportableBicubic(nn.Module):
-    """``Bicubic`` as edge padding, a depthwise 5x5 convolution and a depth-to-space shuffle.
-
-    Input (B, C, H, W); output (B, C, rH, rW), equal to ``Bicubic(scale, channels)`` up to
-    float rounding, with no size-dependent index tensors, so it exports with dynamic sizes.
-    Clamping indices to the image is edge ("replicate") padding.
-    """
-
-    def __init__(self, scale: int, channels: int) -> None:
-        super().__init__()
-        self.scale = scale
-        self.channels = channels
-        self.weight: Tensor
-        phases = torch.from_numpy(phase_weights(scale).copy())  # (r, 5) float64
-        # Channel c r^2 + i r + j is colour c at phase (row i, column j): torch's shuffle order.
-        kernel = torch.einsum("ik,jl->ijkl", phases, phases).reshape(scale * scale, 1, 5, 5)
-        weight = kernel.repeat(channels, 1, 1, 1).float()  # (C r^2, 1, 5, 5)
-        self.register_buffer("weight", weight)
-
-    def forward(self, lr: Tensor) -> Tensor:
-        x = F.pad(lr, (REACH,) * 4, mode="replicate")  # (B, C, H + 4, W + 4)
-        phases = F.conv2d(x, self.weight, groups=self.channels)  # (B, C r^2, H, W)
-        return F.pixel_shuffle(phases, self.scale)  # (B, C, rH, rW)
-
-
 def _exportable(model: nn.Module) -> nn.Module:
-    """A float32 CPU copy of ``model`` in eval mode with every ``Bicubic`` made exportable."""
-    model = copy.deepcopy(model).float().cpu().eval()
-    if isinstance(model, Bicubic):
-        return _ExportableBicubic(model.scale, model.channels)
-    for name, module in list(model.named_modules()):
-        if isinstance(module, Bicubic):
-            parent_name, _, attribute = name.rpartition(".")
-            parent = model.get_submodule(parent_name)
-            setattr(parent, attribute, _ExportableBicubic(module.scale, module.channels))
-    return model
+    """A float32 CPU copy of ``model`` in eval mode, every network in it in its ONNX form."""
+    return _onnx_form(copy.deepcopy(model).float().cpu().eval())
+
+
+def _onnx_form(module: nn.Module) -> nn.Module:
+    """``module`` with itself or each network inside it replaced by its ``onnx_form()``."""
+    if isinstance(module, SRNetwork):
+        form = module.onnx_form()
+        if form is not module:
+            return form
+    for name, child in list(module.named_children()):
+        setattr(module, name, _onnx_form(child))
+    return module
 
 
 # --------------------------------------------------------------------------- #

@@ -163,9 +163,10 @@ def save_weights(model: nn.Module, path: str | Path, card: ModelCard | None = No
 def _collapsed(model: Collapsible, card: ModelCard) -> tuple[nn.Module, ModelCard]:
     """The plain network ``model`` collapses into, and its card."""
     plain = model.collapse()
-    if not isinstance(plain, models.ESPCN):
+    architecture = models.architecture_of(plain)
+    if architecture is None:
         raise ModelError(f"cannot write a {type(model).__name__}: it collapses into no network")
-    config = asdict(plain.config)
+    config = models.settings_of(plain)
     if (config.pop("scale"), config.pop("channels")) != (card.scale, card.channels):
         raise ModelError("the card's scale or channels differ from the network's")
     training = {
@@ -173,7 +174,7 @@ def _collapsed(model: Collapsible, card: ModelCard) -> tuple[nn.Module, ModelCar
         "collapsed_from": card.architecture,
         "collapsed_from_config": card.config,
     }
-    card = dataclasses.replace(card, architecture="espcn", config=config, training=training)
+    card = dataclasses.replace(card, architecture=architecture, config=config, training=training)
     return plain, card
 
 

@@ -47,7 +47,6 @@ from torch import nn
 
 from subpixel.engines.base import (
     ENGINES,
-    SUBPIXEL_FORM,
     Engine,
     EngineError,
     _check_precision,
@@ -60,6 +59,7 @@ from subpixel.engines.openvino_engine import OpenVinoEngine
 from subpixel.engines.tile_probe import tile_mismatches
 from subpixel.engines.torch_engine import TorchEngine
 from subpixel.errors import ModelError, SubpixelError
+from subpixel.models import SUBPIXEL_FORM
 from subpixel.pipeline.tiling import TilingError
 from subpixel.precision import resolve_precision
 from subpixel.weights import card_of
@@ -323,12 +323,14 @@ def make_engine(
 
 
 def _forms(model: nn.Module) -> dict[str, nn.Module]:
-    """The model, and for FSRCNN with a transposed convolution also its sub-pixel form."""
-    from subpixel.models import FSRCNN, fsrcnn_to_subpixel
+    """The model, and the faster equal form its class declares (``SRNetwork.fast_form``:
+    FSRCNN's sub-pixel form), if any."""
+    from subpixel.models import SRNetwork
 
     forms = {"": model}
-    if isinstance(model, FSRCNN) and isinstance(model.deconv, nn.ConvTranspose2d):
-        forms[SUBPIXEL_FORM] = fsrcnn_to_subpixel(model)  # a deep copy: the card comes along
+    fast = model.fast_form() if isinstance(model, SRNetwork) else None
+    if fast is not None:
+        forms[fast.form_name] = fast  # a deep copy: the card comes along
     return forms
 
 

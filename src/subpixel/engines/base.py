@@ -22,11 +22,10 @@ import torch
 from torch import nn
 
 from subpixel.errors import SubpixelError
-from subpixel.layers import SubpixelConv2d
+from subpixel.models import SRNetwork
 
 ENGINES = ("torch", "torch-channels-last", "torch-compile", "onnxruntime", "openvino")
 PRECISIONS = ("float32", "bfloat16", "mixed")
-SUBPIXEL_FORM = "+subpixel"  # suffix of a choice that runs FSRCNN in its sub-pixel form
 
 
 class EngineError(SubpixelError):
@@ -113,5 +112,5 @@ def _network_kind(model: nn.Module) -> str:
         return f"{type(model).__module__}.{type(model).__qualname__}"
     config = json.dumps(card.config, sort_keys=True).encode()
     digest = hashlib.sha256(config).hexdigest()[:8]
-    form = SUBPIXEL_FORM if isinstance(getattr(model, "deconv", None), SubpixelConv2d) else ""
+    form = model.form_name if isinstance(model, SRNetwork) else ""
     return f"{card.architecture}{form}/x{card.scale}/c{card.channels}/{digest}"

@@ -10,12 +10,12 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from torch import nn
 
-from subpixel.models.bicubic import Bicubic
+from subpixel.models.base import SUBPIXEL_FORM, SRNetwork
+from subpixel.models.bicubic import Bicubic, BicubicConfig, BicubicConvolution
 from subpixel.models.complexity import Complexity, measure_complexity
 from subpixel.models.espcn import ESPCN, ESPCN7, ESPCNConfig
 from subpixel.models.fsrcnn import (
@@ -35,7 +35,10 @@ __all__ = [
     "ESPCN",
     "FSRCNN",
     "SRCNN",
+    "SUBPIXEL_FORM",
     "Bicubic",
+    "BicubicConfig",
+    "BicubicConvolution",
     "Collapsible",
     "Complexity",
     "ESPCNConfig",
@@ -45,6 +48,7 @@ __all__ = [
     "ReparamSR",
     "ReparamSRConfig",
     "SRCNNConfig",
+    "SRNetwork",
     "architecture_of",
     "build",
     "combine_fsrcnn_heads",
@@ -113,35 +117,22 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
 
 
 def architecture_of(model: nn.Module) -> str | None:
-    """The ``BUILDERS`` name a network of one of these classes is rebuilt by (with its
-    config), or None for another class. (ESPCN-7 and FSRCNN-s are ESPCN and FSRCNN
-    configurations.)"""
-    if isinstance(model, ReparamSR):
-        return "ecbsr" if model.config.block == "ecb" else "sesr"
-    for cls, name in _ARCHITECTURES.items():
-        if type(model) is cls:
-            return name
-    return None
+    """The ``BUILDERS`` name a network is rebuilt by (with its settings), as its class
+    declares it, or None for a module that is not an ``SRNetwork``. (ESPCN-7 and FSRCNN-s are
+    ESPCN and FSRCNN configurations.)"""
+    return model.architecture_name() if isinstance(model, SRNetwork) else None
 
 
 def settings_of(model: nn.Module) -> dict[str, Any]:
-    """``scale``, ``channels`` and the other config fields of a network of one of these
-    classes, as keywords for ``build``."""
-    if isinstance(model, Bicubic):
-        return {"scale": model.scale, "channels": model.channels}
-    config = model.config
-    if not is_dataclass(config) or isinstance(config, type):
-        raise TypeError(f"a {type(model).__name__} has no config dataclass")
-    return dict(asdict(config))
+    """``scale``, ``channels`` and the other config fields of a network, as keywords for
+    ``build``.
 
-
-_ARCHITECTURES: dict[type[nn.Module], str] = {
-    ESPCN: "espcn",
-    FSRCNN: "fsrcnn",
-    MultiScaleFSRCNN: "fsrcnn-multiscale",
-    SRCNN: "srcnn",
-    Bicubic: "bicubic",
-}
+    Raises:
+        TypeError: ``model`` is not an ``SRNetwork`` with a config dataclass.
+    """
+    if not isinstance(model, SRNetwork):
+        raise TypeError(f"a {type(model).__name__} is not a subpixel network")
+    return model.settings()
 
 
 def build(name: str, scale: int = 3, channels: int = 1, **options: Any) -> nn.Module:

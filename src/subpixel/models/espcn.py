@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from subpixel.models.base import SRNetwork
+
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "prelu": nn.PReLU, "sigmoid": nn.Sigmoid}
 
 
@@ -60,7 +62,7 @@ def _activation(name: str, channels: int) -> nn.Module:
     return nn.PReLU(channels) if name == "prelu" else _ACTIVATIONS[name]()
 
 
-class ESPCN(nn.Module):
+class ESPCN(SRNetwork):
     """Efficient sub-pixel convolutional network (Shi et al. 2016).
 
     Input (B, C, H, W) float in [0, 1]; output (B, C, rH, rW), not clamped.
@@ -73,6 +75,9 @@ class ESPCN(nn.Module):
         >>> ESPCN(ESPCNConfig(scale=3))(torch.rand(1, 1, 8, 8)).shape
         torch.Size([1, 1, 24, 24])
     """
+
+    architecture = "espcn"
+    ends_in_subpixel = True
 
     def __init__(self, config: ESPCNConfig | None = None) -> None:
         super().__init__()
@@ -100,6 +105,9 @@ class ESPCN(nn.Module):
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.shuffle(self.forward_phases(lr))  # (B, C, rH, rW)
+
+    def output_layer(self) -> nn.Module:
+        return self.subpixel
 
     def forward_phases(self, lr: Tensor) -> Tensor:
         """The output before periodic shuffling: (B, C r^2, H, W), one channel per HR phase.

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from subpixel.layers import SubpixelConv2d, deconv_to_subpixel, deconv_via_subpixel
+from subpixel.models.base import SUBPIXEL_FORM, SRNetwork
+
 
 @dataclass(frozen=True)
 class FSRCNNConfig:
@@ -38,7 +41,7 @@ class FSRCNNConfig:
         return (self.channels, self.d, self.s, self.m, self.deconv_kernel)
 
 
-class FSRCNN(nn.Module):
+class FSRCNN(SRNetwork):
     """Fast super-resolution CNN (Dong et al. 2016).
 
     Input (B, C, H, W) float in [0, 1]; output (B, C, rH, rW), not clamped.
@@ -58,6 +61,10 @@ class FSRCNN(nn.Module):
         >>> FSRCNN(FSRCNNConfig(scale=2))(torch.rand(1, 1, 8, 8)).shape
         torch.Size([1, 1, 16, 16])
     """
+
+    architecture = "fsrcnn"
+    # oneDNN's kernels for its narrow layers run about 1.5x faster channels-last (measured).
+    channels_last_on_cpu = True
 
     def __init__(self, config: FSRCNNConfig | None = None) -> None:
         super().__init__()
@@ -90,6 +97,24 @@ class FSRCNN(nn.Module):
         x = self.body(lr)  # (B, d, H, W)
         return self.deconv(x)  # (B, C, rH, rW)
 
+    def output_layer(self) -> nn.Module:
+        return self.deconv
+
+    def forward_for_training(self, lr: Tensor) -> Tensor:
+        """The deconvolution in its exact sub-pixel form, computed from its own parameters:
+        the same function and gradients, about 1.5x faster on CPU."""
+        if not isinstance(self.deconv, nn.ConvTranspose2d):
+            return self(lr)
+        return deconv_via_subpixel(self.deconv, self.body(lr))  # (B, C, rH, rW)
+
+    def fast_form(self) -> FSRCNN | None:
+        """The sub-pixel form (``fsrcnn_to_subpixel``) of a network with a deconvolution."""
+        return fsrcnn_to_subpixel(self) if isinstance(self.deconv, nn.ConvTranspose2d) else None
+
+    @property
+    def form_name(self) -> str:
+        return SUBPIXEL_FORM if isinstance(self.deconv, SubpixelConv2d) else ""
+
 
 def fsrcnn_to_subpixel(model: FSRCNN) -> FSRCNN:
     """A copy of ``model`` whose 9x9 deconvolution runs as an LR-space convolution + shuffle.
@@ -97,8 +122,6 @@ def fsrcnn_to_subpixel(model: FSRCNN) -> FSRCNN:
     The outputs are the same (to float rounding): a stride-r transposed convolution is an
     LR-space convolution with C * r^2 outputs followed by periodic shuffling.
     """
-    from subpixel.layers import deconv_to_subpixel
-
     converted = copy.deepcopy(model)
     if isinstance(converted.deconv, nn.ConvTranspose2d):
         converted.deconv = deconv_to_subpixel(converted.deconv)
@@ -128,13 +151,15 @@ class MultiScaleFSRCNNConfig:
         return FSRCNNConfig(scale, self.channels, self.d, self.s, self.m, self.deconv_kernel)
 
 
-class MultiScaleFSRCNN(nn.Module):
+class MultiScaleFSRCNN(SRNetwork):
     """FSRCNN's multi-scale form (Dong et al. 2016, section 3.4): the convolution layers are
     shared by every scale and only the deconvolution differs, so one trunk run serves all.
 
     ``forward(lr)`` uses the default head; ``forward_all(lr)`` returns every scale's output
     from one trunk run; ``at_scale(r)`` is a plain FSRCNN sharing this module's parameters.
     """
+
+    architecture = "fsrcnn-multiscale"
 
     def __init__(self, config: MultiScaleFSRCNNConfig | None = None) -> None:
         super().__init__()
@@ -144,6 +169,9 @@ class MultiScaleFSRCNN(nn.Module):
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.heads[f"x{self.config.scale}"](self.body(lr))  # (B, C, rH, rW)
+
+    def output_layer(self) -> nn.Module:
+        return self.heads[f"x{self.config.scale}"]
 
     def forward_all(self, lr: Tensor) -> dict[int, Tensor]:
         features = self.body(lr)  # (B, d, H, W), computed once

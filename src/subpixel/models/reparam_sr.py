@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from subpixel.models.base import SRNetwork
 from subpixel.models.espcn import ESPCN, ESPCNConfig, add_nearest
 from subpixel.reparam import CollapsibleLinearBlock, EdgeOrientedBlock
 
@@ -59,7 +60,7 @@ class ReparamSRConfig:
             raise ValueError(f"{self.block} kernel sizes must be odd and >= {smallest}")
 
 
-class ReparamSR(nn.Module):
+class ReparamSR(SRNetwork):
     """A chain of re-parameterised blocks with PReLU, a last block to C r^2 phases, and a
     periodic shuffle (ECBSR; SESR without its long residual).
 
@@ -80,6 +81,9 @@ class ReparamSR(nn.Module):
         True
     """
 
+    architecture = "ecbsr"
+    ends_in_subpixel = True
+
     def __init__(self, config: ReparamSRConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or ReparamSRConfig()
@@ -99,6 +103,14 @@ class ReparamSR(nn.Module):
         if c.block == "ecb":
             return EdgeOrientedBlock(c_in, c_out, kernel, c.hidden, c.identity)
         return CollapsibleLinearBlock(c_in, c_out, kernel, c.hidden, c.identity)
+
+    def architecture_name(self) -> str | None:
+        if super().architecture_name() is None:
+            return None
+        return "ecbsr" if self.config.block == "ecb" else "sesr"
+
+    def output_layer(self) -> nn.Module:
+        return self.last
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.shuffle(self.forward_phases(lr))  # (B, C, rH, rW)

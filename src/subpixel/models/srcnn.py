@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from subpixel.models.base import SRNetwork
 from subpixel.models.bicubic import Bicubic
 
 
@@ -32,7 +33,7 @@ class SRCNNConfig:
             raise ValueError(f"kernel sizes must be odd for 'same' padding, got {self.kernels}")
 
 
-class SRCNN(nn.Module):
+class SRCNN(SRNetwork):
     """Super-resolution CNN (Dong et al.): every convolution runs at HR resolution.
 
     Input (B, C, H, W) float in [0, 1] at LR size; the network upscales it by MATLAB-style
@@ -44,6 +45,8 @@ class SRCNN(nn.Module):
         >>> SRCNN(SRCNNConfig(scale=2))(torch.rand(1, 1, 8, 8)).shape
         torch.Size([1, 1, 16, 16])
     """
+
+    architecture = "srcnn"
 
     def __init__(self, config: SRCNNConfig | None = None) -> None:
         super().__init__()
@@ -57,6 +60,9 @@ class SRCNN(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(n2, c.channels, k3, padding=k3 // 2),  # reconstruction
         )
+
+    def output_layer(self) -> nn.Module:
+        return self.body[-1]
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.body(self.upscale(lr))  # (B, C, H, W) -> (B, C, rH, rW)

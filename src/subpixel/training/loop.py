@@ -34,7 +34,6 @@ from subpixel.data import DevicePairs, PatchCache, PatchDataset
 from subpixel.devices import resolve_device
 from subpixel.errors import SubpixelError
 from subpixel.evaluation import evaluate
-from subpixel.layers import deconv_via_subpixel
 from subpixel.reparam import Collapsible
 from subpixel.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from subpixel.training.config import TrainConfig
@@ -107,16 +106,15 @@ class RunResult:
 
 
 def output_layer(model: nn.Module) -> nn.Module:
-    """The layer both papers train ten times slower: the one that makes HR pixels."""
-    if isinstance(model, models.ESPCN):
-        return model.subpixel
-    if isinstance(model, models.FSRCNN):
-        return model.deconv
-    if isinstance(model, models.SRCNN):
-        return model.body[-1]
-    if isinstance(model, models.ReparamSR):
-        return model.last
-    raise TypeError(f"no output layer known for {type(model).__name__}")
+    """The layer both papers train ten times slower: the one that makes HR pixels, as the
+    network's class declares it (``SRNetwork.output_layer``).
+
+    Raises:
+        TypeError: the network declares none.
+    """
+    if not isinstance(model, models.SRNetwork):
+        raise TypeError(f"no output layer known for {type(model).__name__}")
+    return model.output_layer()
 
 
 def init_weights(init_from: str | Path, scale: int) -> Path:
@@ -216,10 +214,11 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 class TrainingView(nn.Module):
     """The network as the loop calls it: its output, or its pre-shuffle phases.
 
-    A module of its own so that ``DistributedDataParallel`` can wrap either call. FSRCNN's
-    deconvolution runs in its exact sub-pixel form (``deconv_via_subpixel``), computed from
-    the deconvolution's own parameters: the same function and gradients, about 1.5x faster
-    on CPU, and 2x with the network in channels-last layout (see ``prepare_for_training``).
+    A module of its own so that ``DistributedDataParallel`` can wrap either call. The output
+    comes from ``SRNetwork.forward_for_training``: FSRCNN's deconvolution in its exact
+    sub-pixel form, computed from the deconvolution's own parameters (the same function and
+    gradients, about 1.5x faster on CPU, and 2x in channels-last layout: see
+    ``prepare_for_training``).
     """
 
     def __init__(self, network: nn.Module) -> None:
@@ -229,11 +228,11 @@ class TrainingView(nn.Module):
     def forward(self, lr: torch.Tensor, phases: bool = False) -> torch.Tensor:
         network = self.network
         if phases:
-            if not isinstance(network, models.ESPCN | models.ReparamSR):
+            if not (isinstance(network, models.SRNetwork) and network.ends_in_subpixel):
                 raise RunError("unshuffled targets need a network ending in a sub-pixel layer")
             return network.forward_phases(lr)  # (B, C r^2, H, W)
-        if isinstance(network, models.FSRCNN) and isinstance(network.deconv, nn.ConvTranspose2d):
-            return deconv_via_subpixel(network.deconv, network.body(lr))  # (B, C, rH, rW)
+        if isinstance(network, models.SRNetwork):
+            return network.forward_for_training(lr)  # (B, C, rH, rW)
         return network(lr)  # (B, C, rH, rW)
 
 
@@ -242,17 +241,17 @@ def prepare_for_training(
 ) -> nn.Module:
     """``network`` on ``device``, in the memory layout its kernels run fastest in.
 
-    On CPU FSRCNN goes channels-last, where oneDNN's kernels for its narrow layers run about
-    1.5x faster (ESPCN gains nothing). On CUDA every network goes channels-last in bfloat16,
-    the layout cuDNN's tensor-core convolutions take without transposing; float32 keeps
-    cuDNN's default layout.
+    On CPU a network whose class declares ``channels_last_on_cpu`` goes channels-last (FSRCNN:
+    oneDNN's kernels for its narrow layers run about 1.5x faster; ESPCN gains nothing). On
+    CUDA every network goes channels-last in bfloat16, the layout cuDNN's tensor-core
+    convolutions take without transposing; float32 keeps cuDNN's default layout.
     """
     device = torch.device(device)
     network = network.to(device)
     if device.type == "cuda":
         channels_last = precision == "bfloat16"
     else:
-        channels_last = isinstance(network, models.FSRCNN)
+        channels_last = isinstance(network, models.SRNetwork) and network.channels_last_on_cpu
     if channels_last:
         network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return network
@@ -589,13 +588,14 @@ class _Deployed:
 
 
 def _deployable(network: nn.Module, config: TrainConfig) -> _Deployed:
-    """``network`` as it is shipped: a ``Collapsible`` one collapsed into its plain ESPCN."""
+    """``network`` as it is shipped: a ``Collapsible`` one collapsed into its plain network."""
     if not isinstance(network, Collapsible):
         return _Deployed(network, config.model, None)
     plain = network.collapse()
-    if not isinstance(plain, models.ESPCN):
-        raise RunError(f"{config.model} collapses into {type(plain).__name__}, not an ESPCN")
-    return _Deployed(plain, "espcn", config.model)
+    architecture = models.architecture_of(plain)
+    if architecture is None:
+        raise RunError(f"{config.model} collapses into {type(plain).__name__}, no known network")
+    return _Deployed(plain, architecture, config.model)
 
 
 def _validate(network: nn.Module, dataset: str) -> tuple[float, float]:
