@@ -24,7 +24,7 @@ network. Here the steps are merged by linearity:
   small enough that a band's planes stay in cache from one step to the next.
 
 The maths is that of ``subpixel.colour`` and ``subpixel.models.Bicubic``, to float rounding
-(float32 here; ``tests/test_engines.py`` compares both). With OpenCV installed (the
+(float32 here; ``tests/engines/test_engines.py`` compares both). With OpenCV installed (the
 ``peers`` extra) the HR-side steps run as OpenCV's SIMD filters and ``addWeighted`` with
 saturation; without it, as numpy and torch with the same results to float rounding. OpenCV
 rounds half to even, as ``np.rint`` does.

@@ -56,7 +56,7 @@ from subpixel.resize import imresize
 from subpixel.upscaler import upscale_array
 from subpixel.weights import describe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _has(*packages: str) -> bool:

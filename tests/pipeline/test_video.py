@@ -559,7 +559,7 @@ def test_video_speed_benchmark_writes_its_table(data_dir: Path, tmp_path: Path) 
     source = data_dir / "video" / "slow_traffic_small.mp4"
     if not source.is_file():
         pytest.skip(f"{source} not found")
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "video_speed.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "video_speed.py"
     command = [sys.executable, str(script), "--networks", "fsrcnn-s-x3", "--frames", "3"]
     command += ["--presets", "ultrafast", "--out", str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
