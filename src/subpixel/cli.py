@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from subpixel import models
 from subpixel.allocator import keep_freed_memory
+from subpixel.catalogue import COST_SCALES, catalogue
 from subpixel.devices import DEVICE_NAMES, resolve_device
 from subpixel.engines import ENGINES, PRECISIONS, set_threads
 from subpixel.errors import DeviceError, ScaleError, SubpixelError
@@ -32,7 +33,6 @@ from subpixel.weights import (
     DEFAULT_MODEL,
     DEFAULT_SCALE,
     MAX_SCALE,
-    bundled_weights,
     card_of,
     choose_native_scale,
     describe,
@@ -313,19 +313,20 @@ def _bundle(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    bundled = bundled_weights()
-    width = max(len(name) for name in models.BUILDERS) + 1
+    entries = catalogue()
+    width = max(len(entry.name) for entry in entries) + 1
     header = f"{'name':<{width}}{'parameters':>11}{'MACs/px x2':>12}{'x3':>9}{'x4':>9}"
     print(f"{header}  bundled weights")
-    for name in models.BUILDERS:
-        costs = [models.measure_complexity(models.build(name, scale=s), 1) for s in (2, 3, 4)]
-        scales = sorted(s for (arch, s) in bundled if arch == name)
-        weights = " ".join(f"x{s}" for s in scales) or (
-            "(no weights needed)" if name == "bicubic" else "-"
+    for entry in entries:
+        weights = " ".join(f"x{s}" for s in entry.weights) or (
+            "(no weights needed)" if entry.name == "bicubic" else "-"
         )
         print(
-            f"{name:<{width}}{costs[1].parameters:>11,}"
-            + "".join(f"{c.macs_per_pixel:>{12 if i == 0 else 9},.0f}" for i, c in enumerate(costs))
+            f"{entry.name:<{width}}{entry.parameters:>11,}"
+            + "".join(
+                f"{entry.macs_per_pixel[s]:>{12 if i == 0 else 9},.0f}"
+                for i, s in enumerate(COST_SCALES)
+            )
             + f"  {weights}"
         )
     print(f"\ndefault model: {DEFAULT_MODEL}; parameters at x3, one (luminance) channel")
