@@ -73,6 +73,16 @@ def _quality(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from error
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {value}")
+    return value
+
+
 def _byte_size(text: str) -> int:
     """``"2G"``, ``"512M"``, ``"64k"`` or a plain number of bytes."""
     units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -333,6 +343,24 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from subpixel.serve import Limits, run  # MissingExtraError names the extra
+
+    max_upload = {} if args.max_upload is None else {"max_upload": args.max_upload}
+    try:
+        limits = Limits(max_pixels=args.max_pixels, **max_upload)
+    except ValueError as error:
+        raise SubpixelError(str(error).replace("max_", "--max-")) from error
+    run(
+        args.host,
+        args.port,
+        limits,
+        device=str(_device(args.device)),
+        on_ready=lambda url: print(f"subpixel: serving on {url} (Ctrl-C stops)", file=sys.stderr),
+    )
+    return 0
+
+
 # Training options: CLI flag -> TrainConfig field; defaults live in TrainConfig alone (the
 # help shows them from there).
 _TRAIN_OPTIONS: dict[str, dict[str, object]] = {
@@ -514,6 +542,7 @@ examples:
   subpixel upscale clip.mp4 -o clip_x3.mp4          video, audio copied (needs .[video])
   subpixel evaluate --dataset Set5 --model fsrcnn   PSNR/SSIM as the papers measure them
   subpixel models                                   the networks and their bundled weights
+  subpixel serve                                    a web page at http://127.0.0.1:8000
 
 'subpixel COMMAND --help' lists a command's options and their defaults."""
 
@@ -774,6 +803,36 @@ def build_parser() -> argparse.ArgumentParser:
         description="List the networks with their parameters, MACs per pixel and bundled weights.",
     )
     ls.set_defaults(run=_models)
+
+    se = commands.add_parser(
+        "serve",
+        help="a local web app: upscale in the browser",
+        description="Serve a web page to upscale images and videos in the browser, and its "
+        "API (GET /api/models, POST /api/upscale). One image is upscaled at a time; the rest "
+        'wait. Needs the serve extra: pip install "subpixel[serve]".',
+    )
+    se.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 opens it "
+        "to the network, with no login)",
+    )
+    se.add_argument("--port", type=_port, default=8000, help="port (default: 8000; 0: any free)")
+    se.add_argument(
+        "--max-upload",
+        type=_byte_size,
+        default=None,
+        metavar="SIZE",
+        help="refuse larger uploads, e.g. 20M (default: 100M)",
+    )
+    se.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse images (and video frames) with more pixels (default: {DEFAULT_MAX_PIXELS})",
+    )
+    se.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    se.set_defaults(run=_serve)
     return parser
 
 
