@@ -94,8 +94,7 @@ def test_upload_compare_and_download_the_clis_bytes(page: Page, tmp_path: Path) 
     page.select_option("#model", "espcn")
     page.select_option("#scale", "2")
     page.set_input_files("#file", str(source))  # choosing a file starts the upscale
-    page.wait_for_selector("#result", state="visible")
-    page.wait_for_function("document.getElementById('after').naturalWidth > 0")
+    page.wait_for_selector('#result[data-ready="image"]')
     assert page.locator("#error").is_hidden()
     assert "64x48 → 128x96" in page.locator("#result-info").inner_text()
     assert _clip_right(page) == pytest.approx(50)
@@ -143,6 +142,6 @@ def test_a_dropped_file_is_upscaled(page: Page) -> None:
     page.select_option("#model", "bicubic")
     page.select_option("#scale", "2")
     page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
-    page.wait_for_selector("#result", state="visible")
-    page.wait_for_function("document.getElementById('after').naturalWidth === 450")
+    page.wait_for_selector('#result[data-ready="image"]')
+    assert page.locator("#after").evaluate("(image) => image.naturalWidth") == 450
     assert "dropped_x2.png" in page.locator("#download").inner_text()

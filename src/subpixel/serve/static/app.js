@@ -104,6 +104,8 @@ function upscale() {
   form.append("model", $("model").value);
   form.append("scale", $("scale").value);
   form.append("precision", $("precision").value);
+  delete $("result").dataset.ready;
+  $("result").hidden = true; // a new file's answer replaces the last one
   const job = jobId();
   const request = new XMLHttpRequest();
   request.open("POST", `/api/upscale?job=${job}`);
@@ -190,6 +192,7 @@ function showResult(file, blob, disposition, seconds) {
   $("result-info").textContent = info;
   if (isVideo) {
     $("video").src = resultUrl;
+    $("result").dataset.ready = "video";
     return;
   }
   const after = $("after");
@@ -199,12 +202,14 @@ function showResult(file, blob, disposition, seconds) {
       `${info}: ${before.naturalWidth || "?"}x${before.naturalHeight || "?"} → ` +
       `${after.naturalWidth}x${after.naturalHeight}`;
     zoomAt(0.5, 0.5);
+    $("result").dataset.ready = "image";
   };
   after.onerror = () => {
     document.querySelector(".comparison").hidden = true;
     $("zoom").hidden = true;
     $("no-preview").hidden = false;
     $("no-preview").textContent = `This browser cannot show ${blob.type || "this format"}; the download holds the result.`;
+    $("result").dataset.ready = "no-preview";
   };
   before.src = originalUrl;
   after.src = resultUrl;
