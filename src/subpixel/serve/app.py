@@ -84,6 +84,7 @@ def create_app(
     limits = limits or Limits()
     queue = WorkQueue(limits.max_waiting)
     upscalers = Upscalers(resolve_device(device))
+    usable_models()  # measured once here, not on the event loop at the first request
 
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers=_SECURITY_HEADERS)
