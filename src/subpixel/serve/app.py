@@ -18,7 +18,6 @@ refused.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -64,7 +63,6 @@ _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
     "media-src 'self' blob:; frame-ancestors 'none'",
 }
-log = logging.getLogger(__name__)
 
 
 def create_app(
