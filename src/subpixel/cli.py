@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from subpixel import models
 from subpixel.allocator import keep_freed_memory
+from subpixel.catalogue import COST_SCALES, catalogue
 from subpixel.devices import DEVICE_NAMES, resolve_device
 from subpixel.engines import ENGINES, PRECISIONS, set_threads
 from subpixel.errors import DeviceError, ScaleError, SubpixelError
@@ -32,7 +33,6 @@ from subpixel.weights import (
     DEFAULT_MODEL,
     DEFAULT_SCALE,
     MAX_SCALE,
-    bundled_weights,
     card_of,
     choose_native_scale,
     describe,
@@ -70,6 +70,16 @@ def _quality(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from error
     if not 1 <= value <= 100:
         raise argparse.ArgumentTypeError(f"must be from 1 to 100, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from error
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {value}")
     return value
 
 
@@ -314,22 +324,41 @@ def _bundle(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    bundled = bundled_weights()
-    width = max(len(name) for name in models.BUILDERS) + 1
+    entries = catalogue()
+    width = max(len(entry.name) for entry in entries) + 1
     header = f"{'name':<{width}}{'parameters':>11}{'MACs/px x2':>12}{'x3':>9}{'x4':>9}"
     print(f"{header}  bundled weights")
-    for name in models.BUILDERS:
-        costs = [models.measure_complexity(models.build(name, scale=s), 1) for s in (2, 3, 4)]
-        scales = sorted(s for (arch, s) in bundled if arch == name)
-        weights = " ".join(f"x{s}" for s in scales) or (
-            "(no weights needed)" if name == "bicubic" else "-"
+    for entry in entries:
+        weights = " ".join(f"x{s}" for s in entry.weights) or (
+            "(no weights needed)" if entry.name == "bicubic" else "-"
         )
         print(
-            f"{name:<{width}}{costs[1].parameters:>11,}"
-            + "".join(f"{c.macs_per_pixel:>{12 if i == 0 else 9},.0f}" for i, c in enumerate(costs))
+            f"{entry.name:<{width}}{entry.parameters:>11,}"
+            + "".join(
+                f"{entry.macs_per_pixel[s]:>{12 if i == 0 else 9},.0f}"
+                for i, s in enumerate(COST_SCALES)
+            )
             + f"  {weights}"
         )
     print(f"\ndefault model: {DEFAULT_MODEL}; parameters at x3, one (luminance) channel")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from subpixel.serve import Limits, run  # MissingExtraError names the extra
+
+    max_upload = {} if args.max_upload is None else {"max_upload": args.max_upload}
+    try:
+        limits = Limits(max_pixels=args.max_pixels, **max_upload)
+    except ValueError as error:
+        raise SubpixelError(str(error).replace("max_", "--max-")) from error
+    run(
+        args.host,
+        args.port,
+        limits,
+        device=str(_device(args.device)),
+        on_ready=lambda url: print(f"subpixel: serving on {url} (Ctrl-C stops)", file=sys.stderr),
+    )
     return 0
 
 
@@ -514,6 +543,7 @@ examples:
   subpixel upscale clip.mp4 -o clip_x3.mp4          video, audio copied (needs .[video])
   subpixel evaluate --dataset Set5 --model fsrcnn   PSNR/SSIM as the papers measure them
   subpixel models                                   the networks and their bundled weights
+  subpixel serve                                    a web page at http://127.0.0.1:8000
 
 'subpixel COMMAND --help' lists a command's options and their defaults."""
 
@@ -774,6 +804,36 @@ def build_parser() -> argparse.ArgumentParser:
         description="List the networks with their parameters, MACs per pixel and bundled weights.",
     )
     ls.set_defaults(run=_models)
+
+    se = commands.add_parser(
+        "serve",
+        help="a local web app: upscale in the browser",
+        description="Serve a web page to upscale images and videos in the browser, and its "
+        "API (GET /api/models, POST /api/upscale). One image is upscaled at a time; the rest "
+        'wait. Needs the serve extra: pip install "subpixel[serve]".',
+    )
+    se.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 opens it "
+        "to the network, with no login)",
+    )
+    se.add_argument("--port", type=_port, default=8000, help="port (default: 8000; 0: any free)")
+    se.add_argument(
+        "--max-upload",
+        type=_byte_size,
+        default=None,
+        metavar="SIZE",
+        help="refuse larger uploads, e.g. 20M (default: 100M)",
+    )
+    se.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse images (and video frames) with more pixels (default: {DEFAULT_MAX_PIXELS})",
+    )
+    se.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    se.set_defaults(run=_serve)
     return parser
 
 
