@@ -34,10 +34,9 @@ from subpixel.weights import (
     MAX_SCALE,
     bundled_weights,
     card_of,
-    choose_native_scale,
     describe,
     load_network,
-    native_scales,
+    network_scale,
     save_weights,
 )
 
@@ -90,17 +89,14 @@ def _upscale(args: argparse.Namespace) -> int:
 
     device = _device(args.device)
     streaming = args.inputs == ["-"] or args.output == "-"
-    if args.scale is not None and not 1 < args.scale <= MAX_SCALE:
-        raise ScaleError(f"--scale must be above 1 and at most {MAX_SCALE}, got {args.scale:g}")
-    native = choose_native_scale(native_scales(args.model), args.scale or DEFAULT_SCALE)
+    native = _native_scale(args)
     keep_freed_memory()  # frame-sized buffers are reused, not mapped afresh each frame
     if args.threads is not None:
         set_threads(args.threads)
     if streaming:
         _stream(args, _ready_model(args, native, device))
         return 0
-    extension = f".{args.format.lower().lstrip('.')}" if args.format else None
-    jobs = plan_jobs(args.inputs, args.output, recursive=args.recursive, extension=extension)
+    jobs = plan_jobs(args.inputs, args.output, recursive=args.recursive, extension=args.format)
     if args.shard:
         jobs = shard(jobs, *parse_shard(args.shard))
     # The engine (an export and a compilation for "auto") only when something is left to do.
@@ -124,6 +120,16 @@ def _upscale(args: argparse.Namespace) -> int:
     else:
         print(f"subpixel: {summary.line()}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def _native_scale(args: argparse.Namespace) -> int:
+    """The network scale for ``--scale``, checked before anything is loaded or written."""
+    try:
+        return network_scale(args.model, args.scale)
+    except ScaleError as error:
+        if str(error).startswith("scale"):
+            raise ScaleError(f"--{error}") from error
+        raise
 
 
 def _ready_model(args: argparse.Namespace, native: int, device: torch.device) -> Upscaler:
