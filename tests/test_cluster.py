@@ -8,6 +8,7 @@ one thread, where the CLI in this process runs on every core.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import sys
@@ -27,6 +28,7 @@ from subpixel.pipeline.cluster import ActorPlan, FileResult, plan_actors, upscal
 
 Capsys = pytest.CaptureFixture[str]
 MODEL = "espcn"  # a network (bfloat16 for 8 bits on CPUs that have it), small and quick
+EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,8 @@ def ray(private_cache_home: Path) -> Iterator[ModuleType]:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """8-bit RGB, RGBA, 16-bit RGB PNGs and a JPEG with an ICC profile, small and odd-sized."""
+    """8-bit RGB, RGBA, 16-bit RGB PNGs and a JPEG with an ICC profile, small and odd-sized;
+    and the example video where PyAV is installed."""
     import png
 
     root = tmp_path_factory.mktemp("inputs")
@@ -56,6 +59,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     photo = Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
     photo.save(root / "photo.jpg", quality=90, icc_profile=icc)
+    if importlib.util.find_spec("av") is not None:
+        (root / "cat.mp4").write_bytes((EXAMPLES / "cat.mp4").read_bytes())
     return root
 
 
@@ -87,16 +92,17 @@ def test_outputs_are_the_clis_byte_for_byte_and_a_rerun_writes_nothing(
         _seed_other_choices_for_one_thread()
     results: list[FileResult] = []
     summary = upscale_on_ray([folder], by_ray, model=MODEL, progress=results.append)
-    assert (len(summary.written), summary.skipped, summary.failed) == (4, [], [])
-    assert sorted(r.status for r in results) == ["written"] * 4
+    names = sorted(p.name for p in folder.iterdir())  # the video, one task, where PyAV is
+    assert (len(summary.written), summary.skipped, summary.failed) == (len(names), [], [])
+    assert sorted(r.status for r in results) == ["written"] * len(names)
     expected = _files(by_cli)
-    assert sorted(expected) == ["deep.png", "photo.jpg", "rgb.png", "rgba.png"]
+    assert sorted(expected) == names
     assert _files(by_ray) == expected
 
     # A re-run finds every output and starts nothing.
     stamps = {p: p.stat().st_mtime_ns for p in by_ray.iterdir()}
     again = upscale_on_ray([folder], by_ray, model=MODEL)
-    assert (again.written, len(again.skipped), again.failed) == ([], 4, [])
+    assert (again.written, len(again.skipped), again.failed) == ([], len(names), [])
     assert {p: p.stat().st_mtime_ns for p in by_ray.iterdir()} == stamps
     assert ray.is_initialized()  # the caller's cluster is left running
 

@@ -702,8 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="ADDRESS",
         help="run the batch on a Ray cluster (needs .[ray]): the one at ADDRESS (auto, "
-        "HOST:6379, ray://HOST:10001), or without one a local cluster on this machine; "
-        "--threads is then each actor's, --device auto, cpu or cuda (default: not on Ray)",
+        "HOST:6379, ray://HOST:10001, local); without one, RAY_ADDRESS's, else the one "
+        "`ray start` started here, else a new local one; --threads is then each actor's, "
+        "--device auto, cpu or cuda (default: not on Ray)",
     )
     up.set_defaults(run=_upscale)
 

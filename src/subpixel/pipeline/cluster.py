@@ -241,8 +241,8 @@ def _import_ray() -> ModuleType:
 
 @contextlib.contextmanager
 def _connected(ray: ModuleType, address: str | None) -> Iterator[None]:
-    """Connected to the cluster at ``address`` (default: a new local one, or RAY_ADDRESS's);
-    a connection the caller made is used as it is and left open."""
+    """Connected to the cluster at ``address`` (None: ``ray.init``'s choice, see
+    ``upscale_on_ray``); a connection the caller made is used as it is and left open."""
     if ray.is_initialized():
         yield
         return
@@ -307,9 +307,11 @@ def upscale_on_ray(
         engine, precision: as for ``subpixel.load_model``; ``"auto"`` is chosen once, on
             the driver, for every CPU actor.
         device: ``"auto"`` (GPUs where the cluster has them), ``"cpu"`` or ``"cuda"``.
-        address: the cluster (``"auto"``, ``"host:6379"``, ``"ray://host:10001"``); default:
-            a local cluster on this machine (or RAY_ADDRESS's). A connection the caller made
-            with ``ray.init`` is used as it is and not shut down.
+        address: the cluster (``"auto"``, ``"host:6379"``, ``"ray://host:10001"``,
+            ``"local"``); default: the one in RAY_ADDRESS, else the one ``ray start`` started
+            on this machine, else a new local one (``ray.init``'s rule). A connection the
+            caller made with ``ray.init`` is used as it is and not shut down; one made here is
+            closed (a local cluster started here stops).
         actors, threads: see ``plan_actors``.
         progress: called with each file's ``FileResult`` as it is done (Ray Data's own
             progress bars are off meanwhile).
