@@ -23,7 +23,8 @@ def test_the_readme_has_python_examples() -> None:
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_python_example_runs(index: int, tmp_path: Path) -> None:
     code = BLOCKS[index]
-    for module, extra in (("av", "video"), ("onnx", "onnx"), ("onnxscript", "onnx")):
+    needs = (("av", "video"), ("onnx", "onnx"), ("onnxscript", "onnx"), ("ray", "ray"))
+    for module, extra in needs:
         if f"needs .[{extra}]" in code and importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed (the {extra} extra)")
     shutil.copytree(ROOT / "examples", tmp_path / "examples")

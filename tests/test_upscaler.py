@@ -64,6 +64,22 @@ def test_unknown_engine_or_precision_is_refused_up_front() -> None:
         subpixel.load_model("bicubic", precision="int8")
 
 
+def test_choices_made_elsewhere_replace_the_engine_for_their_precision() -> None:
+    upscaler = subpixel.load_model(
+        "espcn", scale=2, engine="torch", choices={"float32": "torch-channels-last"}
+    )
+    assert upscaler.engine_for("float32").name == "torch-channels-last"
+    assert upscaler.engine_choice(16) == "torch-channels-last"  # 16 bits run float32
+    eight = upscaler.precision_for(8)
+    assert upscaler.engine_choice(8) == ("torch-channels-last" if eight == "float32" else "torch")
+    image = np.random.default_rng(0).integers(0, 65536, (20, 16, 3), dtype=np.uint16)
+    chosen = subpixel.load_model("espcn", scale=2, engine="torch-channels-last")(image)
+    assert np.array_equal(upscaler(image), chosen)  # the chosen engine's values
+    for bad in ({"float32": "tensorrt"}, {"int8": "torch"}):
+        with pytest.raises(EngineError, match="unknown engine choice"):
+            subpixel.load_model("espcn", scale=2, choices=bad)
+
+
 def test_a_name_a_network_and_an_upscaler_give_the_same_kind_back() -> None:
     rgb = np.random.default_rng(0).integers(0, 256, (9, 11, 3), dtype=np.uint8)
     by_name = subpixel.upscale_image(rgb, "bicubic")

@@ -1,7 +1,8 @@
 """subpixel: fast super-resolution with LR-space networks (ESPCN, FSRCNN, SRCNN).
 
 ``load_model`` returns an ``Upscaler``: the network with its card, the fastest exact engine
-on this machine and the precision its card allows, behind one call.
+on this machine and the precision its card allows, behind one call. ``upscale_on_ray`` runs
+a big batch of files on a Ray cluster (the ``ray`` extra).
 
 Example:
     >>> import subpixel
@@ -23,7 +24,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    # Video (PyAV) and ONNX export are optional extras: import them on first use only.
+    # Video (PyAV), ONNX export and Ray are optional extras: import them on first use only.
     if name == "upscale_video":
         from subpixel.pipeline.video import upscale_video
 
@@ -32,6 +33,10 @@ def __getattr__(name: str) -> Any:
         from subpixel.export import export_onnx
 
         return export_onnx
+    if name == "upscale_on_ray":
+        from subpixel.pipeline.cluster import upscale_on_ray
+
+        return upscale_on_ray
     raise AttributeError(f"module 'subpixel' has no attribute {name!r}")
 
 
@@ -48,5 +53,6 @@ __all__ = [
     "save_weights",
     "upscale_array",
     "upscale_image",
+    "upscale_on_ray",
     "upscale_video",
 ]

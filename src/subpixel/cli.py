@@ -9,6 +9,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,10 +35,9 @@ from subpixel.weights import (
     DEFAULT_SCALE,
     MAX_SCALE,
     card_of,
-    choose_native_scale,
     describe,
     load_network,
-    native_scales,
+    network_scale,
     save_weights,
 )
 
@@ -98,19 +98,18 @@ def _byte_size(text: str) -> int:
 def _upscale(args: argparse.Namespace) -> int:
     from subpixel.pipeline.batch import parse_shard, pending_jobs, plan_jobs, run_jobs, shard
 
+    if args.ray is not None:
+        return _upscale_on_ray(args)
     device = _device(args.device)
     streaming = args.inputs == ["-"] or args.output == "-"
-    if args.scale is not None and not 1 < args.scale <= MAX_SCALE:
-        raise ScaleError(f"--scale must be above 1 and at most {MAX_SCALE}, got {args.scale:g}")
-    native = choose_native_scale(native_scales(args.model), args.scale or DEFAULT_SCALE)
+    native = _native_scale(args)
     keep_freed_memory()  # frame-sized buffers are reused, not mapped afresh each frame
     if args.threads is not None:
         set_threads(args.threads)
     if streaming:
         _stream(args, _ready_model(args, native, device))
         return 0
-    extension = f".{args.format.lower().lstrip('.')}" if args.format else None
-    jobs = plan_jobs(args.inputs, args.output, recursive=args.recursive, extension=extension)
+    jobs = plan_jobs(args.inputs, args.output, recursive=args.recursive, extension=args.format)
     if args.shard:
         jobs = shard(jobs, *parse_shard(args.shard))
     # The engine (an export and a compilation for "auto") only when something is left to do.
@@ -134,6 +133,60 @@ def _upscale(args: argparse.Namespace) -> int:
     else:
         print(f"subpixel: {summary.line()}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+_RAY_ADDRESS = re.compile(r"auto|local|ray://\S+|[^\s/:]+:\d+")
+
+
+def _upscale_on_ray(args: argparse.Namespace) -> int:
+    """``--ray``: the batch on a Ray cluster (``subpixel.pipeline.cluster``)."""
+    from subpixel.pipeline.batch import parse_shard
+    from subpixel.pipeline.cluster import FileResult, upscale_on_ray
+
+    if "-" in args.inputs or args.output == "-":
+        raise SubpixelError("--ray takes files and folders, not '-'")
+    if args.ray and not _RAY_ADDRESS.fullmatch(args.ray):
+        raise SubpixelError(
+            f"--ray {args.ray}: not a Ray address (auto, local, HOST:PORT or ray://HOST:PORT); "
+            "give the inputs before --ray, or write --ray=ADDRESS"
+        )
+    _native_scale(args)  # a bad --scale in the CLI's words, before Ray starts
+    with tqdm(unit="file", desc="upscale", file=sys.stderr, disable=None) as bar:
+
+        def progress(result: FileResult) -> None:
+            bar.update(1)
+            if result.status == "failed":
+                tqdm.write(f"subpixel: error: {result.message}", sys.stderr)
+            for note in result.notes:
+                tqdm.write(f"subpixel: note: {note}", sys.stderr)
+
+        summary = upscale_on_ray(
+            args.inputs,
+            args.output,
+            model=args.model,
+            options=_file_options(args),
+            recursive=args.recursive,
+            overwrite=args.overwrite,
+            shard=parse_shard(args.shard) if args.shard else None,
+            engine=args.engine,
+            precision=args.precision,
+            device=args.device,
+            address=args.ray or None,
+            threads=args.threads,
+            progress=progress,
+        )
+    print(f"subpixel: {summary.line()}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def _native_scale(args: argparse.Namespace) -> int:
+    """The network scale for ``--scale``, checked before anything is loaded or written."""
+    try:
+        return network_scale(args.model, args.scale)
+    except ScaleError as error:
+        if str(error).startswith("scale"):
+            raise ScaleError(f"--{error}") from error
+        raise
 
 
 def _ready_model(args: argparse.Namespace, native: int, device: torch.device) -> Upscaler:
@@ -541,6 +594,7 @@ examples:
   subpixel upscale photo.jpg -o photo_x3.png        one image, x3 (the default)
   subpixel upscale photos/ -o big/ --recursive --scale 2
   subpixel upscale clip.mp4 -o clip_x3.mp4          video, audio copied (needs .[video])
+  subpixel upscale photos/ -o big/ --ray auto       on a running Ray cluster (needs .[ray])
   subpixel evaluate --dataset Set5 --model fsrcnn   PSNR/SSIM as the papers measure them
   subpixel models                                   the networks and their bundled weights
   subpixel serve                                    a web page at http://127.0.0.1:8000
@@ -672,6 +726,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--preset", default="medium", help="video encoder preset (default: medium)")
     up.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    up.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run the batch on a Ray cluster (needs .[ray]): the one at ADDRESS (auto, "
+        "HOST:6379, ray://HOST:10001, local); without one, RAY_ADDRESS's, else the one "
+        "`ray start` started here, else a new local one; --threads is then each actor's, "
+        "--device auto, cpu or cuda (default: not on Ray)",
+    )
     up.set_defaults(run=_upscale)
 
     ev = commands.add_parser(

@@ -29,7 +29,7 @@ Example:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, overload
 
@@ -38,8 +38,17 @@ import torch
 from PIL import Image
 from torch import nn
 
-from subpixel.engines import ENGINES, PRECISIONS, Engine, EngineError, TorchEngine, make_engine
+from subpixel.engines import (
+    ENGINES,
+    PRECISIONS,
+    Engine,
+    EngineError,
+    TorchEngine,
+    auto_choice,
+    make_engine,
+)
 from subpixel.errors import ModelError
+from subpixel.models import SUBPIXEL_FORM
 from subpixel.pipeline import device as device_pipeline
 from subpixel.pipeline import image as inference
 from subpixel.pipeline.tiling import receptive_radius
@@ -78,6 +87,9 @@ class Upscaler:
             ``subpixel.engines.set_threads``).
         cache_file: where ``"auto"`` engine choices are remembered: ``"default"`` (the
             user's cache folder), a path, or ``None`` (this process only).
+        choices: engines already chosen, by precision (``{"bfloat16": "openvino"}``;
+            ``engine_choice`` answers them), run in place of ``engine`` for those
+            precisions: how the actors of a Ray job all run the engines its driver chose.
 
     Raises:
         EngineError: an unknown engine or precision name.
@@ -92,12 +104,14 @@ class Upscaler:
         precision: str = "auto",
         threads: int | None = None,
         cache_file: str | Path | None = DEFAULT_CACHE,
+        choices: Mapping[str, str] | None = None,
     ) -> None:
         if engine not in ("auto", *ENGINES):
             raise EngineError(f"unknown engine {engine!r}; choose from auto, {', '.join(ENGINES)}")
         if precision not in ("auto", *PRECISIONS):
-            choices = ", ".join(("auto", *PRECISIONS))
-            raise EngineError(f"unknown precision {precision!r}; choose from {choices}")
+            names = ", ".join(("auto", *PRECISIONS))
+            raise EngineError(f"unknown precision {precision!r}; choose from {names}")
+        self.choices = _checked_choices(choices or {})
         self.network = network.eval()
         self.card = card
         self.engine = engine
@@ -163,13 +177,27 @@ class Upscaler:
         if engine is None:
             engine = make_engine(
                 self.network,
-                self.engine,
+                self.choices.get(precision, self.engine),
                 precision=precision,
                 threads=self.threads,
                 cache_file=self._engine_cache(),
             )
             self._engines[precision] = engine
         return engine
+
+    def engine_choice(self, bits: int = 8) -> str:
+        """The engine that runs ``bits``-bit inputs, by name (``"+subpixel"`` for FSRCNN's
+        sub-pixel form): one chosen (``choices``) or named; for ``"auto"`` the one measured
+        fastest and tile-exact on this machine at this thread count (measured now the first
+        time, then remembered; nothing is built). Pass it to other processes as
+        ``choices={upscaler.precision_for(bits): choice}``."""
+        precision = self.precision_for(bits)
+        name = self.choices.get(precision, self.engine)
+        if name != "auto":
+            return name
+        return auto_choice(
+            self.network, precision, threads=self.threads, cache_file=self._engine_cache()
+        )
 
     def _engine_cache(self) -> Path | None:
         if self._cache_file == DEFAULT_CACHE:
@@ -319,6 +347,16 @@ class Upscaler:
         )
 
 
+def _checked_choices(choices: Mapping[str, str]) -> dict[str, str]:
+    for precision, name in choices.items():
+        if precision not in PRECISIONS or name.removesuffix(SUBPIXEL_FORM) not in ENGINES:
+            raise EngineError(
+                f"unknown engine choice {precision!r}: {name!r}; a precision of "
+                f"{', '.join(PRECISIONS)} and an engine of {', '.join(ENGINES)}"
+            )
+    return dict(choices)
+
+
 def load_model(
     name_or_path: str | Path = DEFAULT_MODEL,
     scale: int | None = None,
@@ -328,6 +366,7 @@ def load_model(
     precision: str = "auto",
     threads: int | None = None,
     cache_file: str | Path | None = DEFAULT_CACHE,
+    choices: Mapping[str, str] | None = None,
 ) -> Upscaler:
     """A ready :class:`Upscaler` by bundled name or weights file.
 
@@ -337,7 +376,7 @@ def load_model(
         scale: the network's scale; for a file it must match the file's, for a name it
             picks the weights (default: 3, or the one scale bundled).
         device: where the network runs (``subpixel.devices.resolve_device``).
-        engine, precision, threads, cache_file: see :class:`Upscaler`.
+        engine, precision, threads, cache_file, choices: see :class:`Upscaler`.
 
     Raises:
         ModelError: unknown name, missing or invalid weights file.
@@ -357,6 +396,7 @@ def load_model(
         precision=precision,
         threads=threads,
         cache_file=cache_file,
+        choices=choices,
     )
 
 

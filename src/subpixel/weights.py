@@ -350,6 +350,20 @@ def choose_native_scale(scales: list[int], requested: float) -> int:
     return max(below) if below else min(scales)
 
 
+def network_scale(name_or_path: str | Path, scale: float | None = None) -> int:
+    """The scale of the network to load for a total factor ``scale`` (None: the default,
+    ``DEFAULT_SCALE``): ``choose_native_scale`` among the model's ``native_scales``.
+
+    Raises:
+        ScaleError: ``scale`` is not above 1 and at most ``MAX_SCALE`` (the message starts
+            with "scale").
+        ModelError: an unknown name, or a missing or invalid weights file.
+    """
+    if scale is not None and not 1 < scale <= MAX_SCALE:
+        raise ScaleError(f"scale must be above 1 and at most {MAX_SCALE}, got {scale:g}")
+    return choose_native_scale(native_scales(name_or_path), scale or DEFAULT_SCALE)
+
+
 def load_network(
     name_or_path: str | Path = DEFAULT_MODEL,
     scale: int | None = None,

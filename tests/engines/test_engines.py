@@ -279,6 +279,46 @@ def test_a_cached_sub_pixel_choice_runs_the_sub_pixel_form(tmp_path: Path) -> No
     clear_engine_cache()
 
 
+def test_auto_choice_names_the_remembered_choice_and_make_engine_builds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A choice handed to another process by name runs there in the same form."""
+    clear_engine_cache()
+    network = _network("fsrcnn", 2)
+    kind = f"{base._network_kind(network)}/float32/t{torch.get_num_threads()}"
+    cache = tmp_path / "engines.json"
+    entry = {"engine": "torch+subpixel", "milliseconds": {}, "cores": base._cores()}
+    entry["threads"] = torch.get_num_threads()
+    entry |= {"size": auto.CALIBRATION_SIZE, "tile_exact": True, "probe_failed": []}
+    cache.write_text(json.dumps({kind: {**entry, "versions": auto._versions()}}))
+    monkeypatch.setattr(auto, "calibrate", _no_calibration)
+    assert auto.auto_choice(network, "float32", cache_file=cache) == "torch+subpixel"
+    engine = make_engine(network, "torch+subpixel", precision="float32")
+    assert isinstance(engine, TorchEngine) and engine.form == "sub-pixel"
+    assert isinstance(engine.model.deconv, SubpixelConv2d)
+    _check(engine, network, _lr(), "float32")
+    with pytest.raises(EngineError, match="sub-pixel form"):
+        make_engine(_network("espcn", 2), "torch+subpixel", precision="float32")
+    clear_engine_cache()
+
+
+def test_auto_choice_measures_once_and_make_engine_auto_agrees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clear_engine_cache()
+    monkeypatch.setitem(AUTO_ENGINES, "float32", ("torch", "torch-channels-last"))
+    network = _network("espcn", 2)
+    cache = tmp_path / "engines.json"
+    choice = auto.auto_choice(network, "float32", threads=1, cache_file=cache)
+    (entry,) = json.loads(cache.read_text()).values()
+    assert choice == entry["engine"] and entry["threads"] == 1
+    clear_engine_cache()  # a new process reads it, measures nothing
+    monkeypatch.setattr(auto, "calibrate", _no_calibration)
+    engine = make_engine(network, "auto", precision="float32", threads=1, cache_file=cache)
+    assert engine.name == choice
+    clear_engine_cache()
+
+
 def test_a_choice_calibrated_at_another_size_or_not_probed_is_measured_again(
     tmp_path: Path,
 ) -> None:

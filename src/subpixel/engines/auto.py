@@ -288,7 +288,8 @@ def make_engine(
 
     Args:
         model: the network (a ``subpixel`` model, card attached or not).
-        name: ``"auto"`` or one of ``ENGINES``.
+        name: ``"auto"`` or one of ``ENGINES``; for FSRCNN, with ``"+subpixel"`` for its
+            sub-pixel form (as ``auto_choice`` names a choice).
         precision: ``"float32"``; ``"bfloat16"`` for the torch and OpenVINO engines
             (engine ``"auto"`` then also considers onnxruntime in float32); or ``"auto"``:
             ``subpixel.precision.resolve_precision`` (bfloat16 only for weights whose
@@ -303,7 +304,7 @@ def make_engine(
 
     Raises:
         EngineError: an unknown name or precision, onnxruntime asked for and not installed
-            or asked for in bfloat16.
+            or asked for in bfloat16, ``"+subpixel"`` for a network without that form.
         subpixel.export.ExportError: ``"onnxruntime"`` asked for and the network cannot be
             exported.
 
@@ -312,14 +313,42 @@ def make_engine(
         >>> make_engine(models.build("fsrcnn", scale=3), "torch").name
         'torch'
     """
-    if precision == "auto" and name == "onnxruntime":
+    if precision == "auto" and name.removesuffix(SUBPIXEL_FORM) == "onnxruntime":
         precision = "float32"  # the only arithmetic it has
     precision = resolve_precision(model, precision)
     _check_precision(precision)
     cache = None if cache_file is None else Path(cache_file)
     if name != "auto":
-        return _build(model, name, precision, threads, None if cache is None else cache.parent)
+        return _named(model, name, precision, threads, None if cache is None else cache.parent)
     return _auto_engine(model, precision, threads, cache)
+
+
+def auto_choice(
+    model: nn.Module,
+    precision: str = "auto",
+    *,
+    threads: int | None = None,
+    cache_file: str | Path | None = None,
+) -> str:
+    """The candidate ``make_engine(model, "auto", ...)`` runs, by name: an engine of
+    ``ENGINES``, with ``"+subpixel"`` for FSRCNN in its sub-pixel form (a name
+    ``make_engine`` takes). The remembered choice, else one measured now (and remembered);
+    nothing is built for a remembered one. Keywords as for :func:`make_engine`.
+
+    A choice made in one process can be handed to others, so that processes with other
+    thread counts, or on other machines of the same kind, run the same engine and write
+    the same bytes (a Ray job's actors run their driver's: ``subpixel.pipeline.cluster``).
+    """
+    precision = resolve_precision(model, precision)
+    _check_precision(precision)
+    if _on_gpu(model):
+        return "torch"
+    count = threads or torch.get_num_threads()
+    cache = None if cache_file is None else Path(cache_file)
+    choice = _remembered(model, precision, count, cache)
+    if choice is None:
+        choice, _ = _measured(model, precision, threads, cache)
+    return choice
 
 
 def _forms(model: nn.Module) -> dict[str, nn.Module]:
@@ -362,24 +391,63 @@ def _candidate(
     return engine
 
 
-def _auto_engine(
-    model: nn.Module, precision: str, threads: int | None, cache_file: Path | None
+def _named(
+    model: nn.Module, name: str, precision: str, threads: int | None, cache_dir: Path | None
 ) -> Engine:
+    """The engine ``name`` (no ``"auto"``), ``"+subpixel"`` running FSRCNN's sub-pixel form."""
+    if not name.endswith(SUBPIXEL_FORM):
+        return _build(model, name, precision, threads, cache_dir)
+    forms = _forms(model)
+    if SUBPIXEL_FORM not in forms:
+        raise EngineError(f"{name}: only FSRCNN with a transposed convolution has a sub-pixel form")
+    base = name.removesuffix(SUBPIXEL_FORM)
+    engine = _build(forms[SUBPIXEL_FORM], base, precision, threads, cache_dir)
+    engine.form = "sub-pixel"
+    return engine
+
+
+def _on_gpu(model: nn.Module) -> bool:
     first = next(model.parameters(), None)
-    if first is not None and first.device.type != "cpu":
-        # ONNX Runtime here is CPU only; a GPU model stays on its GPU.
-        return TorchEngine(model, precision=precision)
-    count = threads or torch.get_num_threads()
+    return first is not None and first.device.type != "cpu"
+
+
+def _remembered(
+    model: nn.Module, precision: str, count: int, cache_file: Path | None
+) -> str | None:
+    """The choice remembered for this kind of network at ``count`` threads: in this process,
+    then in ``cache_file``."""
     kind = _choice_kind(model, precision, count)
-    cache_dir = None if cache_file is None else cache_file.parent
     choice = _CHOICES.get(kind)
     if choice is None and cache_file is not None:
         choice = _cached_choice(cache_file, kind, count)
+    return choice
+
+
+def _auto_engine(
+    model: nn.Module, precision: str, threads: int | None, cache_file: Path | None
+) -> Engine:
+    if _on_gpu(model):
+        # ONNX Runtime here is CPU only; a GPU model stays on its GPU.
+        return TorchEngine(model, precision=precision)
+    count = threads or torch.get_num_threads()
+    choice = _remembered(model, precision, count, cache_file)
     if choice is not None:
+        cache_dir = None if cache_file is None else cache_file.parent
         engine = _candidate(model, choice, precision, threads, cache_dir)
         if engine is not None:
-            _CHOICES[kind] = choice
+            _CHOICES[_choice_kind(model, precision, count)] = choice
             return engine
+    return _measured(model, precision, threads, cache_file)[1]
+
+
+def _measured(
+    model: nn.Module, precision: str, threads: int | None, cache_file: Path | None
+) -> tuple[str, Engine]:
+    """Calibrate the candidates, probe their tiles, remember the choice; the choice and its
+    engine."""
+    count = threads or torch.get_num_threads()
+    kind = _choice_kind(model, precision, count)
+    cache_dir = None if cache_file is None else cache_file.parent
     forms = _forms(model)
     engines: dict[str, Engine] = {}
     for form in forms:
@@ -403,7 +471,7 @@ def _auto_engine(
     if cache_file is not None:
         _store_choice(cache_file, calibration, probe, count)
     _CHOICES[kind] = choice
-    return engines[choice]
+    return choice, engines[choice]
 
 
 def _probe_tiles(

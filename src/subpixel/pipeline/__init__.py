@@ -6,6 +6,8 @@
 - ``tiling``: receptive radius, memory estimates and exact tiling.
 - ``video``: videos frame by frame, other streams copied (the ``video`` extra, PyAV).
 - ``batch``: many inputs to many outputs, planned before any work.
+- ``files``: one file to one file through an ``Upscaler``, what every front end shares.
+- ``cluster``: a batch on a Ray cluster, one ``Upscaler`` per actor (the ``ray`` extra).
 
 Nothing is imported here: ``video`` needs PyAV, and each module is imported where it is used.
 """

@@ -34,6 +34,7 @@ __all__ = [
     "parse_shard",
     "pending_jobs",
     "plan_jobs",
+    "run_job",
     "run_jobs",
     "shard",
 ]
@@ -110,7 +111,9 @@ def plan_jobs(
 ) -> list[Job]:
     """Pair every input with its output path (see the module docstring for the rule).
 
-    Everything that would fail for every file, or lose one, is refused here, before any work.
+    ``extension`` (``"png"``, ``".jpg"``, or a ``--format`` as given) replaces each image
+    output's extension in a folder of outputs; videos keep theirs. Everything that would
+    fail for every file, or lose one, is refused here, before any work.
 
     Raises:
         ImageError: an input is a URL or matches nothing; ``extension`` is not a format
@@ -128,7 +131,8 @@ def plan_jobs(
             given = f"{first} is a pattern"
         raise ImageError(f"-o {output} looks like a file but {given}; give a folder")
     if extension:
-        output_format(output, extension.lstrip("."))  # refused once here, not once per file
+        extension = f".{extension.lower().lstrip('.')}"
+        output_format(output, extension[1:])  # refused once here, not once per file
     jobs = []
     for source, base in sources:
         relative = source.relative_to(base)  # base is the source's folder or an ancestor
@@ -246,7 +250,9 @@ def run_jobs(
             if job.target.parent not in cleared:
                 cleared.add(job.target.parent)
                 remove_stale_temporaries(job.target.parent)
-            _run_job(job, process, overwrite, summary, on_error)
+            reason = run_job(job, process, summary, overwrite=overwrite)
+            if reason is not None and on_error is not None:
+                on_error(job, reason)
             if progress is not None:
                 progress(job)
         except KeyboardInterrupt as interruption:
@@ -258,29 +264,32 @@ def run_jobs(
     return summary
 
 
-def _run_job(
+def run_job(
     job: Job,
     process: Callable[[Job], None],
-    overwrite: bool,
     summary: BatchSummary,
-    on_error: Callable[[Job, str], None] | None,
-) -> None:
+    *,
+    overwrite: bool = False,
+) -> str | None:
+    """One job of ``run_jobs``, recorded in ``summary`` as written, skipped (its output
+    exists, unless ``overwrite``) or failed; returns the failure's one-line message naming
+    the input (None if it did not fail). Where jobs run in other processes (a Ray actor:
+    ``subpixel.pipeline.cluster``), each runs its jobs through this."""
     if job.target.exists() and not overwrite:
         summary.skipped.append(job.target)
-        return
+        return None
     try:
         job.target.parent.mkdir(parents=True, exist_ok=True)
         process(job)
         summary.written.append(job.target)
-        return
+        return None
     except (SubpixelError, OSError) as error:
         reason = _naming(job.source, str(error))
     except Exception as error:  # a decoder's or writer's own error: still this file's alone
         kind, text = type(error).__name__, str(error).splitlines()
         reason = _naming(job.source, f"{kind}: {text[0]}" if text else kind)
     summary.failed.append((job.source, reason))
-    if on_error is not None:
-        on_error(job, reason)
+    return reason
 
 
 def _naming(source: Path, reason: str) -> str:
