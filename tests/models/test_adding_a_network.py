@@ -79,6 +79,7 @@ def test_a_new_network_declares_its_facts_and_is_rebuilt_from_them(registered: N
     assert card_of(net).architecture == "tiny"
     assert output_layer(net) is net.last
     assert net.fast_form() is None and net.form_name == ""
+    assert models.trainable("tiny") and not models.trainable("bicubic")
 
     class Changed(Tiny):  # a subclass that declares nothing of its own is not a Tiny
         pass

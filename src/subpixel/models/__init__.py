@@ -55,6 +55,7 @@ __all__ = [
     "fsrcnn_to_subpixel",
     "measure_complexity",
     "settings_of",
+    "trainable",
 ]
 
 
@@ -133,6 +134,12 @@ def settings_of(model: nn.Module) -> dict[str, Any]:
     if not isinstance(model, SRNetwork):
         raise TypeError(f"a {type(model).__name__} is not a subpixel network")
     return model.settings()
+
+
+def trainable(name: str) -> bool:
+    """Whether the network ``name`` builds can be trained, as its class declares."""
+    network = build(name)
+    return isinstance(network, SRNetwork) and network.trainable
 
 
 def build(name: str, scale: int = 3, channels: int = 1, **options: Any) -> nn.Module:

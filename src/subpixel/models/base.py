@@ -32,6 +32,9 @@ class SRNetwork(nn.Module):
     #: Whether ``forward_phases`` gives the output before its final periodic shuffle, so
     #: training can compare it with unshuffled targets.
     ends_in_subpixel: ClassVar[bool] = False
+    #: Whether ``subpixel train`` can train it (bicubic has nothing to learn; multi-scale
+    #: FSRCNN files are assembled from trained heads).
+    trainable: ClassVar[bool] = True
     #: Whether training on CPU runs faster with the network in channels-last layout.
     channels_last_on_cpu: ClassVar[bool] = False
 

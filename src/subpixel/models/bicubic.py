@@ -41,6 +41,7 @@ class Bicubic(SRNetwork):
     """
 
     architecture = "bicubic"
+    trainable = False
 
     def __init__(self, scale: int = 3, channels: int = 1) -> None:
         super().__init__()

@@ -160,6 +160,7 @@ class MultiScaleFSRCNN(SRNetwork):
     """
 
     architecture = "fsrcnn-multiscale"
+    trainable = False
 
     def __init__(self, config: MultiScaleFSRCNNConfig | None = None) -> None:
         super().__init__()

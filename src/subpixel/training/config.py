@@ -16,8 +16,6 @@ LOSSES = ("mse", "l1", "charbonnier")
 TRAINABLE = ("all", "head")
 PRECISIONS = ("float32", "bfloat16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-# Bicubic has nothing to learn; multi-scale FSRCNN files are assembled from trained heads.
-UNTRAINABLE = ("bicubic", "fsrcnn-multiscale")
 
 
 @dataclass(frozen=True)
@@ -102,7 +100,7 @@ class TrainConfig:
         object.__setattr__(self, "downscale_augment", tuple(self.downscale_augment))
         checks = [
             (
-                self.model in models.BUILDERS and self.model not in UNTRAINABLE,
+                self.model in models.BUILDERS and models.trainable(self.model),
                 f"model must be one of the trainable networks, got {self.model!r}",
             ),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
