@@ -137,9 +137,12 @@ def settings_of(model: nn.Module) -> dict[str, Any]:
 
 
 def trainable(name: str) -> bool:
-    """Whether the network ``name`` builds can be trained, as its class declares."""
+    """Whether the network ``name`` builds can be trained: as its class declares, or, for a
+    module that declares nothing, whether it has parameters."""
     network = build(name)
-    return isinstance(network, SRNetwork) and network.trainable
+    if isinstance(network, SRNetwork):
+        return network.trainable
+    return any(parameter.requires_grad for parameter in network.parameters())
 
 
 def build(name: str, scale: int = 3, channels: int = 1, **options: Any) -> nn.Module:

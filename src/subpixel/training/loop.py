@@ -288,9 +288,11 @@ def compute_loss(
     return criterion(output, target)
 
 
-def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
-    """``(rank, world_size, device)``; under ``torchrun`` joins the process group: gloo for
-    CPU training, NCCL for CUDA, where each process takes the GPU of its ``LOCAL_RANK``."""
+@contextlib.contextmanager
+def _process_group(device: torch.device) -> Iterator[tuple[int, int, torch.device]]:
+    """``(rank, world_size, device)``; under ``torchrun`` joins the process group (gloo for
+    CPU training, NCCL for CUDA, where each process takes the GPU of its ``LOCAL_RANK``) and
+    leaves it on the way out, so no process exits while its peers still talk to it."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and device.type == "cuda":
         local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
@@ -301,11 +303,17 @@ def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
             )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    if world_size > 1 and not dist.is_initialized():
+    joined = world_size > 1 and not dist.is_initialized()
+    if joined:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), device
-    return 0, 1, device
+    try:
+        if dist.is_initialized():
+            yield dist.get_rank(), dist.get_world_size(), device
+        else:
+            yield 0, 1, device
+    finally:
+        if joined:
+            dist.destroy_process_group()
 
 
 def _prepare_folder(files: RunFiles, config: TrainConfig, resume: bool, rank: int) -> TrainConfig:
@@ -474,8 +482,22 @@ def train(
     device = resolve_device(device)
     if config.init_from and not resume:
         _donor(config)  # a bad name or network before the run folder is made
-    rank, world_size, device = _distributed(device)
-    files = RunFiles(Path(out))
+    with _process_group(device) as (rank, world_size, device):
+        files = RunFiles(Path(out))
+        return _run(config, files, resume, cache_dir, device, progress, rank, world_size)
+
+
+def _run(
+    config: TrainConfig,
+    files: RunFiles,
+    resume: bool,
+    cache_dir: str | Path | None,
+    device: torch.device,
+    progress: Callable[[Progress], None] | None,
+    rank: int,
+    world_size: int,
+) -> RunResult:
+    """``train`` inside its process group (of one process, or ``torchrun``'s)."""
     config = _prepare_folder(files, config, resume, rank)
     cache = PatchCache.build(
         [Path(d) for d in config.data],
