@@ -12,10 +12,15 @@ Usage::
     python benchmarks/tiling_memory.py --fixed-mmap-threshold   # glibc: MALLOC_MMAP_THRESHOLD_
     python benchmarks/tiling_memory.py --threads 1     # OMP_NUM_THREADS for the runs
     python benchmarks/tiling_memory.py --calibrate     # estimate vs measurement, per network
+    python benchmarks/tiling_memory.py --cli-default   # subpixel upscale, defaults, 6000x4000 x3
 
 ``--calibrate`` runs one tile of each network on its own and compares the measured working
 memory (peak minus the resident size before the call minus the output array) with
 ``estimate_tile_memory``; ``PIPELINE_BYTES_PER_*`` in ``subpixel/pipeline/tiling.py`` come from it.
+
+``--cli-default`` runs ``subpixel upscale photo.jpg -o out.png`` with every default (the
+bundled default model, automatic engine and precision, default memory ceiling) on a
+generated 6000x4000 JPEG to x3, and prints its peak resident size and wall time.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 BUDGET = 2 * 2**30
@@ -210,6 +217,47 @@ def _calibrate() -> None:
             )
 
 
+# Runs the command given as arguments and prints its peak resident bytes and wall seconds:
+# the wrapper's only child, so the figure is that command's alone.
+_PEAK = (
+    "import resource, subprocess, sys, time\n"
+    "start = time.perf_counter()\n"
+    "subprocess.run(sys.argv[1:], check=True)\n"
+    "seconds = time.perf_counter() - start\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, seconds)\n"
+)
+
+
+def _cli_default() -> None:
+    import numpy as np
+    from PIL import Image
+
+    height, width = 4000, 6000
+    with tempfile.TemporaryDirectory() as folder:
+        photo, out = Path(folder) / "photo.jpg", Path(folder) / "out.png"
+        rows, columns = np.mgrid[0:height, 0:width]
+        noise = np.random.default_rng(0).integers(-20, 20, (height, width, 3))
+        ramps = np.stack([columns * 255 // width, rows * 255 // height, (rows + columns) % 256], -1)
+        pixels = np.clip(ramps + noise, 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(photo, quality=90)
+        del rows, columns, noise, ramps, pixels
+        command = [sys.executable, "-m", "subpixel", "upscale", str(photo), "-o", str(out)]
+        # The first run measures the engines for this machine (cached); the second is timed.
+        subprocess.run([*command, "--overwrite"], check=True, capture_output=True)
+        done = subprocess.run(
+            [sys.executable, "-c", _PEAK, *command, "--overwrite"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        peak, seconds = done.stdout.splitlines()[-1].split()
+    print(f"machine: {_machine()}; load average before: {os.getloadavg()[0]:.1f}")
+    print(
+        f"subpixel upscale photo.jpg -o out.png (defaults), {width}x{height} JPEG -> x3: "
+        f"peak RSS {_mb(int(peak))} MB, {float(seconds):.1f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--untiled", action="store_true", help="also run without tiles")
@@ -220,12 +268,17 @@ def main() -> None:
         help="run with MALLOC_MMAP_THRESHOLD_=1048576 (glibc): less heap fragmentation",
     )
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the runs")
+    parser.add_argument(
+        "--cli-default", action="store_true", help="subpixel upscale, defaults, 6000x4000 x3"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_child(json.loads(args.child))))
     elif args.calibrate:
         _calibrate()
+    elif args.cli_default:
+        _cli_default()
     else:
         _table(args.untiled, args.fixed_mmap_threshold, args.threads)
 

@@ -179,3 +179,20 @@ def test_memory_is_bounded_by_default_and_tiles_keep_the_result(
     monkeypatch.setattr("subpixel.pipeline.image.memory_budget", lambda: output_bytes // 2)
     with pytest.raises(subpixel.ImageError, match=r"may use by default .* before any tile"):
         upscaler(rgb)
+
+
+def test_the_default_caps_the_work_of_a_tile_whatever_memory_is_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With memory to spare, a large image is still tiled by default (limits.DEFAULT_TILE_WORK,
+    # 1 GiB: a 6000x4000 photo to x3 peaks under 3 GB); here the cap is made small enough
+    # to bite on the example image. Same pixels.
+    rgb = np.asarray(Image.open(EXAMPLE).convert("RGB"))  # 225x150
+    upscaler = subpixel.load_model(DEFAULT_MODEL, scale=3)
+    whole = upscaler(rgb)
+    monkeypatch.setattr("subpixel.pipeline.image.memory_budget", lambda: 64 * 2**30)
+    monkeypatch.setattr("subpixel.pipeline.image.DEFAULT_TILE_WORK", 16 * 2**20)
+    tiles: list[int] = []
+    tiled = upscaler(rgb, progress=lambda done, total: tiles.append(total))
+    assert tiles and tiles[-1] > 1
+    np.testing.assert_array_equal(tiled, whole)

@@ -50,7 +50,13 @@ from torch import nn
 
 from subpixel.bicubic import REACH
 from subpixel.errors import ImageError, ScaleError
-from subpixel.limits import MAX_SCALE, MEMORY_SHARE, memory_budget, resident_memory
+from subpixel.limits import (
+    DEFAULT_TILE_WORK,
+    MAX_SCALE,
+    MEMORY_SHARE,
+    memory_budget,
+    resident_memory,
+)
 from subpixel.pipeline import fastpath
 from subpixel.pipeline.tiling import TilingError, run_tiled, tile_for_memory
 
@@ -231,22 +237,24 @@ def _tile_under_ceiling(
     ``limits.memory_budget`` (a share of the memory available). What the process holds is
     measured once the network's engine is built (libraries, weights, the decoded input);
     the finished output and ``reserve`` (bytes the caller needs after, such as a Pillow copy
-    of the output) come on top, and the tiles' work (``tile_for_memory``) gets the rest.
+    of the output) come on top, and the tiles' work (``tile_for_memory``) gets the rest --
+    by default at most ``limits.DEFAULT_TILE_WORK``.
 
     Raises:
         ImageError: not even the smallest tile fits beside the output.
     """
     height, width, channels = source.shape
     budget = memory_budget() if max_memory is None else None
-    if max_memory is None and (
-        budget is None or height * width * channels * _MOST_BYTES_PER_LR_VALUE < budget
-    ):
+    most_work = height * width * channels * _MOST_BYTES_PER_LR_VALUE
+    if max_memory is None and (budget is None or most_work < min(budget, DEFAULT_TILE_WORK)):
         return None  # far below the default budget: no need to measure
     net.run(np.zeros((1, 1 if net.colour_space == "y" else 3, 4, 4), np.float32), bits=bits)
     used = resident_memory() or 0
     ceiling = max_memory if max_memory is not None else used + (budget or 0)
     output = out_size[0] * out_size[1] * channels * np.dtype(out_dtype).itemsize + reserve
     room = ceiling - used - output
+    if max_memory is None:
+        room = min(room, DEFAULT_TILE_WORK)
     try:
         tile = tile_for_memory(net.network, channels, room, scale=scale)
     except TilingError:
