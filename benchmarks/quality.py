@@ -40,6 +40,7 @@ OURS_NAMES = {
     "espcn": "subpixel ESPCN",
     "fsrcnn": "subpixel FSRCNN",
     "fsrcnn-s": "subpixel FSRCNN-s",
+    "ecbsr": "subpixel ECBSR",
 }
 
 

@@ -80,10 +80,14 @@ def _espcn_x4() -> TrainConfig:
 
 
 def _fsrcnn_s_x3() -> TrainConfig:
-    # FSRCNN's thin PReLU trunk trained at 1e-3 in the paper and here; its deconvolution at
-    # 0.1x as in the paper. Smaller patches than ESPCN's: its 9x9 deconvolution's
-    # receptive field is narrower than the patch either way, and the step is cheaper.
-    return _modern("fsrcnn-s", 3, 32, lr=1e-3)  # HR 96x96
+    # FSRCNN's thin PReLU trunk trained at 1e-3 in the paper and here. Its deconvolution
+    # trains at the trunk's rate, not the paper's 0.1x: on the 2-core CPU, 64 patches a
+    # step, cosine over 40,000 steps, Set5 was 31.08 / 31.32 / 31.46 / 31.56 dB after
+    # 5k / 10k / 15k / 20k steps at 1x against 31.14 / 31.28 / 31.34 / 31.37 at 0.1x (the
+    # thin network's slow convergence was what kept it far under FSRCNN). Smaller patches
+    # than ESPCN's: its 9x9 deconvolution's receptive field is narrower than the patch
+    # either way, and the step is cheaper.
+    return _modern("fsrcnn-s", 3, 32, lr=1e-3, head_lr_scale=1.0)  # HR 96x96
 
 
 def _ecbsr(scale: int, patch_size: int) -> TrainConfig:
