@@ -162,19 +162,30 @@ def test_frames_upscaled_where_they_are_match_the_image_pipeline() -> None:
         assert apart.max() <= 1 and (apart > 0).mean() < 1e-3
 
 
-def test_memory_is_bounded_by_default_and_tiles_keep_the_result(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    rgb = np.asarray(Image.open(EXAMPLE).convert("RGB"))  # 225x150
+def _example_upscaled_whole() -> tuple[np.ndarray, subpixel.Upscaler, np.ndarray]:
+    """The example image (225x150 RGB), the default model at x3 and its untiled output."""
+    rgb = np.asarray(Image.open(EXAMPLE).convert("RGB"))
     upscaler = subpixel.load_model(DEFAULT_MODEL, scale=3)
-    whole = upscaler(rgb)
-    output_bytes = whole.nbytes + rgb.nbytes
-    # A machine with little memory free: tiles, automatically, and the same pixels.
-    monkeypatch.setattr("subpixel.pipeline.image.memory_budget", lambda: output_bytes + 8 * 2**20)
+    return rgb, upscaler, upscaler(rgb)
+
+
+def _assert_tiled_with_the_same_pixels(
+    upscaler: subpixel.Upscaler, rgb: np.ndarray, whole: np.ndarray
+) -> None:
     tiles: list[int] = []
     tiled = upscaler(rgb, progress=lambda done, total: tiles.append(total))
     assert tiles and tiles[-1] > 1
     np.testing.assert_array_equal(tiled, whole)
+
+
+def test_memory_is_bounded_by_default_and_tiles_keep_the_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rgb, upscaler, whole = _example_upscaled_whole()
+    output_bytes = whole.nbytes + rgb.nbytes
+    # A machine with little memory free: tiles, automatically, and the same pixels.
+    monkeypatch.setattr("subpixel.pipeline.image.memory_budget", lambda: output_bytes + 8 * 2**20)
+    _assert_tiled_with_the_same_pixels(upscaler, rgb, whole)
     # Less than the output alone: refused before any work, in one line.
     monkeypatch.setattr("subpixel.pipeline.image.memory_budget", lambda: output_bytes // 2)
     with pytest.raises(subpixel.ImageError, match=r"may use by default .* before any tile"):
@@ -187,12 +198,7 @@ def test_the_default_caps_the_work_of_a_tile_whatever_memory_is_free(
     # With memory to spare, a large image is still tiled by default (limits.DEFAULT_TILE_WORK,
     # 1 GiB: a 6000x4000 photo to x3 peaks under 3 GB); here the cap is made small enough
     # to bite on the example image. Same pixels.
-    rgb = np.asarray(Image.open(EXAMPLE).convert("RGB"))  # 225x150
-    upscaler = subpixel.load_model(DEFAULT_MODEL, scale=3)
-    whole = upscaler(rgb)
+    rgb, upscaler, whole = _example_upscaled_whole()
     monkeypatch.setattr("subpixel.pipeline.image.memory_budget", lambda: 64 * 2**30)
     monkeypatch.setattr("subpixel.pipeline.image.DEFAULT_TILE_WORK", 16 * 2**20)
-    tiles: list[int] = []
-    tiled = upscaler(rgb, progress=lambda done, total: tiles.append(total))
-    assert tiles and tiles[-1] > 1
-    np.testing.assert_array_equal(tiled, whole)
+    _assert_tiled_with_the_same_pixels(upscaler, rgb, whole)
