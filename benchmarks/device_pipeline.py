@@ -21,33 +21,19 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 import subpixel
-from subpixel.devices import resolve_device
+from subpixel.devices import processor_name, resolve_device
 from subpixel.pipeline.device import tf32, upscale_frames
 
 SCALE = 3
-
-
-def processor(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def synchronize(device: torch.device) -> None:
@@ -100,7 +86,7 @@ def main() -> None:
     frames = rng.integers(0, 256, (args.batch, args.height, args.width, 3), dtype=np.uint8)
     precisions = ["float32"] + (["float16", "bfloat16"] if device.type == "cuda" else [])
 
-    print(f"machine: {processor(device)} ({device}); torch {torch.__version__}")
+    print(f"machine: {processor_name(device)} ({device}); torch {torch.__version__}")
     print(
         f"{args.width}x{args.height} uint8 RGB -> x{SCALE}, ESPCN x{SCALE}; network TF32: "
         f"{'allowed' if args.tf32 else 'off'}; median of {args.repeats} calls"

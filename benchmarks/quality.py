@@ -24,6 +24,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import subpixel
+from subpixel.devices import processor_name
 from subpixel.errors import SubpixelError
 from subpixel.evaluation import EvaluationReport, evaluate, evaluate_upscaler, resolve_dataset
 from subpixel.images import read_image
@@ -121,14 +122,7 @@ def table(rows: list[Row], datasets: list[str]) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = processor_name()
     import cv2
 
     return (

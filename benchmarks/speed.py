@@ -67,6 +67,7 @@ from torch import nn
 import subpixel
 from subpixel import models
 from subpixel.allocator import keep_freed_memory
+from subpixel.devices import processor_name
 from subpixel.engines import ENGINES, Engine, make_engine, set_threads
 from subpixel.errors import SubpixelError
 from subpixel.precision import LOSS_KEYS, native_bfloat16, precision_for_card
@@ -191,28 +192,17 @@ def _openvino_matmul(a: np.ndarray, b: np.ndarray, dtype: torch.dtype) -> Callab
 
 
 def _cpu_model() -> tuple[str, list[str]]:
-    """The CPU's model name and the SIMD flags that matter here (Linux's /proc/cpuinfo)."""
-    name, flags = platform.processor() or platform.machine(), list[str]()
+    """The CPU's name and the SIMD flags that matter here (Linux's /proc/cpuinfo)."""
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return name, flags
-    family = model = ""
+        text = ""
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            name = value.strip()
-        elif key.strip() == "cpu family":
-            family = value.strip()
-        elif key.strip() == "model":
-            model = value.strip()
-        elif key.strip() == "flags":
-            wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-            flags = [f for f in value.split() if f in wanted]
-            break
-    if family:  # a hypervisor may show only "AMD EPYC": family and model tell the generation
-        name += f" (family {family}, model {model})"
-    return name, flags
+        if key.strip() == "flags":
+            return processor_name(), [f for f in value.split() if f in wanted]
+    return processor_name(), []
 
 
 def _version(module: str) -> str:

@@ -10,12 +10,18 @@ device is synchronised at both ends. The two paths take turns ``--repeats`` time
 change in the machine's load hits both alike, and the median is shown. A step is everything
 the loop does: the batch, the learning rate, forward, loss, backward, the optimiser step
 (fused Adam on CUDA), the weight average when ``--ema-decay`` is set, and the loss kept on
-the device; nothing is validated or written. Rows give iterations/s, patches/s, LR pixels/s
-and the device path's ratio to the loader's.
+the device; nothing is validated or written. Rows give the precision the step ran in,
+iterations/s, patches/s, LR pixels/s and the device path's ratio to the loader's.
+
+``--precision auto`` (the default, as for ``subpixel train``) lets the run choose bfloat16
+where a measured step pays (``subpixel.training.precision_choice``); the loader path runs
+in ``--loader-precision``, float32 by default: training as it was before the device path
+and the automatic precision, so the ratio is the default's gain over that.
 
 Usage::
 
     OMP_NUM_THREADS=2 python benchmarks/train_speed.py --seconds 5
+    OMP_NUM_THREADS=2 python benchmarks/train_speed.py --patch-size 32 --networks espcn-x3
     python benchmarks/train_speed.py --device cuda --batch-size 256 --patch-size 40 --seconds 10
     python benchmarks/train_speed.py --device cuda --precision bfloat16 --compile-mode default
 """
@@ -24,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import statistics
 import tempfile
 import time
@@ -34,6 +39,7 @@ from pathlib import Path
 import torch
 
 from subpixel import models
+from subpixel.devices import processor_name
 from subpixel.paths import data_root
 from subpixel.training import Progress, TrainConfig, train
 from subpixel.training.recipes import TRAINING_SETS
@@ -51,6 +57,7 @@ class _Done(Exception):
 class Timing:
     iterations: int
     seconds: float
+    precision: str
 
 
 def _sync(device: torch.device) -> None:
@@ -73,22 +80,11 @@ def time_steps(
             marks["stop"], marks["steps"] = time.perf_counter(), p.iteration - warmup
             raise _Done
 
-    with tempfile.TemporaryDirectory(prefix="train_speed-") as out, contextlib.suppress(_Done):
-        train(config, out, cache_dir=cache_dir, device=device, progress=progress)
-    return Timing(int(marks["steps"]), marks["stop"] - marks["start"])
-
-
-def _processor(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return name
+    with tempfile.TemporaryDirectory(prefix="train_speed-") as out:
+        with contextlib.suppress(_Done):
+            train(config, out, cache_dir=cache_dir, device=device, progress=progress)
+        precision = TrainConfig.load(Path(out) / "config.json").precision
+    return Timing(int(marks["steps"]), marks["stop"] - marks["start"], precision)
 
 
 def main() -> None:
@@ -103,7 +99,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="the loader's processes")
     parser.add_argument("--no-loader", action="store_true", help="time the device path only")
     parser.add_argument("--ema-decay", type=float, default=0.0)
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto")
+    parser.add_argument(
+        "--loader-precision", choices=("auto", "float32", "bfloat16"), default="float32"
+    )
     parser.add_argument("--compile-mode", default=None, help="a torch.compile mode")
     parser.add_argument("--downscale-augment", type=float, nargs="*", default=[])
     parser.add_argument("--data", nargs="+", default=None, help="HR folders (T91 etc.)")
@@ -116,16 +115,20 @@ def main() -> None:
         device = torch.device(args.device)
     folders = args.data or [str(data_root() / "train" / s) for s in TRAINING_SETS]
     print(
-        f"{_processor(device)}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"{processor_name(device)}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"batch {args.batch_size} of {args.patch_size}x{args.patch_size} LR, "
-        f"{args.precision}, compile {args.compile_mode or 'off'}, EMA {args.ema_decay or 'off'}"
+        f"compile {args.compile_mode or 'off'}, EMA {args.ema_decay or 'off'}"
     )
     paths = [("device", True)] + ([] if args.no_loader else [("loader", False)])
-    header = f"{'network':<13}{'data':<8}{'it/s':>9}{'patches/s':>11}{'M LR px/s':>11}{'ratio':>7}"
+    header = (
+        f"{'network':<13}{'data':<8}{'precision':<10}{'it/s':>9}{'patches/s':>11}"
+        f"{'M LR px/s':>11}{'ratio':>7}"
+    )
     print(header)
     for network in args.networks.split(","):
         architecture, scale = NETWORKS[network]
         timings: dict[str, list[float]] = {path: [] for path, _ in paths}
+        precisions: dict[str, str] = {}
         for _ in range(args.repeats):
             for path, on_device in paths:
                 config = TrainConfig(
@@ -141,12 +144,13 @@ def main() -> None:
                     data_on_device=on_device,
                     workers=args.workers,
                     ema_decay=args.ema_decay,
-                    precision=args.precision,
+                    precision=args.precision if on_device else args.loader_precision,
                     compile_mode=args.compile_mode,
                 )
                 cache = Path(args.cache_dir)
                 timing = time_steps(config, device, cache, args.warmup, args.seconds)
                 timings[path].append(timing.iterations / timing.seconds)
+                precisions[path] = timing.precision
         for path, _ in paths:
             rate = statistics.median(timings[path])
             patches = rate * args.batch_size
@@ -154,7 +158,10 @@ def main() -> None:
             ratio = ""
             if path == "loader":
                 ratio = f"{statistics.median(timings['device']) / rate:>7.2f}"
-            print(f"{network:<13}{path:<8}{rate:>9.1f}{patches:>11.0f}{pixels:>11.2f}{ratio}")
+            print(
+                f"{network:<13}{path:<8}{precisions[path]:<10}{rate:>9.1f}{patches:>11.0f}"
+                f"{pixels:>11.2f}{ratio}"
+            )
 
 
 if __name__ == "__main__":

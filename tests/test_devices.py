@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from subpixel.devices import resolve_device
+from subpixel.devices import processor_name, resolve_device
 from subpixel.errors import DeviceError, SubpixelError
 from subpixel.weights import load_network
 
@@ -69,3 +69,18 @@ def test_train_checks_the_device_before_making_the_run_folder(tmp_path: Path) ->
     with pytest.raises(DeviceError, match=r"^gpu: unknown device"):
         train(TrainConfig(data=(str(tmp_path),), val=None), out, device="gpu")
     assert not out.exists()
+
+
+def test_the_processor_is_named_with_its_generation() -> None:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo on this system")
+    fields = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (line.partition(":") for line in cpuinfo.read_text().splitlines())
+        if key.strip() in ("model name", "cpu family", "model")
+    )
+    name = processor_name("cpu")
+    assert name.startswith(fields.get("model name", ""))
+    if "cpu family" in fields:
+        assert name.endswith(f"(family {fields['cpu family']}, model {fields['model']})")

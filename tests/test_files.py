@@ -11,7 +11,14 @@ import torch
 from PIL import Image
 
 from subpixel import models
-from subpixel.files import TEMPORARY_NAME, atomic_path, atomic_write, is_temporary
+from subpixel.files import (
+    TEMPORARY_NAME,
+    atomic_path,
+    atomic_write,
+    is_temporary,
+    read_json_cache,
+    write_cache,
+)
 from subpixel.weights import describe, save_weights
 
 UMASK = 0o002  # not the usual 0o022, so neither 0o600 nor a fixed 0o644 can pass
@@ -103,3 +110,14 @@ def test_a_patch_cache_folder_follows_the_umask(tmp_path: Path, umask: int) -> N
     cache = PatchCache.build([hr], config, tmp_path / "cache")
     assert _mode(cache.path) == 0o777 & ~UMASK
     assert _mode(cache.path / "index.json") == EXPECTED
+
+
+def test_a_cache_file_is_written_whole_and_read_back_or_empty(tmp_path: Path) -> None:
+    path = tmp_path / "deeper" / "cache.json"
+    assert read_json_cache(path) == {}  # missing
+    write_cache(path, b'{"a": 1}')
+    assert read_json_cache(path) == {"a": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["cache.json"]  # no temporary left
+    for text in ("{corrupt", "[1, 2]"):
+        path.write_text(text)
+        assert read_json_cache(path) == {}

@@ -8,6 +8,7 @@ import dataclasses
 import importlib.metadata
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -465,7 +466,10 @@ _TRAIN_OPTIONS: dict[str, dict[str, object]] = {
     "charbonnier_eps": {"type": float, "help": "charbonnier loss: sqrt(d^2 + eps^2)'s eps"},
     "ema_decay": {"type": float, "help": "average the weights with this decay (0: no average)"},
     "warmup": {"type": int, "help": "iterations of linear learning-rate warm-up"},
-    "precision": {"choices": ("float32", "bfloat16"), "help": "bfloat16: autocast"},
+    "precision": {
+        "choices": ("auto", "float32", "bfloat16"),
+        "help": "bfloat16: autocast; auto: bfloat16 where a measured step is 1.25x faster",
+    },
     "compile_mode": {
         "choices": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
         "help": "torch.compile the training step in this mode (none: eager)",
@@ -559,7 +563,9 @@ def _train(args: argparse.Namespace) -> int:
                     disable=not leader,
                 )
                 bars.append(stack.enter_context(bar))
-            shown = {"loss": f"{p.loss:.5f}", "lr": f"{p.lr:.1e}"}
+            shown = {"lr": f"{p.lr:.1e}"}
+            if not math.isnan(p.loss):  # no loss is logged before the first log row
+                shown = {"loss": f"{p.loss:.5f}", **shown}
             if p.best_psnr is not None:
                 shown["best PSNR"] = f"{p.best_psnr:.3f}"
             bars[0].set_postfix(shown, refresh=False)

@@ -12,11 +12,14 @@ Example:
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import torch
 
 from subpixel.errors import DeviceError
 
-__all__ = ["DEVICE_NAMES", "DeviceError", "resolve_device"]
+__all__ = ["DEVICE_NAMES", "DeviceError", "processor_name", "resolve_device"]
 
 #: The names ``resolve_device`` takes, as shown to users.
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
@@ -72,3 +75,27 @@ def resolve_device(name: str | torch.device) -> torch.device:
         have = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
         raise DeviceError(f"{name}: no such CUDA device; this machine has {have}")
     return device
+
+
+def processor_name(device: str | torch.device = "cpu") -> str:
+    """What computes on ``device``, for records, caches and benchmark headers: the GPU's
+    name on CUDA; otherwise the CPU's model name from ``/proc/cpuinfo`` with its family and
+    model numbers (a hypervisor may show only "AMD EPYC": the numbers tell the generation),
+    or what ``platform`` says where that file is missing."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if not key.strip():  # the first processor ends here
+            break
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields:
+        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    return name

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import logging
 import os
 import re
 import secrets
@@ -34,6 +36,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "STALE_AFTER",
@@ -43,9 +46,11 @@ __all__ = [
     "folder_beside",
     "is_stale_temporary",
     "is_temporary",
+    "read_json_cache",
     "remove_stale_temporaries",
     "temporary_beside",
     "temporary_name",
+    "write_cache",
 ]
 
 TEMPORARY_NAME = re.compile(
@@ -145,6 +150,27 @@ def atomic_write(
     with atomic_path(path, suffix=suffix, fsync=fsync) as temporary:
         write(temporary)
     return path
+
+
+def write_cache(path: str | Path, data: bytes) -> None:
+    """Write a cache file atomically, making its folder; a failure is only logged: a cache
+    saves time, nothing depends on it."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda temporary: temporary.write_bytes(data))
+    except OSError as error:
+        logging.getLogger(__name__).warning("could not write the cache file %s: %s", path, error)
+
+
+def read_json_cache(path: str | Path) -> dict[str, Any]:
+    """The JSON object in a cache file; empty when it is missing, unreadable, corrupt or
+    not an object (what it held is then measured again)."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
 
 
 def _process_gone(pid: int) -> bool:

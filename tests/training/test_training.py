@@ -305,11 +305,14 @@ def test_a_run_writes_its_files_and_loadable_weights(
         "curves.png",
     ):
         assert (out / name).is_file(), name
-    assert TrainConfig.load(out / "config.json") == _config(folders)
+    saved = TrainConfig.load(out / "config.json")
+    assert saved.precision in ("float32", "bfloat16")  # "auto" made concrete
+    assert saved == dataclasses.replace(_config(folders), precision=saved.precision)
     rows = read_log(out / "log.csv")
     assert [r.iteration for r in rows if r.val_psnr is not None] == [10, 20, 30]
     model = load_network(out / "best.safetensors")
     assert model.card.training["iterations"] == result.best_iteration
+    assert model.card.training["precision"] == saved.precision
     assert model.card.metrics
     with pytest.raises(subpixel.SubpixelError, match="already holds a run"):
         train(_config(folders), out, cache_dir=tmp_path / "cache")
@@ -318,7 +321,7 @@ def test_a_run_writes_its_files_and_loadable_weights(
     bundled = tmp_path / "espcn_x2.safetensors"
     assert main(["bundle", str(out), "-o", str(bundled), "--datasets", str(folders[1])]) == 0
     card = load_network(bundled).card
-    assert TrainConfig(**card.training["config"]) == _config(folders)
+    assert TrainConfig(**card.training["config"]) == saved
     assert card.training["best_iteration"] == result.best_iteration
     assert set(card.metrics[str(folders[1])]) == {"psnr", "ssim", "bicubic_psnr"}
     assert "averaged_with" not in card.training
@@ -731,7 +734,9 @@ def test_cli_recipe_with_overrides(
         data_on_device=False,
         workers=0,
     )
-    assert TrainConfig.load(out / "config.json") == want
+    saved = TrainConfig.load(out / "config.json")
+    assert saved == dataclasses.replace(want, precision=saved.precision)
+    assert saved.precision in ("float32", "bfloat16")
     assert load_network(out / "best.safetensors").card.training["ema_decay"] == 0.999
     capsys.readouterr()
     assert main(["train", "--resume", "--recipe", "espcn-x2", *common]) == 1

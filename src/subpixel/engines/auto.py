@@ -39,7 +39,6 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -53,12 +52,12 @@ from subpixel.engines.base import (
     _cores,
     _network_kind,
 )
-from subpixel.engines.exports import _write_cache
 from subpixel.engines.onnxruntime_engine import OnnxRuntimeEngine
 from subpixel.engines.openvino_engine import OpenVinoEngine
 from subpixel.engines.tile_probe import tile_mismatches
 from subpixel.engines.torch_engine import TorchEngine
 from subpixel.errors import ModelError, SubpixelError
+from subpixel.files import read_json_cache, write_cache
 from subpixel.models import SUBPIXEL_FORM
 from subpixel.pipeline.tiling import TilingError
 from subpixel.precision import resolve_precision
@@ -182,14 +181,6 @@ def calibrate(
     return Calibration(kind, {name: min(t) for name, t in samples.items()})
 
 
-def _read_cache(path: Path) -> dict[str, Any]:
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError):  # missing, unreadable or corrupt: measure again
-        return {}
-    return raw if isinstance(raw, dict) else {}
-
-
 def _valid_candidate(name: object) -> bool:
     return isinstance(name, str) and name.removesuffix(SUBPIXEL_FORM) in ENGINES
 
@@ -207,7 +198,7 @@ def _cached_choice(path: Path, kind: str, threads: int | None = None) -> str | N
     Entries written before the tile probe (no ``tile_exact``), or before the key held the
     thread count (``.../{precision}``), are measured again."""
     threads = threads or torch.get_num_threads()
-    entry = _read_cache(path).get(kind)
+    entry = read_json_cache(path).get(kind)
     if (
         isinstance(entry, dict)
         and _valid_candidate(entry.get("engine"))
@@ -228,7 +219,7 @@ def _store_choice(path: Path, calibration: Calibration, probe: TileProbe, thread
     An entry of the same kind and thread count written with the older key (no thread count
     in it) is dropped: the new entry replaces it.
     """
-    cache = _read_cache(path)
+    cache = read_json_cache(path)
     older = calibration.kind.removesuffix(f"/t{threads}")
     superseded = cache.get(older) if older != calibration.kind else None
     if isinstance(superseded, dict) and superseded.get("threads") == threads:
@@ -244,7 +235,7 @@ def _store_choice(path: Path, calibration: Calibration, probe: TileProbe, thread
         "versions": _versions(),
         "size": CALIBRATION_SIZE,
     }
-    _write_cache(path, json.dumps(cache, indent=1, sort_keys=True).encode())
+    write_cache(path, json.dumps(cache, indent=1, sort_keys=True).encode())
 
 
 def _build(

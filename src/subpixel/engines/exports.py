@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from subpixel.engines.base import _network_kind
-from subpixel.files import atomic_write
+from subpixel.files import write_cache
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _exported(model: nn.Module, cache_dir: Path | None = None) -> bytes:
 
         data = onnx_bytes(model)
     if stored is not None and not stored.exists():
-        _write_cache(stored, data)
+        write_cache(stored, data)
     if key not in _EXPORTS:
         while len(_EXPORTS) >= _EXPORTS_KEPT:
             del _EXPORTS[next(iter(_EXPORTS))]
@@ -86,16 +86,6 @@ def _read_bytes(path: Path) -> bytes | None:
         return path.read_bytes() or None
     except OSError:  # not there yet, or unreadable: made again
         return None
-
-
-def _write_cache(path: Path, data: bytes) -> None:
-    """Write a cache file atomically (``subpixel.files``); a failure is only logged: the
-    cache saves time, nothing depends on it."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda temporary: temporary.write_bytes(data))
-    except OSError as error:
-        logger.warning("could not write the cache file %s: %s", path, error)
 
 
 def _writable_folder(root: Path | None, *parts: str) -> Path | None:

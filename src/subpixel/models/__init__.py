@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from subpixel.models.base import SUBPIXEL_FORM, SRNetwork
@@ -138,8 +139,10 @@ def settings_of(model: nn.Module) -> dict[str, Any]:
 
 def trainable(name: str) -> bool:
     """Whether the network ``name`` builds can be trained: as its class declares, or, for a
-    module that declares nothing, whether it has parameters."""
-    network = build(name)
+    module that declares nothing, whether it has parameters. The global random state is
+    left as it was (building draws fresh weights)."""
+    with torch.random.fork_rng(devices=[]):
+        network = build(name)
     if isinstance(network, SRNetwork):
         return network.trainable
     return any(parameter.requires_grad for parameter in network.parameters())

@@ -14,7 +14,7 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "step", "cosine", "plateau")
 LOSSES = ("mse", "l1", "charbonnier")
 TRAINABLE = ("all", "head")
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("auto", "float32", "bfloat16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -48,6 +48,9 @@ class TrainConfig:
     ``best``/``last`` hold. ``warmup`` iterations raise the rate linearly from
     ``lr / warmup`` to ``lr`` before any schedule (the cosine then anneals over the rest).
     ``precision="bfloat16"`` runs the network under autocast (the loss in float32);
+    ``"auto"`` is bfloat16 where a measured step of the run's shape is
+    ``precision_choice.BFLOAT16_PAYS`` times faster, float32 elsewhere (the run's
+    ``config.json`` records the one it used);
     ``compile_mode`` names a ``torch.compile`` mode for the training step (None: eager).
     """
 
@@ -90,7 +93,7 @@ class TrainConfig:
     ema_decay: float = 0.0
     warmup: int = 0
     charbonnier_eps: float = 1e-3
-    precision: str = "float32"
+    precision: str = "auto"
     compile_mode: str | None = None
 
     def __post_init__(self) -> None:

@@ -15,6 +15,7 @@ runs ahead and queues the next steps.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import os
 import time
@@ -39,6 +40,7 @@ from subpixel.training.checkpoint import TrainingState, load_checkpoint, save_ch
 from subpixel.training.config import TrainConfig
 from subpixel.training.ema import WeightAverage
 from subpixel.training.losses import charbonnier_loss
+from subpixel.training.precision_choice import StepTimer, choose_training_precision
 from subpixel.training.records import LogRow, plot_curves, read_log, write_log
 from subpixel.training.sampling import RunSampler
 from subpixel.training.schedule import Schedule
@@ -316,13 +318,89 @@ def _process_group(device: torch.device) -> Iterator[tuple[int, int, torch.devic
             dist.destroy_process_group()
 
 
-def _prepare_folder(files: RunFiles, config: TrainConfig, resume: bool, rank: int) -> TrainConfig:
+_TIMER_WARMUP_STEPS = 2
+
+
+def _random_state_kept(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """The global random state of the CPU (and of ``device``) restored on the way out."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+def step_timer(network: nn.Module, device: torch.device, share: int) -> StepTimer:
+    """Seconds of one whole training step (forward, loss, backward, optimiser) of a copy of
+    ``network`` on random batches of ``share`` patches, in a given precision; ``network``
+    and the global random state are left as they were."""
+    generator = torch.Generator().manual_seed(0)
+    steps: dict[str, Callable[[], None]] = {}
+
+    def prepared(config: TrainConfig, precision: str) -> Callable[[], None]:
+        copied = prepare_for_training(copy.deepcopy(network), device, precision)
+        view = TrainingView(copied).train()
+        optimizer = make_optimizer(copied, config)
+        run = dataclasses.replace(config, precision=precision)
+        side, hr_side = config.patch_size, config.patch_size * config.scale
+        lr = torch.rand((share, config.channels, side, side), generator=generator).to(device)
+        hr = torch.rand((share, config.channels, hr_side, hr_side), generator=generator)
+        hr = hr.to(device)
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            compute_loss(view, lr, hr, run).backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+
+        for _ in range(_TIMER_WARMUP_STEPS):
+            step()
+        return step
+
+    def timed(config: TrainConfig, precision: str) -> float:
+        if precision not in steps:
+            with _random_state_kept(device):
+                steps[precision] = prepared(config, precision)
+        start = time.perf_counter()
+        steps[precision]()
+        return time.perf_counter() - start
+
+    return timed
+
+
+def _agreed_precision(
+    config: TrainConfig, device: torch.device, rank: int, world_size: int
+) -> TrainConfig:
+    """``config`` with an ``"auto"`` precision made concrete (``precision_choice``): chosen
+    by the first process, the same for all."""
+    if config.precision != "auto":
+        return config
+    choice = [""]
+    if rank == 0:
+        share = config.batch_size // world_size
+        with _random_state_kept(device):  # building seeds the global generator
+            network = build_network(dataclasses.replace(config, init_from=None))
+        timer = step_timer(network, device, share)
+        choice[0] = choose_training_precision(config, device, timer, share=share)
+    if world_size > 1:
+        dist.broadcast_object_list(choice, src=0)
+    return dataclasses.replace(config, precision=choice[0])
+
+
+def _prepare_folder(
+    files: RunFiles,
+    config: TrainConfig,
+    resume: bool,
+    device: torch.device,
+    rank: int,
+    world_size: int,
+) -> TrainConfig:
+    """The run's config: read back from the folder to resume, or ``config`` with its
+    precision made concrete, written there for a new run."""
     if resume:
         if not files.config.exists():
             raise RunError(f"nothing to resume in {files.root} (no config.json)")
-        return TrainConfig.load(files.config)
+        return _agreed_precision(TrainConfig.load(files.config), device, rank, world_size)
     if files.checkpoint.exists():
         raise RunError(f"{files.root} already holds a run; pass --resume or choose a new folder")
+    config = _agreed_precision(config, device, rank, world_size)
     if rank == 0:
         try:
             files.root.mkdir(parents=True, exist_ok=True)
@@ -349,6 +427,7 @@ def _card_fields(
         "patch_size": config.patch_size,
         "seed": config.seed,
         "init_from": config.init_from,
+        "precision": config.precision,
     }
     if config.ema_decay:
         training["ema_decay"] = config.ema_decay
@@ -498,7 +577,7 @@ def _run(
     world_size: int,
 ) -> RunResult:
     """``train`` inside its process group (of one process, or ``torchrun``'s)."""
-    config = _prepare_folder(files, config, resume, rank)
+    config = _prepare_folder(files, config, resume, device, rank, world_size)
     cache = PatchCache.build(
         [Path(d) for d in config.data],
         config.data_config(),
