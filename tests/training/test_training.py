@@ -703,7 +703,7 @@ def test_recipes_are_complete_modern_configs(name: str) -> None:
     assert config.data_on_device and config.val == "Set5"
     assert config.loss in ("l1", "charbonnier") and config.ema_decay >= 0.99
     assert config.schedule == "cosine" and 0 < config.warmup < config.iterations // 10
-    assert 32 <= config.patch_size <= 48 and config.batch_size >= 128
+    assert 24 <= config.patch_size <= 48 and config.batch_size >= 128
     # Sized for minutes on one GPU: at most 0.6 M LR pixels a step, 50,000 steps.
     assert config.batch_size * config.patch_size**2 <= 600_000
     assert config.iterations <= 50_000
