@@ -35,7 +35,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +58,7 @@ from subpixel.engines.torch_engine import TorchEngine
 from subpixel.errors import ModelError, SubpixelError
 from subpixel.files import read_json_cache, write_cache
 from subpixel.models import SUBPIXEL_FORM
+from subpixel.paths import cache_root
 from subpixel.pipeline.tiling import TilingError
 from subpixel.precision import resolve_precision
 from subpixel.weights import card_of
@@ -127,8 +127,7 @@ def clear_engine_cache() -> None:
 
 def default_cache_file() -> Path:
     """``$XDG_CACHE_HOME/subpixel/engines.json``, by default ``~/.cache/subpixel/engines.json``."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "subpixel" / "engines.json"
+    return cache_root() / "engines.json"
 
 
 def _channels(model: nn.Module) -> int:

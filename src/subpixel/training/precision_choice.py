@@ -1,9 +1,9 @@
 """The training precision of ``precision="auto"``: bfloat16 where it pays on this machine.
 
-A training step in bfloat16 autocast (the loss and the optimiser in float32) is 2.1-2.35x
-faster than in float32 for ESPCN x3 and FSRCNN x3 on a Zen 4 CPU with AVX-512 BF16 at 64
-patches of 32x32, yet slower for FSRCNN-s; on a CPU without native bfloat16 it is emulated
-and always slower. Set5 after the same 3,000 steps of ESPCN x3 differed by 0.003 dB. So
+What bfloat16 autocast (the loss and the optimiser in float32) gains depends on network
+and shape: on 2 Zen 4 cores (AVX-512 BF16) at 64 patches of 17x17 a step of ESPCN x3 was
+1.87x faster, of FSRCNN x3 1.17x and of FSRCNN-s x3 1.12x; on a CPU without native bfloat16
+it is emulated and slower. Set5 after the same 3,000 steps of ESPCN x3 differed by 0.003 dB. So
 the choice is measured: on a device with native bfloat16 (``subpixel.precision
 .native_bfloat16``), a copy of the network takes whole training steps (forward, loss,
 backward, Adam) on random patches of the run's shape in each precision, interleaved, and
@@ -19,7 +19,6 @@ used, and a resumed run keeps it.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 
 from subpixel.devices import processor_name
 from subpixel.files import read_json_cache, write_cache
+from subpixel.paths import cache_root
 from subpixel.precision import native_bfloat16
 from subpixel.training.config import TrainConfig
 
@@ -42,8 +42,7 @@ StepTimer = Callable[[TrainConfig, str], float]
 
 def default_cache_file() -> Path:
     """``$XDG_CACHE_HOME/subpixel/training-precision.json`` (by default under ``~/.cache``)."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "subpixel" / "training-precision.json"
+    return cache_root() / "training-precision.json"
 
 
 def _key(config: TrainConfig, device: torch.device, share: int) -> str:
