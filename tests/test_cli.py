@@ -326,6 +326,32 @@ def test_shards_split_a_folder_between_processes(tmp_path: Path) -> None:
     assert len(list(out.glob("*.png"))) == 12
 
 
+def test_batches_of_images_and_frames_write_what_one_at_a_time_writes(tmp_path: Path) -> None:
+    # The default model, engine and precision of this machine; a folder of two sizes and a
+    # y4m clip of 5 frames, upscaled with --batch 3 and without.
+    av = pytest.importorskip("av")
+    source = tmp_path / "in"
+    source.mkdir()
+    for i in range(5):
+        _write_rgb(source / f"{i}.png", i, size=(9, 7) if i != 2 else (6, 8))
+    with av.open(str(source / "clip.y4m"), "w") as container:
+        stream = container.add_stream("rawvideo", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 16, 12, "yuv420p"
+        for i in range(5):
+            pixels = np.random.default_rng(i).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, "rgb24")))
+        container.mux(stream.encode())
+    one, batched = tmp_path / "one", tmp_path / "batched"
+    assert main(["upscale", str(source), "-o", str(one)]) == 0
+    assert main(["upscale", str(source), "-o", str(batched), "--batch", "3"]) == 0
+    names = sorted(p.name for p in one.iterdir())
+    assert names == ["0.png", "1.png", "2.png", "3.png", "4.png", "clip.y4m"]
+    for name in names:
+        assert (batched / name).read_bytes() == (one / name).read_bytes(), name
+    with pytest.raises(SystemExit):
+        main(["upscale", str(source), "-o", str(tmp_path / "x"), "--batch", "0"])
+
+
 def test_globs_and_output_format(tmp_path: Path) -> None:
     for name in ("x.png", "y.png", "z.bmp"):
         _write_rgb(tmp_path / name, len(name))
@@ -497,9 +523,9 @@ def test_failures_are_printed_as_they_happen(
     seen_before: dict[str, str] = {}
     upscale_one = cli._upscale_one
 
-    def recording(job: Job, model: torch.nn.Module, args: object) -> None:
+    def recording(job: Job, files: object) -> None:
         seen_before[job.source.name] = capsys.readouterr().err
-        upscale_one(job, model, args)  # type: ignore[arg-type]
+        upscale_one(job, files)  # type: ignore[arg-type]
 
     monkeypatch.setattr(cli, "_upscale_one", recording)
     out = tmp_path / "out"

@@ -43,13 +43,13 @@ PIL.Image.Image.save = save_then_block
 
 if block_on == "frame":
     import subpixel.pipeline.video as video
-    upscale_frame, calls = video._upscale_frame, []
+    upscale_frame, calls = video._upscale_frames, []
     def frame_then_block(*a, **k):
         calls.append(1)
         if len(calls) == 3:
             block()
         return upscale_frame(*a, **k)
-    video._upscale_frame = frame_then_block
+    video._upscale_frames = frame_then_block
 
 from subpixel.cli import main
 sys.exit(main(["upscale", *args, "--engine", "torch", "--model", "bicubic", "--scale", "2"]))

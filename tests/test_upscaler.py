@@ -162,6 +162,41 @@ def test_frames_upscaled_where_they_are_match_the_image_pipeline() -> None:
         assert apart.max() <= 1 and (apart > 0).mean() < 1e-3
 
 
+def test_a_batch_of_mixed_images_goes_through_the_device_path_by_groups() -> None:
+    # What a GPU does with upscale_batch, on CPU tensors: images of one shape and type share
+    # one upscale_frames call; each result equals the image's own device-path result and
+    # keeps its kind (PIL or array) and layout (gray arrays stay 2-D, 16-bit stays 16-bit).
+    upscaler = subpixel.load_model("espcn", scale=2)
+    rng = np.random.default_rng(4)
+    rgb = [rng.integers(0, 256, (9, 11, 3), dtype=np.uint8) for _ in range(3)]
+    gray16 = rng.integers(0, 65536, (9, 11), dtype=np.uint16)
+    gray_alpha = Image.fromarray(rgb[0], "RGB").convert("LA")
+    images: list[Image.Image | np.ndarray] = [
+        rgb[0], Image.fromarray(rgb[1]), gray16, rgb[2], gray_alpha
+    ]  # fmt: skip
+    calls: list[tuple[int, ...]] = []
+    frames_of = upscaler.upscale_frames
+
+    def counted(frames: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(frames.shape))
+        return frames_of(frames)
+
+    upscaler.upscale_frames = counted  # type: ignore[method-assign]
+    results = upscaler._batch_on_device(images)
+    assert sorted(calls) == [(1, 9, 11, 1), (1, 9, 11, 2), (3, 9, 11, 3)]
+    del upscaler.upscale_frames
+    for image, result in zip(images, results, strict=True):
+        assert type(result) is type(image)
+        alone = upscaler._batch_on_device([image])[0]
+        np.testing.assert_array_equal(np.asarray(result), np.asarray(alone))
+    assert results[2].dtype == np.uint16 and results[2].shape == (18, 22)
+    assert isinstance(results[4], Image.Image) and results[4].mode == "LA"
+    # On the CPU upscale_batch is the image path, one image at a time.
+    on_cpu = upscaler.upscale_batch(images)
+    for image, result in zip(images, on_cpu, strict=True):
+        np.testing.assert_array_equal(np.asarray(result), np.asarray(upscaler(image)))
+
+
 def _example_upscaled_whole() -> tuple[np.ndarray, subpixel.Upscaler, np.ndarray]:
     """The example image (225x150 RGB), the default model at x3 and its untiled output."""
     rgb = np.asarray(Image.open(EXAMPLE).convert("RGB"))

@@ -28,7 +28,7 @@ from subpixel.evaluation import EvaluationReport, evaluate
 from subpixel.files import remove_stale_temporaries
 from subpixel.images import DEFAULT_MAX_PIXELS
 from subpixel.pipeline.batch import BatchInterrupted, Job
-from subpixel.pipeline.files import FileOptions, is_video, upscale_file
+from subpixel.pipeline.files import FileBatches, FileOptions, is_video
 from subpixel.signals import interrupt_on_sigterm, signal_number
 from subpixel.upscaler import Upscaler, load_model
 from subpixel.weights import (
@@ -115,12 +115,14 @@ def _upscale(args: argparse.Namespace) -> int:
         jobs = shard(jobs, *parse_shard(args.shard))
     # The engine (an export and a compilation for "auto") only when something is left to do.
     model = _ready_model(args, native, device) if pending_jobs(jobs, args.overwrite) else None
+    options = _file_options(args)
+    files = None if model is None else FileBatches(jobs, model, options, overwrite=args.overwrite)
     with tqdm(
         total=len(jobs), unit="file", desc="upscale", file=sys.stderr, disable=len(jobs) < 2 or None
     ) as bar:
         summary = run_jobs(
             jobs,
-            lambda job: _upscale_one(job, model, args),
+            lambda job: _upscale_one(job, files),
             overwrite=args.overwrite,
             progress=lambda job: bar.update(1),
             on_error=lambda job, reason: tqdm.write(f"subpixel: error: {reason}", sys.stderr),
@@ -214,11 +216,12 @@ def _file_options(args: argparse.Namespace) -> FileOptions:
         codec=args.codec,
         crf=args.crf,
         preset=args.preset,
+        batch=args.batch,
     )
 
 
-def _upscale_one(job: Job, model: Upscaler | None, args: argparse.Namespace) -> None:
-    if model is None:  # run_jobs only calls this for jobs pending_jobs counted
+def _upscale_one(job: Job, files: FileBatches | None) -> None:
+    if files is None:  # run_jobs only calls this for jobs pending_jobs counted
         raise SubpixelError(f"{job.target}: no network was prepared")
     unit = "frame" if job.is_video else "tile"
     with tqdm(unit=unit, desc=job.source.name, file=sys.stderr, leave=False, disable=None) as bar:
@@ -227,7 +230,7 @@ def _upscale_one(job: Job, model: Upscaler | None, args: argparse.Namespace) -> 
             bar.total = total
             bar.update(done - bar.n)
 
-        notes = upscale_file(job.source, job.target, model, _file_options(args), progress=progress)
+        notes = files(job, progress=progress)
     for note in notes:
         print(f"subpixel: note: {note}", file=sys.stderr)
 
@@ -259,6 +262,7 @@ def _stream(args: argparse.Namespace, model: Upscaler) -> None:
         crf=args.crf,
         preset=args.preset,
         input_format=PIPE_FORMAT if source == "-" else None,
+        batch=args.batch,
     )
 
 
@@ -280,7 +284,8 @@ def _stream_image(
             target = Path(folder, f"stdout{extension}")
             names[str(target)] = "stdout"
         try:
-            _upscale_one(Job(source, target, source.name), model, args)
+            job = Job(source, target, source.name)
+            _upscale_one(job, FileBatches([job], model, _file_options(args), overwrite=True))
         except SubpixelError as error:
             message = str(error)
             for path, name in names.items():
@@ -732,6 +737,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--preset", default="medium", help="video encoder preset (default: medium)")
     up.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    up.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="upscale N video frames, or N images of a folder, together: on a GPU one upload "
+        "and one network call for images of one size; the outputs are the same (default: 1)",
+    )
     up.add_argument(
         "--ray",
         nargs="?",

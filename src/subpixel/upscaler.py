@@ -29,7 +29,7 @@ Example:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -312,14 +312,58 @@ class Upscaler:
 
     def _on_device(self, image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
         """One image through ``upscale_frames``: one upload, one download."""
-        if isinstance(image, Image.Image):
-            array, _mode = inference.pil_to_array(image)
-            return Image.fromarray(np.asarray(self._on_device(array)))
-        original = np.asarray(image)
-        array = original[..., None] if original.ndim == 2 else original
-        frames = torch.from_numpy(np.ascontiguousarray(array))[None].to(self.device)
-        out = self.upscale_frames(frames)[0].cpu().numpy()
-        return out.reshape(out.shape[:2]) if original.ndim == 2 else out
+        return self._batch_on_device([image])[0]
+
+    def upscale_batch(
+        self,
+        images: Sequence[Image.Image | np.ndarray],
+        *,
+        scale: float | None = None,
+        tile: int | None = None,
+        max_memory: int | None = None,
+        alpha: str = "bicubic",
+    ) -> list[Image.Image | np.ndarray]:
+        """Several images, each returned as ``self(image, ...)`` returns it.
+
+        On a GPU, at the network's own scale, untiled, with bicubic alpha, images of one
+        size and type (after Pillow's mode conversions) go through ``upscale_frames``
+        together: one upload, the network once, one download per group. Elsewhere (the CPU,
+        whose engines already use every core; tiles; other scales) one image at a time.
+        """
+        if (
+            self.device.type != "cpu"
+            and tile is None
+            and max_memory is None
+            and scale in (None, self.scale)
+            and alpha == "bicubic"
+        ):
+            return self._batch_on_device(images)
+        return [
+            self(image, scale=scale, tile=tile, max_memory=max_memory, alpha=alpha)
+            for image in images
+        ]
+
+    def _batch_on_device(
+        self, images: Sequence[Image.Image | np.ndarray]
+    ) -> list[Image.Image | np.ndarray]:
+        """``images`` through ``upscale_frames``, those of one shape and type as one batch."""
+        arrays = [
+            inference.pil_to_array(i)[0] if isinstance(i, Image.Image) else np.asarray(i)
+            for i in images
+        ]
+        groups: dict[tuple[tuple[int, ...], np.dtype], list[int]] = {}
+        for index, array in enumerate(arrays):
+            groups.setdefault((array.shape, array.dtype), []).append(index)
+        results: list[Image.Image | np.ndarray] = list(images)
+        for indices in groups.values():
+            stack = np.stack([arrays[i].reshape(*arrays[i].shape[:2], -1) for i in indices])
+            frames = torch.from_numpy(stack).to(self.device)
+            out = self.upscale_frames(frames).cpu().numpy()
+            for frame, index in zip(out, indices, strict=True):
+                array = frame.reshape(frame.shape[:2]) if arrays[index].ndim == 2 else frame
+                pil = isinstance(images[index], Image.Image)
+                results[index] = Image.fromarray(np.ascontiguousarray(array)) if pil else array
+        return results
 
     def upscale_array(
         self,

@@ -11,7 +11,8 @@ from PIL import Image
 
 import subpixel
 from subpixel.errors import SubpixelError
-from subpixel.pipeline.files import FileOptions, upscale_bytes, upscale_file
+from subpixel.pipeline.batch import Job, run_jobs
+from subpixel.pipeline.files import FileBatches, FileOptions, upscale_bytes, upscale_file
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +72,38 @@ def test_an_extension_is_an_extension(upscaler: subpixel.Upscaler) -> None:
         upscale_bytes(b"x", "../../etc/passwd", upscaler)
     with pytest.raises(SubpixelError, match="not an image extension"):
         upscale_bytes(b"x", ".mp4", upscaler)
+
+
+def test_images_read_ahead_in_batches_are_written_as_one_at_a_time(
+    tmp_path: Path, upscaler: subpixel.Upscaler
+) -> None:
+    # Five images (two sizes, one corrupt) in batches of 2: the same files as upscale_file
+    # writes, the corrupt one failing alone when its turn comes, an existing output skipped.
+    rng = np.random.default_rng(6)
+    sources = []
+    for index, shape in enumerate([(12, 10, 3), (12, 10, 3), (7, 9, 3), (12, 10, 3)]):
+        path = tmp_path / f"in{index}.png"
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
+        sources.append(path)
+    corrupt = tmp_path / "in4.png"
+    corrupt.write_bytes(sources[0].read_bytes()[:60])
+    sources.insert(2, corrupt)
+    jobs = [Job(s, tmp_path / "out" / s.name, s.name) for s in sources]
+    (tmp_path / "out").mkdir()
+    jobs[-1].target.write_bytes(b"already there")
+    options = FileOptions(batch=2)
+    files = FileBatches(jobs, upscaler, options)
+    summary = run_jobs(jobs, files)
+    assert summary.skipped == [jobs[-1].target]
+    assert [source for source, _ in summary.failed] == [corrupt]
+    assert str(corrupt) in summary.failed[0][1]
+    for job in jobs[:2] + jobs[3:4]:
+        expected = tmp_path / f"expected-{job.source.name}"
+        upscale_file(job.source, expected, upscaler)
+        assert job.target.read_bytes() == expected.read_bytes()
+    assert jobs[-1].target.read_bytes() == b"already there"
+
+
+def test_a_batch_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="batch"):
+        FileOptions(batch=0)

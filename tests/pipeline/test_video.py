@@ -386,18 +386,55 @@ def test_full_range_video_is_mapped_to_studio_swing_and_back() -> None:
     assert (y.min(), y.max()) == (0, 255)
 
 
+@pytest.mark.parametrize("batch", [3, 16])
+def test_frames_in_batches_are_the_frames_one_at_a_time(
+    clips: dict[str, Path], batch: int, tmp_path: Path
+) -> None:
+    # The bundled default model, on this machine's default engine and precision; 10 frames in
+    # batches of 3 (the last one short) or one batch larger than the clip.
+    model = subpixel.load_model(scale=2)
+    one, many = io.BytesIO(), io.BytesIO()
+    upscale_video(clips["mkv"], one, model)
+    calls: list[tuple[int, int | None]] = []
+    report = upscale_video(
+        clips["mkv"], many, model, batch=batch, progress=lambda *a: calls.append(a)
+    )
+    assert report.frames == 10 and [done for done, _ in calls] == list(range(1, 11))
+    assert many.getvalue() == one.getvalue()
+    # Timestamps and copied audio as without batches; max_frames inside a batch.
+    target = tmp_path / "batched.mkv"
+    report = upscale_video(clips["mkv"], target, model, batch=batch, max_frames=7)
+    assert report.frames == 7 and len(_frames(target)) == 7
+    times = [round(f.time, 3) for f in _frames(target)]
+    assert times == [0.0, 0.04, 0.08, 0.2, 0.24, 0.25, 0.4]
+
+
+def test_batches_of_full_range_frames_are_mapped_like_single_frames() -> None:
+    clip = _y4m((16, 8), frames=5, pixel_format="yuvj420p")
+    one, many = io.BytesIO(), io.BytesIO()
+    model = subpixel.load_model("fsrcnn-s")
+    upscale_video(io.BytesIO(clip), one, model)
+    upscale_video(io.BytesIO(clip), many, model, batch=2)
+    assert many.getvalue() == one.getvalue()
+
+
+def test_a_batch_below_one_is_refused(clips: dict[str, Path], bicubic2: torch.nn.Module) -> None:
+    with pytest.raises(ValueError, match="batch"):
+        upscale_video(clips["mkv"], io.BytesIO(), bicubic2, batch=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Odd sizes, file objects, stdin/stdout
 
 
-def _y4m(size: tuple[int, int], frames: int = 3) -> bytes:
+def _y4m(size: tuple[int, int], frames: int = 3, pixel_format: str = "yuv420p") -> bytes:
     raw = io.BytesIO()
     with av.open(raw, "w", format="yuv4mpegpipe") as out:
         stream = out.add_stream("rawvideo", rate=24)
-        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = *size, pixel_format
         for i in range(frames):
             frame = av.VideoFrame.from_ndarray(_scene(size[1], size[0], i), format="rgb24")
-            frame = frame.reformat(format="yuv420p")
+            frame = frame.reformat(format=pixel_format)
             frame.pts = i
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))

@@ -165,6 +165,7 @@ def upscale_video(
     max_frames: int | None = None,
     input_format: str | None = None,
     output_format: str | None = None,
+    batch: int = 1,
 ) -> VideoReport:
     """Upscale every frame of a video with ``model``, copying the audio and subtitles.
 
@@ -186,6 +187,9 @@ def upscale_video(
         input_format: FFmpeg demuxer name; None probes (stdin and file objects included).
         output_format: FFmpeg muxer name; None takes it from the target's extension, and
             y4m for ``"-"`` and file objects.
+        batch: frames upscaled together: a Y network runs once on ``batch`` frames (one
+            upload and one network call per batch on a GPU). The frames are the same as one
+            at a time's; only the memory held (``batch`` decoded and upscaled frames) grows.
 
     Returns:
         A :class:`VideoReport`.
@@ -204,6 +208,8 @@ def upscale_video(
     """
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     upscaler = as_upscaler(model)
     _check_encoder(codec)
     _check_target(target, codec, output_format)
@@ -226,6 +232,7 @@ def upscale_video(
                 _chroma_offset(video_in, head),
                 progress,
                 max_frames,
+                batch,
             )
     seconds = time.perf_counter() - started
     return VideoReport(
@@ -428,6 +435,7 @@ def _transcode(
     chroma_offset: float,
     progress: Progress | None,
     max_frames: int | None,
+    batch: int,
 ) -> tuple[int, _VideoOutput, _Copies]:
     """Decode, upscale, encode, remux; returns frames written, the output, the streams copied."""
     total = video_in.frames or None
@@ -445,6 +453,25 @@ def _transcode(
     left = not raw and settings.pixel_format == "yuv420p"
     chroma = _ChromaUpscaler(upscaler.scale, _LEFT if left else _CENTRE)
     end = _End()
+    queued: list[VideoFrame] = []  # decoded, not yet upscaled: at most ``batch``
+    taken = 0  # frames decoded and kept (queued or written)
+
+    def encode_queued(video_out: _VideoOutput, frames: int) -> int:
+        """Upscale the queued frames as one batch and hand them to the encoder, in order."""
+        if not queued:
+            return frames
+        upscaled = _upscale_frames(queued, upscaler, chroma, chroma_offset, video_out.size)
+        for frame, sr in zip(queued, upscaled, strict=True):
+            sr = sr if sr.format.name == settings.pixel_format else _convert(sr, settings)
+            sr.pts = video_out.pts(frame, frames)
+            sr.time_base = video_out.time_base
+            muxer.encode(video_out.stream, sr)
+            frames += 1
+            if progress is not None:
+                progress(frames, total)
+        queued.clear()
+        return frames
+
     try:
         # Encoding and muxing run on a thread of their own, overlapping the next frame.
         with BackgroundMuxer(output_container) as muxer:
@@ -483,20 +510,17 @@ def _transcode(
                             f"{video_out.input_size[1]} to {frame.width}x{frame.height}), which "
                             "is not supported"
                         )
-                    sr = _upscale_frame(frame, upscaler, chroma, chroma_offset, video_out.size)
-                    sr = sr if sr.format.name == settings.pixel_format else _convert(sr, settings)
-                    sr.pts = video_out.pts(frame, frames)
-                    sr.time_base = video_out.time_base
-                    muxer.encode(video_out.stream, sr)
-                    frames += 1
-                    if progress is not None:
-                        progress(frames, total)
-                    if frames == max_frames:
+                    queued.append(frame)
+                    taken += 1
+                    if len(queued) == batch:
+                        frames = encode_queued(video_out, frames)
+                    if taken == max_frames:
                         break
-                if frames == max_frames:
+                if taken == max_frames:
                     break
             if video_out is None:
                 raise VideoError("no video frame could be decoded: the input is empty or corrupt")
+            frames = encode_queued(video_out, frames)
             muxer.encode(video_out.stream, None)
     except av.FFmpegError as error:
         raise VideoError(f"video processing failed: {_reason(error)}") from error
@@ -764,47 +788,63 @@ def _plane(frame: VideoFrame, index: int) -> np.ndarray:
     return rows[: plane.height, : plane.width]
 
 
-def _upscale_frame(
-    frame: VideoFrame,
+def _upscale_frames(
+    frames: list[VideoFrame],
     upscaler: Upscaler,
     chroma: _ChromaUpscaler,
     chroma_offset: float,
     size: tuple[int, int],
-) -> VideoFrame:
-    """One decoded frame -> the upscaled yuv420p frame, (W, H) = ``size``.
+) -> list[VideoFrame]:
+    """Decoded frames -> the upscaled yuv420p frames, (W, H) = ``size``; a Y network runs
+    once for all of them (one (B, 1, H, W) batch), an RGB network once per frame.
 
     ``chroma_offset`` is where the decoder's 4:2:0 chroma sits (see ``_ChromaUpscaler``).
     """
+    if upscaler.colour_space == "rgb":
+        return [_upscale_rgb_frame(frame, upscaler, chroma, size) for frame in frames]
     width, height = size
     device = upscaler.device
-    if upscaler.colour_space == "rgb":
-        rgb = frame.to_ndarray(format="rgb24", interpolation=_SWSCALE_FLAGS)
-        sr = upscaler(rgb)[:height, :width]  # uint8 in, uint8 out (rounded half to even)
-        hr = VideoFrame.from_ndarray(np.ascontiguousarray(sr), format="rgb24")
-        # 4:4:4 with the matrix and range the frame was decoded with (no chroma resampling,
-        # so no siting question), then 4:2:0 sited like the output's chroma.
-        yuv444 = hr.reformat(
-            format="yuv444p",
-            dst_colorspace=frame.colorspace,
-            dst_color_range=frame.color_range,
-            interpolation=_SWSCALE_FLAGS,
-        )
-        y, u, v = (torch.from_numpy(_plane(yuv444, i).astype(np.float32)) for i in range(3))
-        uv = _subsample(torch.stack([u, v]), chroma.output_offset)
-        return _yuv420_frame(y, uv, frame)
-    yuv = frame
-    if frame.format.name not in ("yuv420p", "yuvj420p"):  # 4:2:2, 4:4:4, 10-bit, nv12, ...
-        yuv, chroma_offset = frame.reformat(format="yuv420p"), _CENTRE  # swscale's default
-    full_range = frame.color_range == _JPEG_RANGE or frame.format.name == "yuvj420p"
-    y = torch.from_numpy(_plane(yuv, 0).astype(np.float32))[None, None].to(device)  # (1, 1, H, W)
-    if full_range:
-        y = 16.0 + y * (219.0 / 255.0)  # full swing -> studio swing, as the networks expect
-    y_sr = upscaler.run_tensor(y / 255.0) * 255.0  # (1, 1, rH, rW)
-    if full_range:
-        y_sr = (y_sr - 16.0) * (255.0 / 219.0)
-    uv_lr = np.stack([_plane(yuv, 1), _plane(yuv, 2)]).astype(np.float32)  # (2, H/2, W/2)
-    uv_sr = chroma(torch.from_numpy(uv_lr).to(device), chroma_offset)  # (2, rH/2, rW/2)
-    return _yuv420_frame(y_sr[0, 0, :height, :width], uv_sr[:, : height // 2, : width // 2], frame)
+    lumas, chromas, offsets, full_ranges = [], [], [], []
+    for frame in frames:
+        yuv, offset = frame, chroma_offset
+        if frame.format.name not in ("yuv420p", "yuvj420p"):  # 4:2:2, 4:4:4, 10-bit, nv12, ...
+            yuv, offset = frame.reformat(format="yuv420p"), _CENTRE  # swscale's default
+        lumas.append(torch.from_numpy(_plane(yuv, 0).astype(np.float32)))
+        chromas.append(np.stack([_plane(yuv, 1), _plane(yuv, 2)]).astype(np.float32))
+        offsets.append(offset)
+        full_ranges.append(frame.color_range == _JPEG_RANGE or frame.format.name == "yuvj420p")
+    y = torch.stack(lumas)[:, None].to(device)  # (B, 1, H, W)
+    full = torch.tensor(full_ranges, device=device)[:, None, None, None]
+    y = torch.where(full, 16.0 + y * (219.0 / 255.0), y)  # full swing -> studio swing
+    y_sr = upscaler.run_tensor(y / 255.0) * 255.0  # (B, 1, rH, rW)
+    y_sr = torch.where(full, (y_sr - 16.0) * (255.0 / 219.0), y_sr)
+    out = []
+    for index, frame in enumerate(frames):
+        uv_sr = chroma(torch.from_numpy(chromas[index]).to(device), offsets[index])
+        luma = y_sr[index, 0, :height, :width]
+        out.append(_yuv420_frame(luma, uv_sr[:, : height // 2, : width // 2], frame))
+    return out
+
+
+def _upscale_rgb_frame(
+    frame: VideoFrame, upscaler: Upscaler, chroma: _ChromaUpscaler, size: tuple[int, int]
+) -> VideoFrame:
+    """One frame through an RGB network: RGB out of the decoder, YUV 4:2:0 back."""
+    width, height = size
+    rgb = frame.to_ndarray(format="rgb24", interpolation=_SWSCALE_FLAGS)
+    sr = upscaler(rgb)[:height, :width]  # uint8 in, uint8 out (rounded half to even)
+    hr = VideoFrame.from_ndarray(np.ascontiguousarray(sr), format="rgb24")
+    # 4:4:4 with the matrix and range the frame was decoded with (no chroma resampling,
+    # so no siting question), then 4:2:0 sited like the output's chroma.
+    yuv444 = hr.reformat(
+        format="yuv444p",
+        dst_colorspace=frame.colorspace,
+        dst_color_range=frame.color_range,
+        interpolation=_SWSCALE_FLAGS,
+    )
+    y, u, v = (torch.from_numpy(_plane(yuv444, i).astype(np.float32)) for i in range(3))
+    uv = _subsample(torch.stack([u, v]), chroma.output_offset)
+    return _yuv420_frame(y, uv, frame)
 
 
 def _subsample(planes: torch.Tensor, offset: float) -> torch.Tensor:
