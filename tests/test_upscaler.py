@@ -197,6 +197,38 @@ def test_a_batch_of_mixed_images_goes_through_the_device_path_by_groups() -> Non
         np.testing.assert_array_equal(np.asarray(result), np.asarray(upscaler(image)))
 
 
+def test_device_batches_are_cut_to_the_device_memory_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Five images of one size: a budget for two a batch makes batches of 2, 2 and 1; a budget
+    # under one image sends each through the image pipeline (tiled there by its limits).
+    import subpixel.upscaler as module
+
+    assert module.device_memory_budget(torch.device("cpu")) is None  # the host's: limits
+    upscaler = subpixel.load_model("espcn", scale=2)
+    rng = np.random.default_rng(8)
+    images = [rng.integers(0, 256, (10, 12, 3), dtype=np.uint8) for _ in range(5)]
+    per_image = upscaler._device_work((10, 12, 3))
+    calls: list[int] = []
+    frames_of = upscaler.upscale_frames
+
+    def counted(frames: torch.Tensor) -> torch.Tensor:
+        calls.append(frames.shape[0])
+        return frames_of(frames)
+
+    upscaler.upscale_frames = counted  # type: ignore[method-assign]
+    monkeypatch.setattr(module, "device_memory_budget", lambda device: int(2.5 * per_image))
+    batched = upscaler._batch_on_device(images)
+    assert calls == [2, 2, 1]
+    monkeypatch.setattr(module, "device_memory_budget", lambda device: int(0.5 * per_image))
+    calls.clear()
+    apart = upscaler._batch_on_device(images)
+    assert calls == []
+    for image, one, other in zip(images, batched, apart, strict=True):
+        np.testing.assert_array_equal(other, upscaler(image))
+        assert np.abs(one.astype(int) - other.astype(int)).max() <= 1
+
+
 def _example_upscaled_whole() -> tuple[np.ndarray, subpixel.Upscaler, np.ndarray]:
     """The example image (225x150 RGB), the default model at x3 and its untiled output."""
     rgb = np.asarray(Image.open(EXAMPLE).convert("RGB"))

@@ -5,7 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["DEFAULT_TILE_WORK", "MAX_SCALE", "MEMORY_SHARE", "memory_budget", "resident_memory"]
+import torch
+
+__all__ = [
+    "DEFAULT_TILE_WORK",
+    "MAX_SCALE",
+    "MEMORY_SHARE",
+    "device_memory_budget",
+    "memory_budget",
+    "resident_memory",
+]
 
 #: The largest total scale accepted (``upscale_image``, ``--scale``, bicubic models); beyond
 #: it almost all of the output is interpolation.
@@ -31,6 +40,17 @@ def memory_budget() -> int | None:
         if line.startswith("MemAvailable:"):
             return int(int(line.split()[1]) * 1024 * MEMORY_SHARE)
     return None
+
+
+def device_memory_budget(device: torch.device) -> int | None:
+    """Bytes a batch on a GPU may use: ``MEMORY_SHARE`` of what is free on the device now
+    (``torch.cuda.mem_get_info``; torch's own cached blocks counted as free), or None for
+    the CPU and devices that cannot say (their memory is the host's: ``memory_budget``)."""
+    if device.type != "cuda":
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return int((free + cached) * MEMORY_SHARE)
 
 
 def resident_memory() -> int | None:

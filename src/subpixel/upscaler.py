@@ -48,10 +48,11 @@ from subpixel.engines import (
     make_engine,
 )
 from subpixel.errors import ModelError
+from subpixel.limits import device_memory_budget
 from subpixel.models import SUBPIXEL_FORM
 from subpixel.pipeline import device as device_pipeline
 from subpixel.pipeline import image as inference
-from subpixel.pipeline.tiling import receptive_radius
+from subpixel.pipeline.tiling import receptive_radius, work_per_lr_pixel
 from subpixel.precision import precision_for_card
 from subpixel.weights import DEFAULT_MODEL, ModelCard, card_of, load_network
 
@@ -290,7 +291,9 @@ class Upscaler:
 
         The keywords are ``subpixel.upscale_image``'s. On a GPU, an image at the network's
         own scale, untiled, with bicubic alpha, is upscaled on the device from one upload
-        to one download (``upscale_frames``); the rest goes through the CPU pipeline.
+        to one download (``upscale_frames``) when its work fits in half the device's free
+        memory; the rest goes through the CPU pipeline (tiled by the default limits, the
+        network on the device).
         """
         if (
             self.device.type != "cpu"
@@ -327,7 +330,9 @@ class Upscaler:
 
         On a GPU, at the network's own scale, untiled, with bicubic alpha, images of one
         size and type (after Pillow's mode conversions) go through ``upscale_frames``
-        together: one upload, the network once, one download per group. Elsewhere (the CPU,
+        together: one upload, the network once, one download per batch, as many a batch as
+        fit in half the device's free memory (``limits.device_memory_budget``); an image
+        too big for it alone is tiled through the image pipeline. Elsewhere (the CPU,
         whose engines already use every core; tiles; other scales) one image at a time.
         """
         if (
@@ -355,15 +360,30 @@ class Upscaler:
         for index, array in enumerate(arrays):
             groups.setdefault((array.shape, array.dtype), []).append(index)
         results: list[Image.Image | np.ndarray] = list(images)
-        for indices in groups.values():
-            stack = np.stack([arrays[i].reshape(*arrays[i].shape[:2], -1) for i in indices])
-            frames = torch.from_numpy(stack).to(self.device)
-            out = self.upscale_frames(frames).cpu().numpy()
-            for frame, index in zip(out, indices, strict=True):
-                array = frame.reshape(frame.shape[:2]) if arrays[index].ndim == 2 else frame
-                pil = isinstance(images[index], Image.Image)
-                results[index] = Image.fromarray(np.ascontiguousarray(array)) if pil else array
+        budget = device_memory_budget(self.device)
+        for (shape, _dtype), indices in groups.items():
+            per_image = self._device_work(shape)
+            size = len(indices) if budget is None else int(budget // per_image)
+            if size == 0:  # too big for the device whole: tiles through the image pipeline
+                for index in indices:
+                    results[index] = inference.upscale(images[index], self)
+                continue
+            for start in range(0, len(indices), size):
+                chunk = indices[start : start + size]
+                stack = np.stack([arrays[i].reshape(*arrays[i].shape[:2], -1) for i in chunk])
+                frames = torch.from_numpy(stack).to(self.device)
+                out = self.upscale_frames(frames).cpu().numpy()
+                for frame, index in zip(out, chunk, strict=True):
+                    array = frame.reshape(frame.shape[:2]) if arrays[index].ndim == 2 else frame
+                    pil = isinstance(images[index], Image.Image)
+                    results[index] = Image.fromarray(np.ascontiguousarray(array)) if pil else array
         return results
+
+    def _device_work(self, shape: tuple[int, ...]) -> float:
+        """Estimated device bytes of one image of array ``shape`` in ``upscale_frames``: the
+        image pipeline's per-pixel estimate (``pipeline.tiling.work_per_lr_pixel``)."""
+        channels = shape[2] if len(shape) == 3 else 1
+        return shape[0] * shape[1] * work_per_lr_pixel(self.network, channels)
 
     def upscale_array(
         self,

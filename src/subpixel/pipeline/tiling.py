@@ -60,6 +60,7 @@ __all__ = [
     "receptive_radius",
     "run_tiled",
     "tile_for_memory",
+    "work_per_lr_pixel",
 ]
 
 # Modules that act on each pixel alone (activations, normalisation in eval mode, dropout):
@@ -407,6 +408,12 @@ def _memory_plan(model: nn.Module, channels: int, scale: float | None) -> tuple[
     trace = _trace(model)
     margin = max(_radius(trace), 2) + _resample_margin(trace.native_scale, scale)
     return margin, _bytes_per_lr_pixel(trace, channels, scale)
+
+
+def work_per_lr_pixel(model: nn.Module, channels: int, *, scale: float | None = None) -> float:
+    """Estimated bytes of working memory per LR pixel of an untiled image (no margin): the
+    per-pixel rate of ``estimate_tile_memory``."""
+    return _memory_plan(model, channels, scale)[1]
 
 
 def tile_for_memory(
