@@ -173,3 +173,20 @@ def test_bad_frames_and_networks_are_refused(espcn: dict[int, nn.Module]) -> Non
         upscale_image_on_device(
             np.zeros((4, 5), np.float32), espcn[2], scale=2, colour_space="y", device="cpu"
         )
+
+
+def test_the_device_pipeline_benchmark_runs_every_row() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "device_pipeline.py"
+    command = [sys.executable, str(script), "--device", "cpu", "--repeats", "1", "--batch", "2"]
+    command += ["--width", "16", "--height", "12", "--networks", "espcn-x3,fsrcnn-s-x3"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [
+        line.split() for line in done.stdout.splitlines() if line.startswith(("espcn", "fsrcnn"))
+    ]
+    assert len(rows) == 12  # per network: default, pipeline and network alone, batches 1 and 2
+    assert {row[-1] != "inf" and float(row[-1]) > 0 for row in rows} == {True}
