@@ -295,13 +295,7 @@ class Upscaler:
         memory; the rest goes through the CPU pipeline (tiled by the default limits, the
         network on the device).
         """
-        if (
-            self.device.type != "cpu"
-            and tile is None
-            and max_memory is None
-            and scale in (None, self.scale)
-            and alpha == "bicubic"
-        ):
+        if self._goes_to_device(scale, tile, max_memory, alpha):
             return self._on_device(image)
         return inference.upscale(
             image,
@@ -311,6 +305,19 @@ class Upscaler:
             max_memory=max_memory,
             progress=progress,
             alpha=alpha,
+        )
+
+    def _goes_to_device(
+        self, scale: float | None, tile: int | None, max_memory: int | None, alpha: str
+    ) -> bool:
+        """Whether a call with these keywords takes the device pipeline (on a GPU, at the
+        network's own scale, untiled, with bicubic alpha)."""
+        return (
+            self.device.type != "cpu"
+            and tile is None
+            and max_memory is None
+            and scale in (None, self.scale)
+            and alpha == "bicubic"
         )
 
     def _on_device(self, image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
@@ -335,13 +342,7 @@ class Upscaler:
         too big for it alone is tiled through the image pipeline. Elsewhere (the CPU,
         whose engines already use every core; tiles; other scales) one image at a time.
         """
-        if (
-            self.device.type != "cpu"
-            and tile is None
-            and max_memory is None
-            and scale in (None, self.scale)
-            and alpha == "bicubic"
-        ):
+        if self._goes_to_device(scale, tile, max_memory, alpha):
             return self._batch_on_device(images)
         return [
             self(image, scale=scale, tile=tile, max_memory=max_memory, alpha=alpha)
