@@ -815,9 +815,11 @@ def _upscale_frames(
         full_ranges.append(frame.color_range == _JPEG_RANGE or frame.format.name == "yuvj420p")
     y = torch.stack(lumas)[:, None].to(device)  # (B, 1, H, W)
     full = torch.tensor(full_ranges, device=device)[:, None, None, None]
-    y = torch.where(full, 16.0 + y * (219.0 / 255.0), y)  # full swing -> studio swing
+    if any(full_ranges):  # full swing -> studio swing, as the networks expect
+        y = torch.where(full, 16.0 + y * (219.0 / 255.0), y)
     y_sr = upscaler.run_tensor(y / 255.0) * 255.0  # (B, 1, rH, rW)
-    y_sr = torch.where(full, (y_sr - 16.0) * (255.0 / 219.0), y_sr)
+    if any(full_ranges):
+        y_sr = torch.where(full, (y_sr - 16.0) * (255.0 / 219.0), y_sr)
     out = []
     for index, frame in enumerate(frames):
         uv_sr = chroma(torch.from_numpy(chromas[index]).to(device), offsets[index])
