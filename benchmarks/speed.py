@@ -68,7 +68,7 @@ import subpixel
 from subpixel import models
 from subpixel.allocator import keep_freed_memory
 from subpixel.devices import processor_name
-from subpixel.engines import ENGINES, Engine, make_engine, set_threads
+from subpixel.engines import ENGINES, Engine, GridEngine, make_engine, set_threads
 from subpixel.errors import SubpixelError
 from subpixel.precision import LOSS_KEYS, native_bfloat16, precision_for_card
 from subpixel.precision_loss import measure_losses
@@ -364,8 +364,9 @@ def rgb_methods(
 
 
 def _engine_name(engine: Engine) -> str:
-    """An engine's name, and the form (FSRCNN) it runs."""
-    return f"{engine.name} sub-pixel" if engine.form else str(engine.name)
+    """An engine's name, the form (FSRCNN) it runs, and its fixed grid of tiles, if any."""
+    name = f"{engine.name} sub-pixel" if engine.form else str(engine.name)
+    return f"{name} on a grid" if isinstance(engine, GridEngine) else name
 
 
 def _opencv_dnn(architecture: str, scale: int) -> Callable[[np.ndarray], np.ndarray] | None:

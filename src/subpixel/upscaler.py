@@ -10,8 +10,9 @@ Exactness. ``precision="auto"`` runs 8-bit images in the card's precision (bfloa
 "mixed" only where its recorded loss is under 0.05 dB, on hardware with native bfloat16), and
 16-bit images and float arrays always in float32: bfloat16 keeps 8 significant bits, which
 would cut a 16-bit gradient to a few hundred levels. The automatic engine is one whose tiles
-matched the whole image bit for bit when it was chosen, so tiled and untiled results are the
-same (``subpixel.engines``).
+matched the whole image bit for bit when it was chosen, or, where a faster engine's did not,
+that engine run on a fixed grid of tiles that every image is cut into however it is tiled
+(``subpixel.engines.grid``): tiled and untiled results are the same (``subpixel.engines``).
 
 Engines are built on first use, one per precision, and kept: making an Upscaler costs only
 the weights; the first image pays for the engine (a calibration the first time on a machine,
@@ -47,6 +48,7 @@ from subpixel.engines import (
     auto_choice,
     make_engine,
 )
+from subpixel.engines.grid import GRID_SUFFIX, GridEngine
 from subpixel.errors import ModelError
 from subpixel.limits import device_memory_budget
 from subpixel.models import SUBPIXEL_FORM
@@ -207,16 +209,31 @@ class Upscaler:
             return default_cache_file()
         return None if self._cache_file is None else Path(self._cache_file)
 
-    def run(self, lr: np.ndarray, *, bits: int = 8) -> np.ndarray:
+    def run(self, lr: np.ndarray, *, bits: int = 8, grid_tile: bool = False) -> np.ndarray:
         """The network alone: (B, C, H, W) float32 in [0, 1] -> (B, C, rH, rW) float32.
+
+        An engine that runs on a fixed grid of tiles (``tile_grid``) runs each frame tile by
+        tile on it, unless ``grid_tile`` says that ``lr`` is one of the grid's tiles already,
+        cut by the caller (the image pipeline's tiles): then it runs as it is.
 
         Raises:
             ModelError: the output is not finite (NaN or inf): broken weights, which
                 clamping and quantising would otherwise hide (NaN becomes 0, inf the peak).
         """
-        sr = self.engine_for(self.precision_for(bits))(lr)
+        engine = self.engine_for(self.precision_for(bits))
+        run: Callable[[np.ndarray], np.ndarray] = engine
+        if isinstance(engine, GridEngine) and grid_tile:
+            run = engine.run_tile  # one tile of the grid, cut by the caller
+        sr = run(lr)
         self._check_finite(bool(np.isfinite(sr).all()))
         return sr
+
+    def tile_grid(self, bits: int = 8) -> int | None:
+        """The tile side (LR pixels) of the fixed grid the engine for ``bits``-bit inputs
+        runs on, or None for an engine whose tiles equal its whole image at any size
+        (``subpixel.engines.grid``). The image pipeline cuts its tiles on this grid."""
+        engine = self.engine_for(self.precision_for(bits))
+        return engine.tile if isinstance(engine, GridEngine) else None
 
     def _check_finite(self, finite: bool) -> None:
         if not finite:
@@ -414,7 +431,8 @@ class Upscaler:
 
 def _checked_choices(choices: Mapping[str, str]) -> dict[str, str]:
     for precision, name in choices.items():
-        if precision not in PRECISIONS or name.removesuffix(SUBPIXEL_FORM) not in ENGINES:
+        engine = name.removesuffix(GRID_SUFFIX).removesuffix(SUBPIXEL_FORM)
+        if precision not in PRECISIONS or engine not in ENGINES:
             raise EngineError(
                 f"unknown engine choice {precision!r}: {name!r}; a precision of "
                 f"{', '.join(PRECISIONS)} and an engine of {', '.join(ENGINES)}"

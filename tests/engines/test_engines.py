@@ -48,7 +48,8 @@ from subpixel.engines import (
     make_engine,
     openvino_engine,
 )
-from subpixel.engines.tile_probe import tile_mismatches
+from subpixel.engines.grid import GridEngine
+from subpixel.engines.tile_probe import grid_mismatches, tile_mismatches
 from subpixel.layers import SubpixelConv2d
 from subpixel.pipeline import fastpath
 from subpixel.precision import native_bfloat16
@@ -248,13 +249,21 @@ def test_auto_tries_both_fsrcnn_forms_and_returns_a_working_engine(
     expected = {e + form for e in AUTO_ENGINES[precision] for form in ("", "+subpixel")}
     missing = ([] if HAS_ORT else ["onnxruntime"]) + ([] if HAS_OPENVINO else ["openvino"])
     assert tried == {t for t in expected if t.removesuffix("+subpixel") not in missing}
-    # The fastest whose tiles matched the whole in the probe; those faster failed it.
+    # The fastest whose tiles matched the whole in the probe, those faster failing it; or
+    # the fastest on its grid, when the first that matched was GRID_GAIN times slower.
     ranked = sorted(entry["milliseconds"], key=entry["milliseconds"].get)
-    if entry["tile_exact"]:
-        assert entry["probe_failed"] == ranked[: ranked.index(entry["engine"])]
-    else:  # none matched: the fastest, all probed
-        assert entry["engine"] == ranked[0] and entry["probe_failed"] == ranked
-    assert (getattr(engine, "form", "") == "sub-pixel") == entry["engine"].endswith("+subpixel")
+    chosen = entry["engine"].removesuffix("+grid")
+    assert isinstance(engine, GridEngine) == entry["engine"].endswith("+grid")
+    if isinstance(engine, GridEngine):
+        assert entry["tile_exact"] and chosen == ranked[0] == entry["probe_failed"][0]
+        slowest_probed = entry["milliseconds"][entry["probe_failed"][-1]]
+        assert slowest_probed <= auto.GRID_GAIN * entry["milliseconds"][chosen]
+    elif entry["tile_exact"]:
+        assert entry["probe_failed"] == ranked[: ranked.index(chosen)]
+        assert entry["milliseconds"][chosen] <= auto.GRID_GAIN * entry["milliseconds"][ranked[0]]
+    else:  # none matched, not even on the grid: the fastest, all probed
+        assert chosen == ranked[0] and entry["probe_failed"] == ranked
+    assert (getattr(engine, "form", "") == "sub-pixel") == chosen.endswith("+subpixel")
 
     # Whatever was chosen, a later process rebuilds it from the file, in the same form.
     clear_engine_cache()
@@ -271,6 +280,7 @@ def test_a_cached_sub_pixel_choice_runs_the_sub_pixel_form(tmp_path: Path) -> No
     entry = {"engine": "torch+subpixel", "milliseconds": {}, "cores": base._cores()}
     entry["threads"] = torch.get_num_threads()
     entry |= {"size": auto.CALIBRATION_SIZE, "tile_exact": True, "probe_failed": []}
+    entry["grid_gain"] = auto.GRID_GAIN
     cache.write_text(json.dumps({kind: {**entry, "versions": auto._versions()}}))
     engine = make_engine(network, "auto", cache_file=cache)
     assert isinstance(engine, TorchEngine) and engine.form == "sub-pixel"
@@ -290,6 +300,7 @@ def test_auto_choice_names_the_remembered_choice_and_make_engine_builds_it(
     entry = {"engine": "torch+subpixel", "milliseconds": {}, "cores": base._cores()}
     entry["threads"] = torch.get_num_threads()
     entry |= {"size": auto.CALIBRATION_SIZE, "tile_exact": True, "probe_failed": []}
+    entry["grid_gain"] = auto.GRID_GAIN
     cache.write_text(json.dumps({kind: {**entry, "versions": auto._versions()}}))
     monkeypatch.setattr(auto, "calibrate", _no_calibration)
     assert auto.auto_choice(network, "float32", cache_file=cache) == "torch+subpixel"
@@ -315,7 +326,8 @@ def test_auto_choice_measures_once_and_make_engine_auto_agrees(
     clear_engine_cache()  # a new process reads it, measures nothing
     monkeypatch.setattr(auto, "calibrate", _no_calibration)
     engine = make_engine(network, "auto", precision="float32", threads=1, cache_file=cache)
-    assert engine.name == choice
+    grid = "+grid" if isinstance(engine, GridEngine) else ""  # torch alone: may be on a grid
+    assert engine.name + grid == choice
     clear_engine_cache()
 
 
@@ -327,15 +339,15 @@ def test_a_choice_calibrated_at_another_size_or_not_probed_is_measured_again(
     kind = f"{base._network_kind(network)}/float32/t{torch.get_num_threads()}"
     entry = {"engine": "torch", "milliseconds": {}, "cores": base._cores()}
     entry |= {"threads": torch.get_num_threads(), "versions": auto._versions(), "size": 256}
-    entry |= {"tile_exact": True, "probe_failed": []}
+    entry |= {"tile_exact": True, "probe_failed": [], "grid_gain": auto.GRID_GAIN}
     cache = tmp_path / "engines.json"
     cache.write_text(json.dumps({kind: entry}))
     assert auto._cached_choice(cache, kind) is None
     entry["size"] = auto.CALIBRATION_SIZE
     cache.write_text(json.dumps({kind: entry}))
     assert auto._cached_choice(cache, kind) == "torch"
-    # Written before the tile probe: no record of it, so measured again.
-    for key in ("tile_exact", "probe_failed"):
+    # Written before the grid (no grid_gain) or the tile probe: measured again.
+    for key in ("tile_exact", "probe_failed", "grid_gain"):
         cache.write_text(json.dumps({kind: {k: v for k, v in entry.items() if k != key}}))
         assert auto._cached_choice(cache, kind) is None
 
@@ -434,16 +446,16 @@ def test_the_tile_probe_rejects_an_engine_whose_output_depends_on_the_shape(
     assert tile_mismatches(shaky, network, 1) > 0
 
     forms = {"": network}
-    calibration = auto.Calibration("k", {"shaky": 1.0, "exact": 2.0, "slower": 3.0})
+    calibration = auto.Calibration("k", {"shaky": 1.0, "exact": 1.2, "slower": 3.0})
     candidates: dict[str, Engine] = {"shaky": shaky, "exact": exact, "slower": shaky}
     probe = auto._probe_tiles(candidates, forms, calibration, 1)
     assert (probe.choice, probe.exact, probe.failed) == ("exact", True, ("shaky",))
-    # None exact: the fastest is kept, with a warning, not an error.
+    # None exact: the fastest on its fixed grid (test_grid.py), where it repeats itself.
     calibration = auto.Calibration("k", {"shaky": 1.0, "slower": 3.0})
     with caplog.at_level("WARNING", logger="subpixel.engines.auto"):
         probe = auto._probe_tiles(candidates, forms, calibration, 1)
-    assert (probe.choice, probe.exact, probe.failed) == ("shaky", False, ("shaky", "slower"))
-    assert "may differ along tile seams" in caplog.text
+    assert (probe.choice, probe.exact, probe.failed) == ("shaky+grid", True, ("shaky",))
+    assert "may differ along tile seams" not in caplog.text
 
 
 def test_auto_keeps_the_fastest_engine_whose_tiles_match(
@@ -455,7 +467,7 @@ def test_auto_keeps_the_fastest_engine_whose_tiles_match(
     built = {"torch": _NumpyConv(network, wobble=1e-7), "torch-channels-last": _NumpyConv(network)}
     monkeypatch.setitem(AUTO_ENGINES, "float32", tuple(built))
     monkeypatch.setattr(auto, "_build", lambda _model, name, *_args: built[name])
-    timings = {"torch": 1.0, "torch-channels-last": 2.0}  # the shaky one faster
+    timings = {"torch": 1.0, "torch-channels-last": 1.2}  # the shaky one a little faster
     monkeypatch.setattr(auto, "calibrate", lambda _e, _c, kind: auto.Calibration(kind, timings))
     cache = tmp_path / "engines.json"
     engine = make_engine(network, "auto", precision="float32", cache_file=cache)
@@ -476,9 +488,14 @@ def test_the_automatic_engine_of_a_bundled_model_is_tile_exact() -> None:
     clear_engine_cache()
     upscaler = subpixel.load_model("fsrcnn", scale=3)  # the defaults: auto engine and precision
     engine = upscaler.engine_for(upscaler.precision_for(8))
-    assert tile_mismatches(engine, upscaler.network, 1) == 0, engine.name
-    # And so the image pipeline's tiles equal its whole image, on another size too.
-    rgb = np.asarray(Image.open(ROOT / "examples" / "cat.png").convert("RGB"))
+    if isinstance(engine, GridEngine):  # a faster engine on its fixed grid of tiles
+        assert grid_mismatches(engine, 1) == 0, engine.name
+    else:
+        assert tile_mismatches(engine, upscaler.network, 1) == 0, engine.name
+    # And so the image pipeline's tiles equal its whole image, on another size too (larger
+    # than a grid tile: 450x300).
+    cat = np.asarray(Image.open(ROOT / "examples" / "cat.png").convert("RGB"))
+    rgb = np.ascontiguousarray(np.tile(cat, (2, 2, 1)))
     whole = upscaler(rgb)
     for tile in (17, 64):
         np.testing.assert_array_equal(upscaler(rgb, tile=tile), whole)

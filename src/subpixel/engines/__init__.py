@@ -22,9 +22,11 @@ measured loss under 0.05 dB on both sets, on a CPU with native bfloat16; float32
 ONNX Runtime runs float32 only.
 
 ``make_engine(model, "auto")`` chooses among them: the fastest of those whose tiles matched
-the whole image bit for bit in a probe, so that tiled upscaling equals untiled on the default
-path (``subpixel.engines.auto``, ``subpixel.engines.tile_probe``); engines named by the user
-may differ by a level at a few pixels along tile seams. It remembers the choice; the exports
+the whole image bit for bit in a probe, or a faster one run on a fixed grid of tiles that
+every image is cut into however it is tiled (``subpixel.engines.grid``), so that tiled
+upscaling equals untiled on the default path (``subpixel.engines.auto``,
+``subpixel.engines.tile_probe``); engines named by the user may differ by a level at a few
+pixels along tile seams. It remembers the choice; the exports
 and compiled models it needs are kept by ``subpixel.engines.exports``. What every engine
 shares (the protocol, its error, the names) is ``subpixel.engines.base``.
 
@@ -51,6 +53,7 @@ from subpixel.engines.auto import (
     make_engine,
 )
 from subpixel.engines.base import ENGINES, PRECISIONS, Engine, EngineError, set_threads
+from subpixel.engines.grid import GridEngine
 from subpixel.engines.onnxruntime_engine import OnnxRuntimeEngine
 from subpixel.engines.openvino_engine import OpenVinoEngine
 from subpixel.engines.torch_engine import TorchEngine
@@ -63,6 +66,7 @@ __all__ = [
     "Engine",
     "EngineError",
     "EngineModule",
+    "GridEngine",
     "OnnxRuntimeEngine",
     "OpenVinoEngine",
     "TorchEngine",

@@ -14,17 +14,25 @@ Tiled upscaling equals untiled on the default path because of that probe
 input's shape, so their tiles can differ from the whole by a level at a few pixels along the
 seams. The candidates are probed fastest first on a random 192x192 input, tiled at 17, 37
 and 97 pixels as ``subpixel.pipeline.tiling.run_tiled`` tiles it; the first whose every tile
-interior equals the whole is kept. If none does, the fastest is kept and a warning logged. On
-2 Zen 4 cores (2 threads, bfloat16), ECBSR x3 kept OpenVINO (probe 95 ms); for FSRCNN x3 OpenVINO's
+interior equals the whole is kept -- unless it is more than ``GRID_GAIN`` times slower than
+the fastest: then the fastest is kept and run on a fixed grid of tiles
+(``subpixel.engines.grid``, a choice named ``"...+grid"``), where every image is cut into the
+same crops however it is tiled, once a second probe has found it repeats itself there. If
+nothing is exact either way, the fastest is kept and a warning logged. On 2 Zen 4 cores
+(2 threads, bfloat16), ECBSR x3 kept OpenVINO (probe 95 ms); for FSRCNN x3 OpenVINO's
 sub-pixel form (22 ms a 384x384 call) differed at 3 values and eager torch's sub-pixel form
-(57 ms) was kept (probe 537 ms). An engine named by the user is not probed.
+(57 ms) was kept (probe 537 ms), before the grid. On 2 Intel cores with AMX (bfloat16),
+OpenVINO failed the probe for ESPCN x3 (12 ms; ONNX Runtime, the fastest exact, 30 ms) and
+its sub-pixel form for FSRCNN x3 (19 ms; 41-92 ms for the others): both now run on the grid.
+An engine named by the user is not probed.
 
 The choice is remembered per network kind (architecture, FSRCNN's form, scale, channels,
 precision) and thread count for the process, and, given ``cache_file``
 (``default_cache_file()`` is ``~/.cache/subpixel/engines.json``), on disk: one small JSON
 object mapping that kind to the chosen engine, the milliseconds of each candidate, what the
-probe found (``tile_exact``: the chosen one matched, or ``null`` for a network that cannot
-be tiled; ``probe_failed``: the faster candidates that did not; ``probe_ms``), and the core
+probe found (``tile_exact``: the chosen one matched, on its grid or not, or ``null`` for a
+network that cannot be tiled; ``probe_failed``: the faster candidates that did not;
+``probe_ms``; ``grid_gain``, the rule it was chosen by), and the core
 and thread counts, library versions and input size it was measured with (an entry measured
 with others, or written before the probe, is measured again). The same folder keeps the
 exports and OpenVINO's compiled models (``subpixel.engines.exports``).
@@ -51,9 +59,10 @@ from subpixel.engines.base import (
     _cores,
     _network_kind,
 )
+from subpixel.engines.grid import GRID_SUFFIX, GridEngine
 from subpixel.engines.onnxruntime_engine import OnnxRuntimeEngine
 from subpixel.engines.openvino_engine import OpenVinoEngine
-from subpixel.engines.tile_probe import tile_mismatches
+from subpixel.engines.tile_probe import grid_mismatches, tile_mismatches
 from subpixel.engines.torch_engine import TorchEngine
 from subpixel.errors import ModelError, SubpixelError
 from subpixel.files import read_json_cache, write_cache
@@ -79,6 +88,10 @@ AUTO_ENGINES = {
 # where 384x384 ranks them as 640x360 does.
 CALIBRATION_SIZE = 384
 CALIBRATION_RUNS = 5
+#: The fastest engine, when its tiles differ from its whole image, runs on the fixed grid
+#: of tiles (``subpixel.engines.grid``) rather than giving way to a tile-exact engine this
+#: many times slower or more: the grid's margins and calls cost about 1.1-1.2 times.
+GRID_GAIN = 1.25
 
 
 @dataclass(frozen=True)
@@ -181,7 +194,12 @@ def calibrate(
 
 
 def _valid_candidate(name: object) -> bool:
-    return isinstance(name, str) and name.removesuffix(SUBPIXEL_FORM) in ENGINES
+    return isinstance(name, str) and _engine_name(name) in ENGINES
+
+
+def _engine_name(candidate: str) -> str:
+    """The engine of ``"name[+subpixel][+grid]"``."""
+    return candidate.removesuffix(GRID_SUFFIX).removesuffix(SUBPIXEL_FORM)
 
 
 def _choice_kind(model: nn.Module, precision: str, threads: int) -> str:
@@ -206,6 +224,7 @@ def _cached_choice(path: Path, kind: str, threads: int | None = None) -> str | N
         and entry.get("versions") == _versions()
         and entry.get("size") == CALIBRATION_SIZE
         and entry.get("tile_exact", "missing") in (True, False, None)
+        and entry.get("grid_gain") == GRID_GAIN
         and isinstance(entry.get("probe_failed"), list)
     ):
         return str(entry["engine"])
@@ -229,6 +248,7 @@ def _store_choice(path: Path, calibration: Calibration, probe: TileProbe, thread
         "tile_exact": probe.exact,
         "probe_failed": list(probe.failed),
         "probe_ms": round(probe.milliseconds, 1),
+        "grid_gain": GRID_GAIN,
         "cores": _cores(),
         "threads": threads,
         "versions": _versions(),
@@ -271,7 +291,9 @@ def make_engine(
     ``"auto"`` uses the choice remembered for this kind of network (in this process, then
     in ``cache_file`` if given), else times the candidates of ``AUTO_ENGINES`` on a 384x384
     input, interleaved, and keeps the fastest whose tiles matched the whole image bit for bit
-    in the tile probe (the fastest of all, with a warning, if none did). For FSRCNN each
+    in the tile probe, or the fastest on its fixed grid of tiles (a ``GridEngine``) when that
+    one is ``GRID_GAIN`` times slower (the fastest of all, with a warning, if nothing
+    matched, on a grid or not). For FSRCNN each
     candidate also runs in the sub-pixel form of the last layer. Candidates that cannot run
     are left out: onnxruntime or openvino when it is not installed or cannot take the
     network. A model on a GPU gets ``torch``, not probed.
@@ -303,7 +325,7 @@ def make_engine(
         >>> make_engine(models.build("fsrcnn", scale=3), "torch").name
         'torch'
     """
-    if precision == "auto" and name.removesuffix(SUBPIXEL_FORM) == "onnxruntime":
+    if precision == "auto" and _engine_name(name) == "onnxruntime":
         precision = "float32"  # the only arithmetic it has
     precision = resolve_precision(model, precision)
     _check_precision(precision)
@@ -355,7 +377,14 @@ def _forms(model: nn.Module) -> dict[str, nn.Module]:
 
 def _form(candidate: str) -> str:
     """The form a candidate runs: ``SUBPIXEL_FORM`` or ``""``."""
-    return SUBPIXEL_FORM if candidate.endswith(SUBPIXEL_FORM) else ""
+    return SUBPIXEL_FORM if candidate.removesuffix(GRID_SUFFIX).endswith(SUBPIXEL_FORM) else ""
+
+
+def _in_grid(engine: Engine, model: nn.Module) -> GridEngine:
+    """``engine`` run on the fixed grid of tiles (``subpixel.engines.grid``), with the
+    margin the image pipeline gives ``model`` (the network as loaded, whatever form the
+    engine runs)."""
+    return engine if isinstance(engine, GridEngine) else GridEngine(engine, model)
 
 
 def _candidate(
@@ -366,9 +395,9 @@ def _candidate(
     cache_dir: Path | None,
     forms: dict[str, nn.Module] | None = None,
 ) -> Engine | None:
-    """The engine for ``"name[+subpixel]"``, or ``None`` when it cannot run here. ``forms``:
-    the model's forms (``_forms``) when already made."""
-    name = candidate.removesuffix(SUBPIXEL_FORM)
+    """The engine for ``"name[+subpixel][+grid]"``, or ``None`` when it cannot run here.
+    ``forms``: the model's forms (``_forms``) when already made."""
+    name = _engine_name(candidate)
     network = (forms or _forms(model))[_form(candidate)]
     engine_precision = "float32" if name == "onnxruntime" else precision
     try:
@@ -378,13 +407,17 @@ def _candidate(
         return None
     if network is not model:
         engine.form = "sub-pixel"
-    return engine
+    return _in_grid(engine, model) if candidate.endswith(GRID_SUFFIX) else engine
 
 
 def _named(
     model: nn.Module, name: str, precision: str, threads: int | None, cache_dir: Path | None
 ) -> Engine:
-    """The engine ``name`` (no ``"auto"``), ``"+subpixel"`` running FSRCNN's sub-pixel form."""
+    """The engine ``name`` (no ``"auto"``): ``"+subpixel"`` runs FSRCNN's sub-pixel form,
+    ``"+grid"`` the engine on the fixed grid of tiles (``subpixel.engines.grid``)."""
+    if name.endswith(GRID_SUFFIX):
+        base = name.removesuffix(GRID_SUFFIX)
+        return _in_grid(_named(model, base, precision, threads, cache_dir), model)
     if not name.endswith(SUBPIXEL_FORM):
         return _build(model, name, precision, threads, cache_dir)
     forms = _forms(model)
@@ -461,7 +494,10 @@ def _measured(
     if cache_file is not None:
         _store_choice(cache_file, calibration, probe, count)
     _CHOICES[kind] = choice
-    return choice, engines[choice]
+    engine = engines[choice.removesuffix(GRID_SUFFIX)]
+    if choice.endswith(GRID_SUFFIX):
+        engine = _in_grid(engine, model)
+    return choice, engine
 
 
 def _probe_tiles(
@@ -471,8 +507,12 @@ def _probe_tiles(
     channels: int,
 ) -> TileProbe:
     """Probe the calibrated candidates fastest first and keep the first whose tiles match
-    the whole image bit for bit (``tile_probe.tile_mismatches``); the fastest of all when
-    none does (logged as a warning) or when the network cannot be tiled.
+    the whole image bit for bit (``tile_probe.tile_mismatches``) -- unless the fastest is
+    more than ``GRID_GAIN`` times faster than it: then the fastest runs on the fixed grid
+    of tiles (``subpixel.engines.grid``), once the grid probe
+    (``tile_probe.grid_mismatches``) has found its tiles the same bit for bit from call to
+    call. The fastest of all when nothing is exact (logged as a warning) or when the network
+    cannot be tiled.
 
     Args:
         engines: the candidates by name (``"name[+subpixel]"``).
@@ -486,18 +526,38 @@ def _probe_tiles(
     def done(choice: str, exact: bool | None) -> TileProbe:
         return TileProbe(choice, exact, tuple(failed), (time.perf_counter() - start) * 1e3)
 
+    fastest = calibration.fastest
+    in_grid: bool | None = None  # whether the fastest runs tile-exact on the grid
+
+    def grid_exact() -> bool:
+        nonlocal in_grid
+        if in_grid is None:
+            grid = _in_grid(engines[fastest], forms[""])
+            mismatches = grid_mismatches(grid, channels)
+            in_grid = mismatches == 0
+            if not in_grid:
+                logger.info(
+                    "auto engine: %s failed the grid probe (%d values differ)", fastest, mismatches
+                )
+        return in_grid
+
     for candidate in calibration.ranked:
+        slower = calibration.milliseconds[candidate] > GRID_GAIN * calibration.milliseconds[fastest]
+        if failed and slower and grid_exact():
+            return done(fastest + GRID_SUFFIX, True)
         try:
             mismatches = tile_mismatches(engines[candidate], forms[_form(candidate)], channels)
         except TilingError as error:  # no receptive radius: the network is never tiled
             logger.info("auto engine: no tile probe for %s (%s)", calibration.kind, error)
-            return done(calibration.fastest, None)
+            return done(fastest, None)
         if mismatches == 0:
             return done(candidate, True)
         logger.info(
             "auto engine: %s failed the tile probe (%d values differ)", candidate, mismatches
         )
         failed.append(candidate)
+    if grid_exact():
+        return done(fastest + GRID_SUFFIX, True)
     logger.warning(
         "no engine ran %s tile-exact; the fastest, %s, may differ along tile seams",
         calibration.kind,

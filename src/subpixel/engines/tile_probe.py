@@ -23,9 +23,10 @@ import numpy as np
 from torch import nn
 
 from subpixel.engines.base import Engine
+from subpixel.engines.grid import GridEngine
 from subpixel.pipeline.tiling import receptive_radius, run_tiled
 
-__all__ = ["PROBE_SIZE", "PROBE_TILES", "tile_mismatches"]
+__all__ = ["PROBE_SIZE", "PROBE_TILES", "grid_mismatches", "tile_mismatches"]
 
 #: Side of the probe's square input: room for several tiles of each size, so that interior
 #: tiles, tiles at an edge and the odd-sized last tile of a row all run.
@@ -82,4 +83,41 @@ def tile_mismatches(
     image = lr[0].transpose(1, 2, 0)  # (H, W, C)
     for tile in tiles:
         run_tiled(upscale, image, scale, compare, tile=tile, radius=radius)
+    return mismatches
+
+
+def grid_mismatches(grid: GridEngine, channels: int) -> int:
+    """Output values of a grid engine's whole image that differ from its tiles cut by
+    ``run_tiled`` at the grid's tile size (0: tile-exact).
+
+    The input is 1.5 grid tiles wide and high, so that full tiles, edge tiles and corner
+    tiles all run. The two ways hand the engine the same crops (``run_in_grid`` cuts the
+    grid as ``run_tiled`` does), so this finds an engine that does not repeat itself on the
+    same input, or a grid cut other than the pipeline's.
+
+    Example:
+        >>> from torch import nn
+        >>> from subpixel.engines import TorchEngine
+        >>> from subpixel.engines.grid import GridEngine
+        >>> network = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.PixelShuffle(2))
+        >>> grid_mismatches(GridEngine(TorchEngine(network), network, tile=16), 1)
+        0
+    """
+    size = grid.tile + grid.tile // 2
+    lr = np.random.default_rng(0).random((1, channels, size, size), dtype=np.float32)
+    whole = grid(lr)[0].transpose(1, 2, 0)  # (rH, rW, C)
+    scale = whole.shape[0] // size
+
+    def upscale(crop: np.ndarray) -> np.ndarray:  # (h, w, C) -> (rh, rw, C)
+        planes = np.ascontiguousarray(crop.transpose(2, 0, 1))[None]
+        out: np.ndarray = grid.run_tile(planes)[0].transpose(1, 2, 0)
+        return out
+
+    mismatches = 0
+
+    def compare(rows: slice, cols: slice, block: np.ndarray) -> None:
+        nonlocal mismatches
+        mismatches += int(np.count_nonzero(block != whole[rows, cols]))
+
+    run_tiled(upscale, lr[0].transpose(1, 2, 0), scale, compare, tile=grid.tile, radius=grid.margin)
     return mismatches

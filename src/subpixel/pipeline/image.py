@@ -26,7 +26,10 @@ tile and the result equals the untiled one to float rounding (at most 1e-6 befor
 quantisation). ``max_memory`` is a ceiling on the whole process: the largest tile whose
 estimated work (``subpixel.pipeline.tiling.tile_for_memory``) fits beside what the process
 holds and the output; by default the ceiling is what it holds plus half the memory
-available. ``progress(done, total)`` is called after each tile. Clipping to [0, 1] and
+available. An engine that runs on a fixed grid of tiles (``Network.tile_grid``,
+``subpixel.engines.grid``) gets the grid's tiles whatever size is asked for, and an untiled
+image is cut into the same tiles for the network alone: the result is then the same bit for
+bit. ``progress(done, total)`` is called after each tile. Clipping to [0, 1] and
 quantising to 8/16 bits happen per tile, straight into the output, so no full-size float copy
 of the output exists.
 
@@ -39,6 +42,7 @@ installed). Which engine and arithmetic run the network is the model's business
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from collections.abc import Callable
@@ -48,7 +52,6 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from subpixel.bicubic import REACH
 from subpixel.errors import ImageError, ScaleError
 from subpixel.limits import (
     DEFAULT_TILE_WORK,
@@ -58,7 +61,7 @@ from subpixel.limits import (
     resident_memory,
 )
 from subpixel.pipeline import fastpath
-from subpixel.pipeline.tiling import TilingError, run_tiled, tile_for_memory
+from subpixel.pipeline.tiling import TilingError, run_tiled, tile_for_memory, tile_margin
 
 __all__ = [
     "ALPHA_MODES",
@@ -68,6 +71,8 @@ __all__ = [
     "upscale",
     "upscale_float",
 ]
+
+logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
@@ -97,9 +102,14 @@ class Network(Protocol):
     @property
     def network(self) -> nn.Module: ...  # its layers size the tiles for a memory budget
 
-    def run(self, lr: np.ndarray, *, bits: int = 8) -> np.ndarray:
+    def run(self, lr: np.ndarray, *, bits: int = 8, grid_tile: bool = False) -> np.ndarray:
         """(B, C, H, W) float32 in [0, 1] -> (B, C, rH, rW), in the arithmetic chosen for
-        inputs of ``bits`` bits per sample."""
+        inputs of ``bits`` bits per sample; ``grid_tile``: ``lr`` is one tile of the
+        engine's grid (``tile_grid``), to run as it is."""
+        ...
+
+    def tile_grid(self, bits: int = 8) -> int | None:
+        """The tile side of the fixed grid the engine runs on, or None for any tiles."""
         ...
 
 
@@ -134,13 +144,16 @@ def output_size(height: int, width: int, scale: float | None, native: int) -> tu
     return out
 
 
-def _run(net: Network, planes: np.ndarray, bits: int) -> np.ndarray:
-    """(C, H, W) float32 planes -> network -> (C, rH, rW) float32 planes."""
+def _run(net: Network, planes: np.ndarray, bits: int, grid_tile: bool) -> np.ndarray:
+    """(C, H, W) float32 planes -> network -> (C, rH, rW) float32 planes; ``grid_tile``:
+    the planes are one tile of the engine's grid."""
     lr = np.ascontiguousarray(planes, dtype=np.float32)[None]
-    return np.asarray(net.run(lr, bits=bits)[0], dtype=np.float32)
+    return np.asarray(net.run(lr, bits=bits, grid_tile=grid_tile)[0], dtype=np.float32)
 
 
-def _network_planes(planes: np.ndarray, net: Network, bits: int) -> tuple[np.ndarray, float, float]:
+def _network_planes(
+    planes: np.ndarray, net: Network, bits: int, grid_tile: bool
+) -> tuple[np.ndarray, float, float]:
     """(C, H, W) colour planes in [0, 1] (C = 1 gray, 3 RGB) through the network.
 
     Returns (C, rH, rW) planes and the (gain, offset) that bring them back to [0, 1]: a Y
@@ -149,11 +162,11 @@ def _network_planes(planes: np.ndarray, net: Network, bits: int) -> tuple[np.nda
     """
     if net.colour_space == "rgb":
         if planes.shape[0] == 1:
-            grey = _run(net, np.repeat(planes, 3, axis=0), bits)
+            grey = _run(net, np.repeat(planes, 3, axis=0), bits, grid_tile)
             return grey.mean(axis=0, keepdims=True), 1.0, 0.0
-        return _run(net, planes, bits), 1.0, 0.0
+        return _run(net, planes, bits, grid_tile), 1.0, 0.0
     y = (16.0 + 219.0 * planes) / 255.0
-    return _run(net, y, bits), 255.0 / 219.0, -16.0 / 219.0
+    return _run(net, y, bits, grid_tile), 255.0 / 219.0, -16.0 / 219.0
 
 
 def _upscale_tile(
@@ -166,8 +179,10 @@ def _upscale_tile(
     alpha: str,
     out_dtype: type[np.generic],
     out_peak: float,
+    grid_tile: bool,
 ) -> np.ndarray:
-    """(h, w, C) values in [0, peak] -> (r h, r w, C) of ``out_dtype`` on the 0..out_peak scale.
+    """(h, w, C) values in [0, peak] -> (r h, r w, C) of ``out_dtype`` on the 0..out_peak scale;
+    ``grid_tile``: the crop is one tile of the engine's grid (``Network.tile_grid``).
 
     An integer ``out_dtype`` is rounded and clipped (half to even, as ``np.rint``); float32
     is not clipped (a non-native scale resamples it first). The arithmetic around the
@@ -180,7 +195,7 @@ def _upscale_tile(
     addends: list[np.ndarray | float] = []
     if colours == 3 and net.colour_space == "y":
         y, chroma = fastpath.split_luma(crop[..., :3], peak, out_peak)
-        y_sr = _run(net, y[None], bits)[0]
+        y_sr = _run(net, y[None], bits, grid_tile)[0]
         if not has_alpha:
             return fastpath.rgb_from_luma(y_sr, chroma, net.scale, out_peak, out_dtype)
         planes += [y_sr] * 3
@@ -188,14 +203,14 @@ def _upscale_tile(
         addends += fastpath.bicubic_planes(chroma, net.scale)
     else:
         colour = _planes(crop[..., :colours], peak)
-        sr, gain, offset = _network_planes(colour, net, bits)
+        sr, gain, offset = _network_planes(colour, net, bits, grid_tile)
         planes += list(sr)
         gains += [gain * out_peak] * colours
         addends += [offset * out_peak] * colours
     if has_alpha:
         plane = _planes(crop[..., colours:], peak)  # (1, h, w)
         if alpha == "network":
-            sr, gain, offset = _network_planes(plane, net, bits)
+            sr, gain, offset = _network_planes(plane, net, bits, grid_tile)
             planes.append(sr[0])
         else:
             planes += fastpath.bicubic_planes([plane[0]], net.scale)
@@ -303,6 +318,7 @@ def _upscale(
         raise ImageError(f"image is empty: {width}x{height} pixels")
     out_h, out_w = output_size(height, width, scale, net.scale)
     _check_tile(tile, max_memory)
+    asked = tile
     if tile is None:
         tile = _tile_under_ceiling(
             net,
@@ -315,6 +331,20 @@ def _upscale(
             reserve=reserve,
         )
     native = (out_h, out_w) == (net.scale * height, net.scale * width)
+    grid = net.tile_grid(bits)
+    if grid is not None and (tile is not None or not native):
+        # An engine run on a fixed grid: tiles are the grid's, whatever size was asked for,
+        # so that they are the very crops it runs an untiled image in (one, if it is small).
+        if asked is not None or tile is None or tile >= grid:
+            tile = grid if max(height, width) > grid else None
+        else:
+            logger.info(
+                "the memory ceiling needs tiles of %d pixels, under the engine's grid of %d: "
+                "values along their seams may differ from an untiled run by float rounding",
+                tile,
+                grid,
+            )
+    grid_tile = grid is not None and tile == grid
     quantise = np.issubdtype(out_dtype, np.integer)
     # At the native scale nothing follows the network, so a tile's output is final: it is
     # rounded into the output type in the pass that makes it. Otherwise it stays float
@@ -332,6 +362,7 @@ def _upscale(
             alpha=alpha,
             out_dtype=tile_dtype,
             out_peak=tile_peak,
+            grid_tile=grid_tile,
         )
 
     if native and (tile is None or tile >= max(height, width)):
@@ -345,7 +376,7 @@ def _upscale(
     radius = 0
     if tile is not None and tile < max(height, width):
         # Chroma and bicubic alpha go by bicubic in the same tiles: cover its taps too.
-        radius = max(net.receptive_radius, REACH)
+        radius = tile_margin(net.receptive_radius)
     out = np.empty((out_h, out_w, source.shape[-1]), dtype=out_dtype)
 
     def write(rows: slice, cols: slice, block: np.ndarray) -> None:

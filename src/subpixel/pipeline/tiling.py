@@ -58,8 +58,10 @@ __all__ = [
     "TilingError",
     "estimate_tile_memory",
     "receptive_radius",
+    "run_in_grid",
     "run_tiled",
     "tile_for_memory",
+    "tile_margin",
     "work_per_lr_pixel",
 ]
 
@@ -514,6 +516,68 @@ def _plan_axis(axis: _AxisMap, tile: int, radius: int) -> list[_Span]:
                 taps,
             )
         )
+    return spans
+
+
+def tile_margin(radius: int) -> int:
+    """The margin the image pipeline gives each tile: the network's receptive ``radius``, or
+    MATLAB bicubic's reach if wider (chroma and bicubic alpha are tiled with the network)."""
+    return max(radius, REACH)
+
+
+def run_in_grid(
+    run: Callable[[np.ndarray], np.ndarray], lr: np.ndarray, *, tile: int, margin: int
+) -> np.ndarray:
+    """A network on each frame of ``lr`` in the tiles ``run_tiled`` cuts at its own scale.
+
+    The tiles are those of ``run_tiled(..., tile=tile, radius=margin)`` without a resize:
+    interiors of ``tile`` LR pixels from the top left, each run with ``margin`` pixels of
+    context clipped at the border, one frame at a time. So every output pixel comes from
+    the very input ``run`` gets when the image pipeline tiles the frame at ``tile``, and an
+    engine whose arithmetic depends on the input's shape gives the same bytes either way.
+
+    Args:
+        run: (1, C, h, w) float32 -> (1, C', r h, r w) float32, the network.
+        lr: (B, C, H, W) float32.
+        tile: interior side in LR pixels; a frame no larger runs whole.
+        margin: context on each side, at least the network's receptive radius.
+
+    Returns:
+        (B, C', r H, r W) float32.
+    """
+    batch, _, height, width = lr.shape
+    if height <= tile and width <= tile:
+        frames = [run(lr[i : i + 1]) for i in range(batch)]
+        return frames[0] if batch == 1 else np.concatenate(frames)
+    out: np.ndarray | None = None
+    scale = 0
+    for i in range(batch):
+        for row in _grid_spans(height, tile, margin):
+            for col in _grid_spans(width, tile, margin):
+                block = run(np.ascontiguousarray(lr[i : i + 1, :, row[0], col[0]]))
+                if out is None:
+                    scale = block.shape[-1] // (col[0].stop - col[0].start)
+                    shape = (batch, block.shape[1], scale * height, scale * width)
+                    out = np.empty(shape, dtype=np.float32)
+                rows = slice(scale * row[1].start, scale * row[1].stop)
+                cols = slice(scale * col[1].start, scale * col[1].stop)
+                out[i, :, rows, cols] = block[
+                    0,
+                    :,
+                    scale * row[2].start : scale * row[2].stop,
+                    scale * col[2].start : scale * col[2].stop,
+                ]
+    assert out is not None
+    return out
+
+
+def _grid_spans(length: int, tile: int, margin: int) -> list[tuple[slice, slice, slice]]:
+    """(LR input, LR interior, interior within the input) of each tile along one axis, as
+    ``_plan_axis`` cuts them at the network's own scale."""
+    spans = []
+    for span in _plan_axis(_AxisMap.make(length, 1, length), tile, margin):
+        # At scale 1 the output pixels are the LR pixels; ``hr`` is relative to ``lr``.
+        spans.append((span.lr, span.out, span.hr))
     return spans
 
 
