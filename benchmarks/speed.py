@@ -47,13 +47,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import importlib.util
 import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -100,6 +104,9 @@ WORKLOADS = {
 SKIP = {("srcnn-x3", "4K")}
 QUICK_NETWORKS = ("espcn-x3", "fsrcnn-s-x3")
 RGB, Y = "RGB end to end", "Y network"
+FILES = "BMP files, per image"
+#: Images in the folder the CLI and the Python loop upscale, per timed call.
+FILE_IMAGES = 4
 QUALITY_SETS = ("Set5", "Set14")
 
 
@@ -114,6 +121,7 @@ class Method:
     call: Callable[[], object]
     form: str = ""  # "sub-pixel" for FSRCNN converted by models.fsrcnn_to_subpixel
     peer: bool = False
+    images: int = 1  # images one call makes: its time is divided by them
 
 
 @dataclass
@@ -363,6 +371,73 @@ def rgb_methods(
     return methods
 
 
+def file_methods(
+    architecture: str, scale: int, rgb: np.ndarray, folder: Path, threads: int
+) -> list[Method]:
+    """The CLI and the Python API on the same folder of ``FILE_IMAGES`` BMP files (read,
+    upscaled by the bundled model with the defaults, written): the Python default path
+    against ``subpixel upscale``, run in this process. BMP keeps the codec's share small.
+    Each call writes new files into a folder of its own, as a user's run does (replacing a
+    file costs more on some file systems: ext4 flushes the new data on such a rename)."""
+    from PIL import Image
+
+    from subpixel import cli
+
+    source = folder / "in"
+    source.mkdir(parents=True, exist_ok=True)
+    for i in range(FILE_IMAGES):
+        Image.fromarray(np.roll(rgb, i, axis=1)).save(source / f"frame{i}.bmp")
+    files = sorted(source.iterdir())
+    calls = {"cli": 0, "python": 0}
+
+    def fresh(face: str) -> Path:
+        calls[face] += 1
+        out = folder / face / str(calls[face])
+        out.mkdir(parents=True)
+        return out
+
+    def run_cli() -> None:
+        argv = ["upscale", str(source), "-o", str(fresh("cli")), "--model", architecture]
+        argv += ["--scale", str(scale), "--threads", str(threads)]
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):
+            if cli.main(argv) != 0:
+                raise SubpixelError(f"subpixel {' '.join(argv)} failed")
+
+    upscaler = subpixel.load_model(architecture, scale=scale, threads=threads)
+
+    def run_python() -> None:
+        out = fresh("python")
+        for file in files:
+            with Image.open(file) as image:
+                subpixel.upscale_image(image, upscaler).save(out / file.name)
+
+    precision = upscaler.precision_for(8)
+    engine = _engine_name(upscaler.engine_for(precision))
+    return [
+        Method("subpixel upscale (the CLI)", FILES, engine, precision, run_cli, images=FILE_IMAGES),
+        Method(
+            "Python: upscale_image, save", FILES, engine, precision, run_python, images=FILE_IMAGES
+        ),
+    ]
+
+
+def _check_same_files(folder: Path) -> None:
+    """The CLI's and the Python loop's outputs in ``folder`` (``file_methods``) hold the
+    same pixels: one path, whichever face runs it."""
+    from PIL import Image
+
+    by_cli = sorted((folder / "cli").glob("*/*.bmp"))
+    if not by_cli:
+        return
+    for file in by_cli:
+        twin = folder / "python" / file.parent.name / file.name
+        with Image.open(file) as ours, Image.open(twin) as theirs:
+            if not np.array_equal(np.asarray(ours), np.asarray(theirs)):
+                raise SubpixelError(f"the CLI and upscale_image wrote different {file.name}")
+    shutil.rmtree(folder / "cli")
+    shutil.rmtree(folder / "python")
+
+
 def _engine_name(engine: Engine) -> str:
     """An engine's name, the form (FSRCNN) it runs, and its fixed grid of tiles, if any."""
     name = f"{engine.name} sub-pixel" if engine.form else str(engine.name)
@@ -460,7 +535,7 @@ def _peer_fps(records: Sequence[Record], record: Record) -> float | None:
 
 
 def _row(records: Sequence[Record], r: Record, peaks: dict[str, float]) -> list[str]:
-    peer = _peer_fps(records, r)
+    peer = _peer_fps(records, r) if r.path != FILES else None
     ratio = f"{r.fps / peer:.2f}x" if peer else "-"
     if r.engine == "cv2.resize":
         gflops = share = "-"
@@ -522,7 +597,7 @@ def summary(records: Sequence[Record]) -> list[Record]:
                     best = min(ours, key=lambda r: r.ms)
                     if best not in picks:
                         picks.append(best)
-        picks += [r for r in group if r.peer]
+        picks += [r for r in group if r.peer or r.path == FILES]
         keep += picks
     return keep
 
@@ -565,10 +640,16 @@ def write_markdown(
         "path runs bfloat16, or else mixed, only where that loss, recorded on the weights, "
         "is under 0.05 dB.",
         "",
+        f"*{FILES}*: a folder of {FILE_IMAGES} BMP files of the same frame upscaled by the "
+        "bundled model with the defaults, read and written, by `subpixel upscale` (run in "
+        "this process) and by a Python loop over `subpixel.upscale_image` and Pillow's "
+        "`save`; ms per image.",
+        "",
         "## Summary",
         "",
         _table([_row(records, r, peaks) for r in summary(records)]),
         "",
+        *_cli_against_python(records),
         "## Everything",
         "",
         _table([_row(records, r, peaks) for r in records]),
@@ -577,6 +658,23 @@ def write_markdown(
     if args.skipped:
         lines += ["Not run: " + "; ".join(args.skipped) + ".", ""]
     path.write_text("\n".join(lines))
+
+
+def _cli_against_python(records: Sequence[Record]) -> list[str]:
+    """One line per network: the Python loop's time per image over the CLI's."""
+    lines = []
+    for network in dict.fromkeys(r.network for r in records):
+        rows = {r.label: r.ms for r in records if r.network == network and r.path == FILES}
+        if len(rows) == 2:
+            cli_ms, python_ms = (
+                rows["subpixel upscale (the CLI)"],
+                rows["Python: upscale_image, save"],
+            )
+            lines.append(
+                f"- {network}, {FILES}: Python {python_ms:.1f} ms, the CLI {cli_ms:.1f} ms "
+                f"(Python / CLI {python_ms / cli_ms:.2f})"
+            )
+    return [*lines, ""] if lines else []
 
 
 def write_plot(path: Path, records: Sequence[Record]) -> bool:
@@ -588,7 +686,7 @@ def write_plot(path: Path, records: Sequence[Record]) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    rows = summary(records)
+    rows = [r for r in summary(records) if r.path != FILES]
     groups = list(dict.fromkeys((r.network, r.workload) for r in rows))
     kinds = list(dict.fromkeys(_kind(r) for r in rows))
     kinds.sort(key=lambda kind: kind.startswith("OpenCV"))  # ours first, then the peers
@@ -727,6 +825,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     records: list[Record] = []
     args.skipped = []
     rng = np.random.default_rng(0)
+    scratch = tempfile.mkdtemp(prefix="subpixel-speed-")
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     for name in args.names:
         architecture, scale = NETWORKS[name]
         network = networks[name]
@@ -743,10 +843,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name} {workload}: building engines", file=sys.stderr)
             methods = rgb_methods(network, architecture, scale, rgb, args.engine_list, threads)
             methods += network_methods(network, y, args.engine_list, threads)
+            if not args.weights and workload != "4K":
+                methods += file_methods(architecture, scale, rgb, Path(scratch) / name, threads)
             gflop = network_gflop(network, scale, lr_size)
             timings = time_interleaved(methods, args.runs)
+            _check_same_files(Path(scratch) / name)
             for method in methods:
                 ms, first = timings[method.label]
+                ms /= method.images
                 record = Record(
                     network=name,
                     workload=workload,
