@@ -701,7 +701,9 @@ def test_recipes_are_complete_modern_configs(name: str) -> None:
         ("train", "BSDS200"),
     ]
     assert config.data_on_device and config.val == "Set5"
-    assert config.loss in ("l1", "charbonnier") and config.ema_decay >= 0.99
+    # An L1-type loss, but MSE for ESPCN (0.41 dB ahead on the CPU, docs/training).
+    assert config.loss == ("mse" if config.model == "espcn" else "charbonnier")
+    assert config.ema_decay >= 0.99
     assert config.schedule == "cosine" and 0 < config.warmup < config.iterations // 10
     assert 24 <= config.patch_size <= 48 and config.batch_size >= 128
     # Sized for minutes on one GPU: at most 0.6 M LR pixels a step, 50,000 steps.

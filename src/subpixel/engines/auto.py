@@ -344,8 +344,9 @@ def auto_choice(
 ) -> str:
     """The candidate ``make_engine(model, "auto", ...)`` runs, by name: an engine of
     ``ENGINES``, with ``"+subpixel"`` for FSRCNN in its sub-pixel form and ``"+grid"`` for
-    an engine run on the fixed grid of tiles (a name ``make_engine`` takes). The remembered choice, else one measured now (and remembered);
-    nothing is built for a remembered one. Keywords as for :func:`make_engine`.
+    an engine run on the fixed grid of tiles (a name ``make_engine`` takes). The remembered
+    choice, else one measured now (and remembered); nothing is built for a remembered one.
+    Keywords as for :func:`make_engine`.
 
     A choice made in one process can be handed to others, so that processes with other
     thread counts, or on other machines of the same kind, run the same engine and write
