@@ -19,6 +19,8 @@ every difference that could move an 8-bit level and many that would not.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from torch import nn
 
@@ -64,26 +66,8 @@ def tile_mismatches(
         >>> tile_mismatches(TorchEngine(network), network, 1, size=24, tiles=(7,))
         0
     """
-    radius = receptive_radius(network)
     lr = np.random.default_rng(0).random((1, channels, size, size), dtype=np.float32)
-    whole = engine(lr)[0].transpose(1, 2, 0)  # (rH, rW, C)
-    scale = whole.shape[0] // size
-
-    def upscale(crop: np.ndarray) -> np.ndarray:  # (h, w, C) -> (rh, rw, C)
-        planes = np.ascontiguousarray(crop.transpose(2, 0, 1))[None]
-        out: np.ndarray = engine(planes)[0].transpose(1, 2, 0)
-        return out
-
-    mismatches = 0
-
-    def compare(rows: slice, cols: slice, block: np.ndarray) -> None:
-        nonlocal mismatches
-        mismatches += int(np.count_nonzero(block != whole[rows, cols]))
-
-    image = lr[0].transpose(1, 2, 0)  # (H, W, C)
-    for tile in tiles:
-        run_tiled(upscale, image, scale, compare, tile=tile, radius=radius)
-    return mismatches
+    return _mismatches(engine, engine, lr, tiles, receptive_radius(network))
 
 
 def grid_mismatches(grid: GridEngine, channels: int) -> int:
@@ -105,12 +89,24 @@ def grid_mismatches(grid: GridEngine, channels: int) -> int:
     """
     size = grid.tile + grid.tile // 2
     lr = np.random.default_rng(0).random((1, channels, size, size), dtype=np.float32)
-    whole = grid(lr)[0].transpose(1, 2, 0)  # (rH, rW, C)
-    scale = whole.shape[0] // size
+    return _mismatches(grid, grid.run_tile, lr, (grid.tile,), grid.margin)
+
+
+def _mismatches(
+    whole_run: Callable[[np.ndarray], np.ndarray],
+    tile_run: Callable[[np.ndarray], np.ndarray],
+    lr: np.ndarray,
+    tiles: tuple[int, ...],
+    radius: int,
+) -> int:
+    """Values of ``tile_run``'s tile interiors (``run_tiled`` at each of ``tiles``, margin
+    ``radius``) that differ from ``whole_run(lr)``, for a (1, C, H, W) input."""
+    whole = whole_run(lr)[0].transpose(1, 2, 0)  # (rH, rW, C)
+    scale = whole.shape[0] // lr.shape[2]
 
     def upscale(crop: np.ndarray) -> np.ndarray:  # (h, w, C) -> (rh, rw, C)
         planes = np.ascontiguousarray(crop.transpose(2, 0, 1))[None]
-        out: np.ndarray = grid.run_tile(planes)[0].transpose(1, 2, 0)
+        out: np.ndarray = tile_run(planes)[0].transpose(1, 2, 0)
         return out
 
     mismatches = 0
@@ -119,5 +115,7 @@ def grid_mismatches(grid: GridEngine, channels: int) -> int:
         nonlocal mismatches
         mismatches += int(np.count_nonzero(block != whole[rows, cols]))
 
-    run_tiled(upscale, lr[0].transpose(1, 2, 0), scale, compare, tile=grid.tile, radius=grid.margin)
+    image = lr[0].transpose(1, 2, 0)  # (H, W, C)
+    for tile in tiles:
+        run_tiled(upscale, image, scale, compare, tile=tile, radius=radius)
     return mismatches
