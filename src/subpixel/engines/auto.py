@@ -90,7 +90,7 @@ CALIBRATION_SIZE = 384
 CALIBRATION_RUNS = 5
 #: The fastest engine, when its tiles differ from its whole image, runs on the fixed grid
 #: of tiles (``subpixel.engines.grid``) rather than giving way to a tile-exact engine this
-#: many times slower or more: the grid's margins and calls cost about 1.1-1.2 times.
+#: many times slower or more: the grid's margins and calls cost about 1.1 times (1080p).
 GRID_GAIN = 1.25
 
 
