@@ -235,6 +235,49 @@ def test_device_batches_are_cut_to_the_device_memory_budget(
         assert np.abs(one.astype(int) - other.astype(int)).max() <= 1
 
 
+def test_on_a_gpu_a_tile_size_does_not_take_an_image_off_the_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On a GPU an image that fits the device's budget is upscaled whole on the device
+    # whatever tile is asked for (tiled == untiled there by construction); one too big for
+    # it goes through the image pipeline at the tile asked. Other scales, a host memory
+    # limit or another alpha take the image pipeline. The route only: nothing runs on a GPU.
+    import subpixel.upscaler as module
+
+    upscaler = subpixel.load_model("espcn", scale=2)
+    image = np.random.default_rng(9).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    routes: list[tuple[str, object]] = []
+
+    def on_device(images: list[np.ndarray], *, tile: int | None = None) -> list[str]:
+        routes.append(("device", tile))
+        return ["device"] * len(images)
+
+    def on_host(image: np.ndarray, model: object, **options: object) -> str:
+        routes.append(("host", options.get("tile")))
+        return "host"
+
+    monkeypatch.setattr(upscaler, "_batch_on_device", on_device)
+    monkeypatch.setattr(module.inference, "upscale", on_host)
+    upscaler.device = torch.device("cuda")
+    assert upscaler(image, tile=17) == upscaler(image) == "device"
+    assert upscaler.upscale_batch([image, image], tile=37) == ["device", "device"]
+    assert upscaler(image, scale=3, tile=17) == "host"
+    assert upscaler(image, max_memory=1 << 30) == "host"
+    assert upscaler(image, alpha="network") == "host"
+    assert (
+        routes
+        == [("device", 17), ("device", None), ("device", 37), ("host", 17)] + [("host", None)] * 2
+    )
+    # Too big for the device alone: the image pipeline at the tile asked.
+    monkeypatch.undo()
+    upscaler.device = torch.device("cpu")
+    monkeypatch.setattr(module, "device_memory_budget", lambda device: 1)
+    monkeypatch.setattr(module.inference, "upscale", on_host)
+    routes.clear()
+    assert upscaler._batch_on_device([image], tile=17) == ["host"]
+    assert routes == [("host", 17)]
+
+
 def _example_upscaled_whole() -> tuple[np.ndarray, subpixel.Upscaler, np.ndarray]:
     """The example image (225x150 RGB), the default model at x3 and its untiled output."""
     rgb = np.asarray(Image.open(EXAMPLE).convert("RGB"))

@@ -12,14 +12,16 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from subpixel.errors import DeviceError
 
-__all__ = ["DEVICE_NAMES", "DeviceError", "processor_name", "resolve_device"]
+__all__ = ["DEVICE_NAMES", "DeviceError", "processor_name", "resolve_device", "tf32"]
 
 #: The names ``resolve_device`` takes, as shown to users.
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
@@ -99,3 +101,22 @@ def processor_name(device: str | torch.device = "cpu") -> str:
     if "cpu family" in fields:
         name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
     return name
+
+
+@contextlib.contextmanager
+def tf32(allowed: bool) -> Iterator[None]:
+    """Allow (or forbid) TF32 in CUDA matrix products and cuDNN convolutions for a block.
+
+    Sets ``torch.backends.cuda.matmul.allow_tf32`` and ``torch.backends.cudnn.allow_tf32``
+    and restores both on the way out. TF32 is 2-3 times faster for float32 convolutions on
+    Ampere and later GPUs, with a 10-bit mantissa (relative error about 1e-3). No effect
+    on the CPU.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    torch.backends.cudnn.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn

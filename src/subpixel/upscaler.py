@@ -307,13 +307,14 @@ class Upscaler:
         """Upscale a PIL image or a uint8/uint16 array; returns the same kind.
 
         The keywords are ``subpixel.upscale_image``'s. On a GPU, an image at the network's
-        own scale, untiled, with bicubic alpha, is upscaled on the device from one upload
-        to one download (``upscale_frames``) when its work fits in half the device's free
-        memory; the rest goes through the CPU pipeline (tiled by the default limits, the
-        network on the device).
+        own scale with bicubic alpha is upscaled on the device from one upload to one
+        download (``upscale_frames``) when its work fits in half the device's free memory,
+        whole, whatever ``tile`` asks: a tile size bounds memory, and that budget bounds it
+        there, so tiled and untiled give the same bytes. The rest goes through the CPU
+        pipeline (tiled as asked, or by the default limits; the network on the device).
         """
-        if self._goes_to_device(scale, tile, max_memory, alpha):
-            return self._on_device(image)
+        if self._goes_to_device(scale, max_memory, alpha):
+            return self._batch_on_device([image], tile=tile)[0]
         return inference.upscale(
             image,
             self,
@@ -324,22 +325,15 @@ class Upscaler:
             alpha=alpha,
         )
 
-    def _goes_to_device(
-        self, scale: float | None, tile: int | None, max_memory: int | None, alpha: str
-    ) -> bool:
+    def _goes_to_device(self, scale: float | None, max_memory: int | None, alpha: str) -> bool:
         """Whether a call with these keywords takes the device pipeline (on a GPU, at the
-        network's own scale, untiled, with bicubic alpha)."""
+        network's own scale, with bicubic alpha, no host memory limit; tiles or not)."""
         return (
             self.device.type != "cpu"
-            and tile is None
             and max_memory is None
             and scale in (None, self.scale)
             and alpha == "bicubic"
         )
-
-    def _on_device(self, image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
-        """One image through ``upscale_frames``: one upload, one download."""
-        return self._batch_on_device([image])[0]
 
     def upscale_batch(
         self,
@@ -352,24 +346,25 @@ class Upscaler:
     ) -> list[Image.Image | np.ndarray]:
         """Several images, each returned as ``self(image, ...)`` returns it.
 
-        On a GPU, at the network's own scale, untiled, with bicubic alpha, images of one
-        size and type (after Pillow's mode conversions) go through ``upscale_frames``
-        together: one upload, the network once, one download per batch, as many a batch as
-        fit in half the device's free memory (``limits.device_memory_budget``); an image
-        too big for it alone is tiled through the image pipeline. Elsewhere (the CPU,
-        whose engines already use every core; tiles; other scales) one image at a time.
+        On a GPU, at the network's own scale, with bicubic alpha, images of one size and
+        type (after Pillow's mode conversions) go through ``upscale_frames`` together: one
+        upload, the network once, one download per batch, as many a batch as fit in half
+        the device's free memory (``limits.device_memory_budget``), whatever ``tile`` asks;
+        an image too big for it alone is tiled through the image pipeline. Elsewhere (the
+        CPU, whose engines already use every core; other scales) one image at a time.
         """
-        if self._goes_to_device(scale, tile, max_memory, alpha):
-            return self._batch_on_device(images)
+        if self._goes_to_device(scale, max_memory, alpha):
+            return self._batch_on_device(images, tile=tile)
         return [
             self(image, scale=scale, tile=tile, max_memory=max_memory, alpha=alpha)
             for image in images
         ]
 
     def _batch_on_device(
-        self, images: Sequence[Image.Image | np.ndarray]
+        self, images: Sequence[Image.Image | np.ndarray], *, tile: int | None = None
     ) -> list[Image.Image | np.ndarray]:
-        """``images`` through ``upscale_frames``, those of one shape and type as one batch."""
+        """``images`` through ``upscale_frames``, those of one shape and type as one batch;
+        one too big for the device alone through the image pipeline, at ``tile``."""
         arrays = [
             inference.pil_to_array(i)[0] if isinstance(i, Image.Image) else np.asarray(i)
             for i in images
@@ -384,7 +379,7 @@ class Upscaler:
             size = len(indices) if budget is None else int(budget // per_image)
             if size == 0:  # too big for the device whole: tiles through the image pipeline
                 for index in indices:
-                    results[index] = inference.upscale(images[index], self)
+                    results[index] = inference.upscale(images[index], self, tile=tile)
                 continue
             for start in range(0, len(indices), size):
                 chunk = indices[start : start + size]

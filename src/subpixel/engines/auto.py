@@ -24,7 +24,8 @@ sub-pixel form (22 ms a 384x384 call) differed at 3 values and eager torch's sub
 (57 ms) was kept (probe 537 ms), before the grid. On 2 Intel cores with AMX (bfloat16),
 OpenVINO failed the probe for ESPCN x3 (12 ms; ONNX Runtime, the fastest exact, 30 ms) and
 its sub-pixel form for FSRCNN x3 (19 ms; 41-92 ms for the others): both now run on the grid.
-An engine named by the user is not probed.
+An engine named by the user is not probed. A model on a GPU runs in eager torch, its forms
+and layouts timed on the device (``subpixel.engines.device_choice``).
 
 The choice is remembered per network kind (architecture, FSRCNN's form, scale, channels,
 precision) and thread count for the process, and, given ``cache_file``
@@ -44,6 +45,7 @@ import importlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +60,11 @@ from subpixel.engines.base import (
     _check_precision,
     _cores,
     _network_kind,
+)
+from subpixel.engines.device_choice import (
+    DEVICE_CALIBRATION_BATCH,
+    choose_on_device,
+    fastest_calls,
 )
 from subpixel.engines.grid import GRID_SUFFIX, GridEngine
 from subpixel.engines.onnxruntime_engine import OnnxRuntimeEngine
@@ -163,12 +170,6 @@ def _versions() -> str:
     return ", ".join(versions)
 
 
-def _time_ms(engine: Engine, lr: np.ndarray) -> float:
-    start = time.perf_counter()
-    engine(lr)
-    return (time.perf_counter() - start) * 1e3
-
-
 def calibrate(
     engines: dict[str, Engine],
     channels: int,
@@ -180,17 +181,16 @@ def calibrate(
     """Time each engine on a (1, C, size, size) input: one warm-up call, then ``runs`` rounds.
 
     The rounds interleave the engines (one call each per round) and each keeps its fastest
-    call: another job on the machine only ever adds time, and a median of a few calls on a
-    busy 2-core machine still picked a 3x slower engine now and then.
+    call (``device_choice.fastest_calls``): another job on the machine only ever adds time,
+    and a median of a few calls on a busy 2-core machine still picked a 3x slower engine now
+    and then.
     """
     lr = np.random.default_rng(0).random((1, channels, size, size), dtype=np.float32)
-    for engine in engines.values():
-        engine(lr)
-    samples: dict[str, list[float]] = {name: [] for name in engines}
-    for _ in range(runs):
-        for name, engine in engines.items():
-            samples[name].append(_time_ms(engine, lr))
-    return Calibration(kind, {name: min(t) for name, t in samples.items()})
+
+    def call(engine: Engine) -> Callable[[], object]:
+        return lambda: engine(lr)
+
+    return Calibration(kind, fastest_calls({n: call(e) for n, e in engines.items()}, runs))
 
 
 def _valid_candidate(name: object) -> bool:
@@ -296,7 +296,8 @@ def make_engine(
     matched, on a grid or not). For FSRCNN each
     candidate also runs in the sub-pixel form of the last layer. Candidates that cannot run
     are left out: onnxruntime or openvino when it is not installed or cannot take the
-    network. A model on a GPU gets ``torch``, not probed.
+    network. A model on a GPU runs in eager torch, in the form and memory layout timed
+    fastest there (``subpixel.engines.device_choice``), not probed.
 
     Args:
         model: the network (a ``subpixel`` model, card attached or not).
@@ -355,7 +356,7 @@ def auto_choice(
     precision = resolve_precision(model, precision)
     _check_precision(precision)
     if _on_gpu(model):
-        return "torch"
+        return _on_device(model, precision)[0]
     count = threads or torch.get_num_threads()
     cache = None if cache_file is None else Path(cache_file)
     choice = _remembered(model, precision, count, cache)
@@ -435,6 +436,30 @@ def _on_gpu(model: nn.Module) -> bool:
     return first is not None and first.device.type != "cpu"
 
 
+def _on_device(model: nn.Module, precision: str) -> tuple[str, Engine]:
+    """The choice and engine for a model on a GPU (``subpixel.engines.device_choice``):
+    eager torch, the form and layout measured fastest there, remembered for the process."""
+    first = next(model.parameters())
+    where = first.device
+    name = torch.cuda.get_device_name(where) if where.type == "cuda" else str(where)
+    kind = f"{_network_kind(model)}/{precision}/{name}"
+    choice = _CHOICES.get(kind)
+    if choice is not None:
+        return choice, _named(model, choice, precision, None, None)
+    choice, engine, milliseconds = choose_on_device(
+        _forms(model), precision, _channels(model), size=CALIBRATION_SIZE, runs=CALIBRATION_RUNS
+    )
+    logger.info(
+        "auto engine for %s: %s (ms for %d frames: %s)",
+        kind,
+        choice,
+        DEVICE_CALIBRATION_BATCH,
+        {k: round(v, 3) for k, v in milliseconds.items()},
+    )
+    _CHOICES[kind] = choice
+    return choice, engine
+
+
 def _remembered(
     model: nn.Module, precision: str, count: int, cache_file: Path | None
 ) -> str | None:
@@ -451,8 +476,7 @@ def _auto_engine(
     model: nn.Module, precision: str, threads: int | None, cache_file: Path | None
 ) -> Engine:
     if _on_gpu(model):
-        # ONNX Runtime here is CPU only; a GPU model stays on its GPU.
-        return TorchEngine(model, precision=precision)
+        return _on_device(model, precision)[1]
     count = threads or torch.get_num_threads()
     choice = _remembered(model, precision, count, cache_file)
     if choice is not None:

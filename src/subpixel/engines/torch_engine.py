@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from subpixel.devices import tf32
 from subpixel.engines.base import EngineError, _check_input, _check_precision
 from subpixel.precision import first_layer_in_float32
 
@@ -69,7 +70,11 @@ class TorchEngine:
         )
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
-        sr = self.run_tensor(torch.from_numpy(_check_input(lr)))
+        """(B, C, H, W) float32 array -> (B, C, rH, rW) float32 array. Float32 means float32
+        here: TF32 is off for the call on a GPU (``run_tensor`` leaves the flags as the
+        caller set them: the device pipeline's ``allow_tf32``)."""
+        with tf32(False):
+            sr = self.run_tensor(torch.from_numpy(_check_input(lr)))
         return np.ascontiguousarray(sr.cpu().numpy())
 
     def run_tensor(self, lr: torch.Tensor) -> torch.Tensor:

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from subpixel.bicubic import REACH, phase_weights
-from subpixel.devices import resolve_device
+from subpixel.devices import resolve_device, tf32
 from subpixel.errors import ImageError, ScaleError
 from subpixel.pipeline.fastpath import _split_matrix_float64, luma_gains
 
@@ -77,25 +77,6 @@ COLOUR_SPACES = ("y", "rgb")
 
 #: Frame types and the largest peak each can hold (int32: 16-bit values without ``uint16``).
 FRAME_DTYPES: dict[torch.dtype, int] = {torch.uint8: 255, torch.uint16: 65535, torch.int32: 65535}
-
-
-@contextlib.contextmanager
-def tf32(allowed: bool) -> Iterator[None]:
-    """Allow (or forbid) TF32 in CUDA matrix products and cuDNN convolutions for a block.
-
-    Sets ``torch.backends.cuda.matmul.allow_tf32`` and ``torch.backends.cudnn.allow_tf32``
-    and restores both on the way out. TF32 is 2-3 times faster for float32 convolutions on
-    Ampere and later GPUs, with a 10-bit mantissa (relative error about 1e-3). No effect
-    on the CPU.
-    """
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = allowed
-    torch.backends.cudnn.allow_tf32 = allowed
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = matmul
-        torch.backends.cudnn.allow_tf32 = cudnn
 
 
 @contextlib.contextmanager
