@@ -46,8 +46,8 @@ class GridEngine:
     def __init__(self, engine: Engine, network: nn.Module, tile: int = GRID_TILE) -> None:
         self.engine = engine
         self.name = engine.name
-        self.precision = getattr(engine, "precision", "float32")
-        self.form = getattr(engine, "form", "")
+        self.precision = engine.precision
+        self.form = engine.form
         self.tile = tile
         self.margin = tile_margin(receptive_radius(network))
 
