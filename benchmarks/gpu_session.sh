@@ -45,21 +45,13 @@ fi
 #    float32/float16/bfloat16, the network alone; batch 1 and 8 (#22's frames/s bars).
 python3 benchmarks/device_pipeline.py "${pipeline[@]}" 2>&1 | tee "$OUT/device_pipeline.txt"
 
-# 2. Video x3 through upscale_video: FSRCNN-s, ESPCN and the bicubic floor, in batches.
-python3 - "$DATA/video/slow_traffic_small.mp4" "$frames" "$batches" <<'PY' 2>&1 | tee "$OUT/video.txt"
-import sys, tempfile, torch, subpixel
-from subpixel.pipeline.video import upscale_video
-source, frames, batches = sys.argv[1], int(sys.argv[2]), [int(b) for b in sys.argv[3].split()]
-device = "cuda" if torch.cuda.is_available() else "cpu"
-print(f"{'model':<10} {'batch':>5} {'frames':>6} {'fps':>8}  (x3, {device}, libx264 ultrafast)")
-for name in ("bicubic", "fsrcnn-s", "espcn"):
-    upscaler = subpixel.load_model(name, scale=3, device=device)
-    for batch in batches:
-        with tempfile.TemporaryDirectory() as folder:
-            report = upscale_video(source, f"{folder}/out.mp4", upscaler, preset="ultrafast",
-                                   max_frames=frames, batch=batch)
-        print(f"{name:<10} {batch:>5} {report.frames:>6} {report.fps:>8.1f}", flush=True)
-PY
+# 2. Video x3 end to end (benchmarks/video_speed.py: FSRCNN-s and ESPCN beside the bicubic
+#    floor, the network alone), the networks on the GPU, frames in batches.
+for batch in $batches; do
+    SUBPIXEL_DATA="$DATA" python3 benchmarks/video_speed.py --presets ultrafast \
+        --frames "$frames" --batch "$batch" --out "$OUT/video-batch$batch" 2>&1 \
+        | tee "$OUT/video-batch$batch.txt"
+done
 
 # 3. Training steps per second on the device (#24's 100 M LR pixels/s for FSRCNN x3).
 python3 benchmarks/train_speed.py --no-loader --patch-size 32 --networks fsrcnn-x3,espcn-x3 \

@@ -11,12 +11,16 @@ to 1920x1080 and the table gives frames/s of the whole job. Beside it, on the sa
   chroma upsampling and encoding set whatever the network.
 
 Weights are the bundled ones where the package ships them, random otherwise (speed does not
-depend on them). Writes ``OUT/video-speed.md`` and ``OUT/video-speed.json``.
+depend on them). On a CUDA machine the networks run there (``--device``, default: CUDA
+when present) and frames go through them in batches (``--batch``, default 8 on a GPU, 1 on
+a CPU), as ``subpixel upscale --batch N`` runs them; decoding and encoding stay on the CPU.
+Writes ``OUT/video-speed.md`` and ``OUT/video-speed.json``.
 
 Usage::
 
     python benchmarks/video_speed.py                       # about 10 min on 2 cores
     python benchmarks/video_speed.py --frames 120 --presets veryfast --out /tmp/v
+    python benchmarks/video_speed.py --device cuda --batch 32 --presets ultrafast
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from torch import nn
 import subpixel
 from subpixel import models
 from subpixel.allocator import keep_freed_memory
+from subpixel.devices import processor_name, resolve_device
 from subpixel.engines import set_threads
 from subpixel.paths import data_root
 from subpixel.pipeline.video import upscale_video
@@ -51,18 +56,18 @@ PRESETS = ("ultrafast", "veryfast", "medium")
 VIDEO = "video/slow_traffic_small.mp4"
 
 
-def load_upscaler(name: str) -> tuple[Upscaler, str]:
-    """(the Python default path for ``name``, where its weights came from)."""
+def load_upscaler(name: str, device: torch.device) -> tuple[Upscaler, str]:
+    """(the Python default path for ``name`` on ``device``, where its weights came from)."""
     architecture, _, scale_text = name.rpartition("-x")
     scale = int(scale_text)
     if architecture == "bicubic":
-        return subpixel.load_model("bicubic", scale=scale), "none (fixed)"
+        return subpixel.load_model("bicubic", scale=scale, device=device), "none (fixed)"
     if (architecture, scale) in bundled_weights():
-        return subpixel.load_model(architecture, scale=scale), "bundled"
+        return subpixel.load_model(architecture, scale=scale, device=device), "bundled"
     torch.manual_seed(0)
     network: nn.Module = models.build(architecture, scale=scale).eval()
     describe(network, architecture)
-    return Upscaler(network, card_of(network)), "random"
+    return Upscaler(network.to(device), card_of(network)), "random"
 
 
 def _engine_label(upscaler: Upscaler) -> str:
@@ -81,34 +86,45 @@ def decode_fps(source: Path, frames: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def network_ms(model: Upscaler, size: tuple[int, int], runs: int = 20) -> float:
+def network_ms(model: Upscaler, size: tuple[int, int], batch: int = 1, runs: int = 20) -> float:
+    """Median ms per frame of the network alone on ``batch`` luminance frames already where
+    it runs (to the device's synchronisation on a GPU)."""
     width, height = size
-    y = np.random.default_rng(0).random((1, 1, height, width), dtype=np.float32)
-    model.run(y)
+    y = torch.rand((batch, 1, height, width), generator=torch.Generator().manual_seed(0))
+    y = y.to(model.device)
+
+    def wait() -> None:
+        if model.device.type == "cuda":
+            torch.cuda.synchronize(model.device)
+
+    model.run_tensor(y)
     times = []
     for _ in range(runs):
+        wait()
         started = time.perf_counter()
-        model.run(y)
+        model.run_tensor(y)
+        wait()
         times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
+    return 1000 * statistics.median(times) / batch
 
 
-def job_fps(source: Path, model: Upscaler, preset: str, frames: int | None) -> float:
+def job_fps(source: Path, model: Upscaler, preset: str, frames: int | None, batch: int) -> float:
     with tempfile.TemporaryDirectory() as folder:
         report = upscale_video(
-            source, Path(folder) / "out.mp4", model, preset=preset, max_frames=frames
+            source, Path(folder) / "out.mp4", model, preset=preset, max_frames=frames, batch=batch
         )
     return report.fps
 
 
 def write_markdown(path: Path, rows: list[dict[str, Any]], facts: dict[str, Any]) -> None:
-    header = "| network | weights | engine | preset | frames/s | network alone (ms, fps) |"
+    header = "| network | weights | engine | preset | frames/s | network alone (ms/frame, fps) |"
     lines = [
         "# Video end to end: decode + upscale + encode",
         "",
         f"`python benchmarks/video_speed.py`: {facts['video']} ({facts['input']}, "
         f"{facts['frames']} frames) to {facts['output']}, x264 at CRF 18, yuv420p, "
-        "luminance through the network, chroma bicubic.",
+        "luminance through the network, chroma bicubic; the networks on "
+        f"{facts['device']}, {facts['batch']} frame(s) a call.",
         "",
         f"Decode alone: {facts['decode_fps']:.0f} frames/s.",
         "",
@@ -130,7 +146,7 @@ def write_markdown(path: Path, rows: list[dict[str, Any]], facts: dict[str, Any]
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['threads']} threads), "
         f"load {m['load_average']}; Python {m['python']}, torch {m['torch']}, "
-        f"PyAV {facts['pyav']}, subpixel {m['subpixel']}.",
+        f"PyAV {facts['pyav']}, subpixel {m['subpixel']}; device: {facts['device_name']}.",
         "",
     ]
     path.write_text("\n".join(lines))
@@ -143,6 +159,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=None, help="default: the whole video")
     parser.add_argument("--threads", type=int, default=None, help="default: usable cores")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="output folder (docs)")
+    default = "cuda" if torch.cuda.is_available() else "cpu"
+    parser.add_argument("--device", default=default, help=f"where the networks run ({default})")
+    parser.add_argument("--batch", type=int, default=None, help="frames a call (GPU 8, CPU 1)")
     return parser.parse_args(argv)
 
 
@@ -151,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()  # as `subpixel upscale` does
     if args.threads:
         set_threads(args.threads)
+    device = resolve_device(args.device)
+    batch = args.batch or (1 if device.type == "cpu" else 8)
     source = data_root() / VIDEO
     if not source.is_file():
         print(f"video_speed: {source} not found (set SUBPIXEL_DATA)", file=sys.stderr)
@@ -168,14 +189,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "decode_fps": decode_fps(source, frames),
         "pyav": av.__version__,
         "machine": machine(),
+        "device": str(device),
+        "device_name": processor_name(device),
+        "batch": batch,
     }
     print(f"decode alone: {facts['decode_fps']:.0f} frames/s", file=sys.stderr)
     rows: list[dict[str, Any]] = []
     for name in [*args.networks.split(","), "bicubic-x3"]:
-        model, weights = load_upscaler(name)
-        alone = None if name.startswith("bicubic") else network_ms(model, size)
+        model, weights = load_upscaler(name, device)
+        alone = None if name.startswith("bicubic") else network_ms(model, size, batch)
         for preset in presets:
-            fps = job_fps(source, model, preset, frames)
+            fps = job_fps(source, model, preset, frames, batch)
             rows.append(
                 {
                     "network": name,

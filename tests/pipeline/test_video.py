@@ -598,12 +598,15 @@ def test_video_speed_benchmark_writes_its_table(data_dir: Path, tmp_path: Path) 
         pytest.skip(f"{source} not found")
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "video_speed.py"
     command = [sys.executable, str(script), "--networks", "fsrcnn-s-x3", "--frames", "3"]
-    command += ["--presets", "ultrafast", "--out", str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    table = (tmp_path / "video-speed.md").read_text()
-    assert "| fsrcnn-s-x3 | bundled |" in table and "| bicubic-x3 | none (fixed) |" in table
-    assert "Decode alone:" in table
+    command += ["--presets", "ultrafast", "--out", str(tmp_path), "--device", "cpu"]
+    for batch in ("1", "2"):  # one frame a call (a CPU's default) and a GPU's batches
+        done = subprocess.run(
+            [*command, "--batch", batch], capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        table = (tmp_path / "video-speed.md").read_text()
+        assert "| fsrcnn-s-x3 | bundled |" in table and "| bicubic-x3 | none (fixed) |" in table
+        assert "Decode alone:" in table and f"the networks on cpu, {batch} frame(s) a call" in table
 
 
 # ---------------------------------------------------------------------------------------------
