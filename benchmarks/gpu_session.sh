@@ -30,9 +30,11 @@ DATA=${GPU_DATA:-.gpudata}
 if [ "${QUICK:-0}" = 1 ]; then
     pipeline=(--repeats 2 --batch 2 --width 64 --height 36)
     frames=4 batches="1 2" train=(--seconds 1 --repeats 1 --warmup 2 --batch-size 8)
+    workload=64x36 runs=2 gpu_batch=2
 else
     pipeline=(--repeats 20 --batch 8)
     frames=300 batches="1 8 32" train=(--seconds 10 --repeats 3 --batch-size 256)
+    workload=1080p runs=20 gpu_batch=8
 fi
 
 {
@@ -56,4 +58,11 @@ done
 # 3. Training steps per second on the device (#24's 100 M LR pixels/s for FSRCNN x3).
 python3 benchmarks/train_speed.py --no-loader --patch-size 32 --networks fsrcnn-x3,espcn-x3 \
     --data "$DATA/train/T91" "${train[@]}" 2>&1 | tee "$OUT/train_speed.txt"
+
+# 4. benchmarks/speed.py with its GPU section (the same rows as step 1, with the device's
+#    matmul peaks and each network's share of them), beside the CPU's torch rows: the
+#    speed.md to keep as docs/speed-gpu.md.
+python3 benchmarks/speed.py --networks espcn-x3,fsrcnn-x3,fsrcnn-s-x3 --workloads "$workload" \
+    --engines torch,torch-channels-last --no-quality --runs "$runs" --gpu-batch "$gpu_batch" \
+    --out "$OUT/speed" 2>&1 | tail -5 | tee "$OUT/speed.txt"
 date -u | tee -a "$OUT/machine.txt"

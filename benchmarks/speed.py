@@ -32,6 +32,12 @@ them, but the automatic precision does. For networks with weights the loss of PS
 bfloat16 and of mixed against float32 on Set5 and Set14, measured in this run for each
 bfloat16 engine (torch autocast, OpenVINO), is printed beside those rows.
 
+On a machine with CUDA (``--gpu``, default: CUDA when present) a section for the GPU
+follows, for the networks with bundled weights at the same frame sizes:
+``benchmarks/device_pipeline.py``'s rows (the default path host to host, the device pipeline
+in float32/float16/bfloat16, the network alone; one frame a call and ``--gpu-batch``) with
+the network-alone rows as GFLOP/s and shares of the device's matmul peaks.
+
 Writes ``OUT/speed.md`` (the machine, library versions, a summary and the full table),
 ``OUT/speed.png`` and ``OUT/speed.json`` (the records).
 
@@ -42,6 +48,7 @@ Usage::
     python benchmarks/speed.py --quick --out /tmp/s    # 2 networks, 3 runs: a smoke test
     python benchmarks/speed.py --networks espcn-x3,fsrcnn-s-x3 --runs 20
     python benchmarks/speed.py --engines torch,onnxruntime --no-quality
+    python benchmarks/speed.py --quick --gpu cpu --out /tmp/s  # the GPU section, on the CPU
 """
 
 from __future__ import annotations
@@ -71,7 +78,7 @@ from torch import nn
 import subpixel
 from subpixel import models
 from subpixel.allocator import keep_freed_memory
-from subpixel.devices import processor_name
+from subpixel.devices import processor_name, resolve_device
 from subpixel.engines import ENGINES, Engine, GridEngine, make_engine, set_threads
 from subpixel.errors import SubpixelError
 from subpixel.precision import LOSS_KEYS, native_bfloat16, precision_for_card
@@ -608,6 +615,7 @@ def write_markdown(
     info: dict[str, Any],
     peaks: dict[str, float],
     args: argparse.Namespace,
+    gpu_lines: Sequence[str] = (),
 ) -> None:
     flags = ", ".join(info["flags"]) or "none of avx2/avx512/amx"
     lines = [
@@ -657,6 +665,7 @@ def write_markdown(
     ]
     if args.skipped:
         lines += ["Not run: " + "; ".join(args.skipped) + ".", ""]
+    lines += gpu_lines
     path.write_text("\n".join(lines))
 
 
@@ -749,6 +758,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="2 networks, 1080p, 3 runs, no compile"
     )
     parser.add_argument("--out", type=Path, default=Path("docs"), help="output folder (docs)")
+    parser.add_argument(
+        "--gpu",
+        default="auto",
+        help="device for the GPU section: auto (CUDA when present), off, or a device name",
+    )
+    parser.add_argument("--gpu-batch", type=int, default=8, help="frames a call there (8)")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quick:
@@ -783,6 +798,41 @@ def _bfloat16_peak(peaks: dict[str, float]) -> str:
     if "bfloat16" in peaks:
         return f"**{peaks['bfloat16']:.0f} GFLOP/s bf16**"
     return "no native bfloat16 (bfloat16 rows left out)"
+
+
+def device_section(
+    args: argparse.Namespace, networks: dict[str, nn.Module]
+) -> tuple[list[str], dict[str, Any]]:
+    """The GPU section (``benchmarks/device_pipeline.section``) for the networks with
+    bundled weights, at the first workload's frame size; nothing without a device for it."""
+    if args.gpu == "off" or (args.gpu == "auto" and not torch.cuda.is_available()):
+        return [], {}
+    from device_pipeline import section  # a sibling script, as this one is run
+
+    device = resolve_device("cuda" if args.gpu == "auto" else args.gpu)
+    workload = args.workloads.split(",")[0]
+    specs, lr_sizes, gflop = [], {}, {}
+    for name in args.names:
+        architecture, scale = NETWORKS[name]
+        lr_size = _lr_size(workload, scale)
+        if lr_size is None or (architecture, scale) not in bundled_weights():
+            continue
+        specs.append(name)
+        lr_sizes[name] = lr_size
+        gflop[name] = network_gflop(networks[name], scale, lr_size)
+    print(f"GPU section on {device}: {', '.join(specs) or 'no bundled network'}", file=sys.stderr)
+    if not specs:
+        return [], {}
+    lines, data = section(
+        specs,
+        device,
+        lr_sizes=lr_sizes,
+        gflop=gflop,
+        batch=args.gpu_batch,
+        repeats=args.runs,
+        peak_size=args.peak_size,
+    )
+    return lines, {"workload": workload, **data}
 
 
 def _lr_size(workload: str, scale: int) -> tuple[int, int] | None:
@@ -871,11 +921,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     record.psnr_loss = losses.get(key, {})
                 records.append(record)
                 print(f"  {method.label:48s} {ms:9.1f} ms {record.fps:7.1f} fps", file=sys.stderr)
+    gpu_lines, gpu_data = device_section(args, networks)
     info["load_average_end"] = _load()
     args.out.mkdir(parents=True, exist_ok=True)
-    write_markdown(args.out / "speed.md", records, info, peaks, args)
+    write_markdown(args.out / "speed.md", records, info, peaks, args, gpu_lines)
     plotted = write_plot(args.out / "speed.png", records)
     data = {"machine": info, "peaks": peaks, "records": [asdict(r) for r in records]}
+    if gpu_data:
+        data["gpu"] = gpu_data
     (args.out / "speed.json").write_text(json.dumps(data, indent=1))
     written = ["speed.md", "speed.json"] + (["speed.png"] if plotted else [])
     print(f"wrote {', '.join(str(args.out / w) for w in written)}", file=sys.stderr)

@@ -712,7 +712,7 @@ def _speed_module() -> ModuleType:
 def test_speed_benchmark_quick_mode_writes_its_table_and_plot(tmp_path: Path) -> None:
     command = [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick"]
     command += ["--networks", "fsrcnn-s-x3", "--workloads", "64x48", "--runs", "1"]
-    command += ["--out", str(tmp_path)]
+    command += ["--out", str(tmp_path), "--gpu", "cpu", "--gpu-batch", "2"]  # its GPU section
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     records = json.loads((tmp_path / "speed.json").read_text())["records"]
@@ -733,6 +733,21 @@ def test_speed_benchmark_quick_mode_writes_its_table_and_plot(tmp_path: Path) ->
     assert all(r["ms"] > 0 and r["lr_size"] == [64, 48] for r in records)
     table = (tmp_path / "speed.md").read_text()
     assert "GFLOP/s fp32" in table and "| fsrcnn-s-x3 | 64x48 | RGB end to end |" in table
+    # The GPU section, run on the CPU here: every row at batch 1 and 2, network-alone rows
+    # with their share of the device's matmul peak.
+    gpu = json.loads((tmp_path / "speed.json").read_text())["gpu"]
+    whats = {(r["what"], r["precision"], r["batch"]) for r in gpu["rows"]}
+    assert whats == {
+        (what, precision, batch)
+        for what, precision in [
+            ("default (upscale_batch)", subpixel.load_model("fsrcnn-s", scale=3).precision_for(8)),
+            ("device pipeline, host to host", "float32"),
+            ("network alone", "float32"),
+        ]
+        for batch in (1, 2)
+    }
+    assert gpu["peaks"]["float32"] > 0 and all(r["ms_per_frame"] > 0 for r in gpu["rows"])
+    assert "| fsrcnn-s-x3 | 64x48 | network alone | float32 | 2 |" in table
     if _has("matplotlib"):
         assert (tmp_path / "speed.png").stat().st_size > 1000
 
