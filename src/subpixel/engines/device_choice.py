@@ -1,18 +1,20 @@
 """Choosing how a model on a GPU runs: which of its equal forms, in which memory layout.
 
 On a GPU the engine is always eager torch on the device (ONNX Runtime and OpenVINO are CPU
-engines here), but what it runs still matters: FSRCNN's transposed convolution in bfloat16
-ran 2-3 times slower than float32 on an H200, where its exact sub-pixel form
+engines here), but what it runs still matters: FSRCNN's transposed convolution in half
+precision ran 2-3 times slower than in float32 on an H200, where its exact sub-pixel form
 (``models.fsrcnn_to_subpixel``) is a plain convolution; and cuDNN's kernels prefer one
 layout or the other by network and precision. So each form of the network
 (``SRNetwork.fast_form``) runs in both layouts (``DEVICE_ENGINES``) on a batch of
 ``DEVICE_CALIBRATION_BATCH`` random frames already on the device, the calls interleaved and
-each timed to the device's synchronisation; the fastest is kept. It takes a few
-milliseconds of GPU time, so the choice is remembered for the process only.
+each timed to the device's synchronisation; the fastest is kept. That is a few calls of
+each candidate, a small cost beside loading a model, so the choice is remembered for the
+process only (the CPU's choices, which take seconds, go to a cache file).
 
 No tile probe here: on a GPU the image pipeline runs a whole image on the device whatever
-tile size is asked for (``subpixel.upscaler``), so the engine's output never depends on how
-a caller tiles.
+tile size is asked for (``subpixel.upscaler``), so a caller's tiles do not change the
+output. Only an image too big for half the device's free memory is tiled, through the host
+pipeline; whether cuDNN's kernels give its tiles the whole's bits is not probed.
 
 Example:
     >>> from subpixel import models
