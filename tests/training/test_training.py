@@ -701,8 +701,8 @@ def test_recipes_are_complete_modern_configs(name: str) -> None:
         ("train", "BSDS200"),
     ]
     assert config.data_on_device and config.val == "Set5"
-    # An L1-type loss, but MSE for ESPCN (0.41 dB ahead on the CPU, docs/training).
-    assert config.loss == ("mse" if config.model == "espcn" else "charbonnier")
+    # An L1-type loss, but MSE for ESPCN and FSRCNN-s (ahead on the CPU, docs/training).
+    assert config.loss == ("mse" if config.model in ("espcn", "fsrcnn-s") else "charbonnier")
     assert config.ema_decay >= 0.99
     assert config.schedule == "cosine" and 0 < config.warmup < config.iterations // 10
     assert 24 <= config.patch_size <= 48 and config.batch_size >= 128
