@@ -404,7 +404,7 @@ class _NumpyConv:
     ``wobble`` adds ``wobble * (H % 2)``, an output that depends on the input's shape as
     shape-chosen kernels do."""
 
-    name = "numpy"
+    name, precision, form = "numpy", "float32", ""  # the Engine protocol's facts
 
     def __init__(self, network: nn.Sequential, wobble: float = 0.0) -> None:
         conv = network[0]
