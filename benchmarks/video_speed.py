@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from typing import Any
 import av
 import numpy as np
 import torch
+from device_pipeline import median_seconds
 from speed import _engine_name, machine
 from torch import nn
 
@@ -88,24 +88,11 @@ def decode_fps(source: Path, frames: int) -> float:
 
 def network_ms(model: Upscaler, size: tuple[int, int], batch: int = 1, runs: int = 20) -> float:
     """Median ms per frame of the network alone on ``batch`` luminance frames already where
-    it runs (to the device's synchronisation on a GPU)."""
+    it runs (to the device's synchronisation on a GPU: ``device_pipeline.median_seconds``)."""
     width, height = size
     y = torch.rand((batch, 1, height, width), generator=torch.Generator().manual_seed(0))
     y = y.to(model.device)
-
-    def wait() -> None:
-        if model.device.type == "cuda":
-            torch.cuda.synchronize(model.device)
-
-    model.run_tensor(y)
-    times = []
-    for _ in range(runs):
-        wait()
-        started = time.perf_counter()
-        model.run_tensor(y)
-        wait()
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times) / batch
+    return 1000 * median_seconds(lambda: model.run_tensor(y), model.device, runs) / batch
 
 
 def job_fps(source: Path, model: Upscaler, preset: str, frames: int | None, batch: int) -> float:
