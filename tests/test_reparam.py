@@ -137,6 +137,38 @@ def test_merged_forward_equals_branches_with_the_same_gradients(
         torch.testing.assert_close(g1[name], g0[name], rtol=1e-9, atol=1e-9, msg=name)
 
 
+@FAST
+@given(blocks(), st.integers(0, 2**16))
+def test_a_block_set_to_a_kernel_collapses_to_that_kernel(
+    case: tuple[Block, torch.Tensor], seed: int
+) -> None:
+    """``set_collapsed`` inverts ``collapse``: the branches change so that they sum to any
+    given kernel, and the branches that the ECB's plain convolution does not take over keep
+    their values (none is zeroed, so every branch still learns)."""
+    block, x = case
+    k = block.kernel_size
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(block.out_channels, block.in_channels, k, k, generator=generator)
+    bias = torch.randn(block.out_channels, generator=generator)
+    weight, bias = weight.double(), bias.double()
+    if isinstance(block, CollapsibleLinearBlock) and block.expand.out_channels < weight[0].numel():
+        with pytest.raises(ValueError, match=r"cannot hold every .* needs hidden >= "):
+            block.set_collapsed(weight, bias)
+        return
+    kept = "project" if isinstance(block, CollapsibleLinearBlock) else "conv."
+    before = {n: p.clone() for n, p in block.named_parameters() if not n.startswith(kept)}
+    block.set_collapsed(weight, bias)
+    conv = block.collapse()
+    torch.testing.assert_close(conv.weight, weight, rtol=0, atol=1e-9)
+    torch.testing.assert_close(conv.bias, bias, rtol=0, atol=1e-9)
+    expected = F.conv2d(x, weight, bias, padding=k // 2)
+    torch.testing.assert_close(block.forward_branches(x), expected, rtol=0, atol=1e-9)
+    for name, value in before.items():
+        assert torch.equal(block.get_parameter(name), value), name
+    with pytest.raises(ValueError, match="cannot set a"):
+        block.set_collapsed(weight[:, :, :1], bias)
+
+
 def test_fresh_float32_blocks_collapse_to_1e_5() -> None:
     torch.manual_seed(0)
     x = torch.rand(4, 16, 12, 12)
@@ -199,6 +231,20 @@ def test_network_collapses_into_an_equal_espcn(name: str, scale: int, channels: 
     torch.testing.assert_close(plain(lr), expected, rtol=1e-9, atol=1e-9)
     _branch_form(net, merged=True)
     torch.testing.assert_close(net(lr), expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(("name", "scale", "channels"), NETS)
+def test_a_network_goes_back_from_its_collapsed_form(name: str, scale: int, channels: int) -> None:
+    """A fresh network loaded with another's collapsed form computes what that one does, so
+    a shipped (collapsed) file can be trained further in the re-parameterised form."""
+    trained = _randomise(models.build(name, scale=scale, channels=channels).double(), 1)
+    fresh = models.build(name, scale=scale, channels=channels).double()
+    fresh.load_collapsed(trained.collapse())
+    lr = torch.rand(2, channels, 6, 9, dtype=torch.float64)
+    torch.testing.assert_close(fresh(lr), trained(lr), rtol=1e-9, atol=1e-9)
+    wider = models.build(name, scale=scale, channels=channels, features=8).collapse()
+    with pytest.raises(ValueError, match="into a network that collapses into"):
+        fresh.load_collapsed(wider)
 
 
 def test_espcn_residual_adds_the_nearest_neighbour_upsampled_input() -> None:

@@ -189,6 +189,27 @@ class _LinearBranches(nn.Module):
         with torch.no_grad():
             return collapsed_conv(*self.merged_parameters())
 
+    def set_collapsed(self, weight: Tensor, bias: Tensor) -> None:
+        """Set the branches so that the block equals the convolution ``weight`` (C_out, C_in,
+        k, k) and ``bias`` (C_out,) (to float rounding): the inverse of ``collapse``, so a
+        plain network's weights can go on training in this form. Every trainable branch
+        keeps parameters of its own (none is zeroed, which would leave a product of two
+        zero factors without gradient).
+
+        Raises:
+            ValueError: a kernel of another shape.
+        """
+        expected = (self.out_channels, self.in_channels, self.kernel_size, self.kernel_size)
+        if tuple(weight.shape) != expected or tuple(bias.shape) != expected[:1]:
+            raise ValueError(
+                f"cannot set a {tuple(weight.shape)} kernel into a block of shape {expected}"
+            )
+        with torch.no_grad():
+            self._set_collapsed(weight.detach(), bias.detach())
+
+    def _set_collapsed(self, weight: Tensor, bias: Tensor) -> None:
+        raise NotImplementedError
+
     def extra_repr(self) -> str:
         return f"identity={self.identity}, merged={self.merged}"
 
@@ -285,6 +306,16 @@ class EdgeOrientedBlock(_LinearBranches):
             branches["identity"] = (identity, torch.zeros_like(self.conv.bias))
         return branches
 
+    def _set_collapsed(self, weight: Tensor, bias: Tensor) -> None:
+        # The plain k x k branch takes what the other branches leave: exact by construction.
+        plain = f"{self.kernel_size}x{self.kernel_size}"
+        others = [b for name, b in self.branch_parameters().items() if name != plain]
+        rest_weight = torch.stack([w for w, _ in others]).sum(0)
+        rest_bias = torch.stack([b for _, b in others]).sum(0)
+        assert self.conv.bias is not None
+        self.conv.weight.copy_(weight.to(rest_weight) - rest_weight)
+        self.conv.bias.copy_(bias.to(rest_bias) - rest_bias)
+
     def forward_branches(self, x: Tensor) -> Tensor:
         """The training form: every branch run separately and summed."""
         p = self.kernel_size // 2
@@ -347,6 +378,24 @@ class CollapsibleLinearBlock(_LinearBranches):
             identity = _identity_kernel(self.out_channels, k, self.expand.weight)
             branches["identity"] = (identity, torch.zeros_like(self.project.bias))
         return branches
+
+    def _set_collapsed(self, weight: Tensor, bias: Tensor) -> None:
+        # Keep the wide convolution, solve the projection P: P W0 = weight - identity, which
+        # has an exact solution when W0's (hidden) rows span every (C_in k k) kernel.
+        assert self.expand.bias is not None and self.project.bias is not None
+        k, hidden = self.kernel_size, self.expand.out_channels
+        if hidden < self.in_channels * k * k:
+            raise ValueError(
+                f"a block {hidden} wide cannot hold every {self.in_channels}x{k}x{k} kernel: "
+                f"it needs hidden >= {self.in_channels * k * k}"
+            )
+        target = weight.double()
+        if self.identity:
+            target = target - _identity_kernel(self.out_channels, k, target)
+        wide = self.expand.weight.double().flatten(1)  # (hidden, C_in k k)
+        projection = target.flatten(1) @ torch.linalg.pinv(wide)  # (C_out, hidden)
+        self.project.weight.copy_(projection[:, :, None, None])
+        self.project.bias.copy_(bias.double() - projection @ self.expand.bias.double())
 
     def forward_branches(self, x: Tensor) -> Tensor:
         """The training form: the wide convolution, the projection, the residual."""

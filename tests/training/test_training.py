@@ -758,6 +758,21 @@ def test_init_from_takes_a_bundled_model(name: str, folders: tuple[Path, Path]) 
         assert torch.equal(state[key], value), key
 
 
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_init_from_a_bundled_ecbsr_trains_on_from_its_collapsed_weights(
+    scale: int, folders: tuple[Path, Path]
+) -> None:
+    """A shipped ECBSR file holds the collapsed ESPCN; the run's ECBSR takes it in its
+    re-parameterised form and starts as the shipped network."""
+    config = _config(folders, model="ecbsr", scale=scale, model_options={}, init_from="ecbsr")
+    network = build_network(config).eval()
+    shipped = load_network("ecbsr", scale=scale).eval()
+    lr = torch.rand(1, 1, 11, 13)
+    with torch.no_grad():
+        torch.testing.assert_close(network(lr), shipped(lr), rtol=1e-5, atol=1e-5)
+    assert all(bool(p.abs().max() > 0) for p in network.parameters())
+
+
 @pytest.mark.parametrize(
     ("init_from", "message"),
     [

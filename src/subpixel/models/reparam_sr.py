@@ -153,3 +153,26 @@ class ReparamSR(SRNetwork):
                 assert isinstance(activation, nn.PReLU)
                 prelu.weight.copy_(activation.weight)
         return espcn.train(self.training)
+
+    def load_collapsed(self, plain: ESPCN) -> None:
+        """Set every block and activation so that this network equals ``plain`` (to float
+        rounding), the inverse of ``collapse``: a shipped (collapsed) model, or any ESPCN of
+        ``espcn_config()``, goes on training re-parameterised.
+
+        Raises:
+            ValueError: ``plain`` is an ESPCN of another configuration.
+        """
+        if plain.config != self.espcn_config():
+            raise ValueError(
+                f"cannot load {plain.config} into a network that collapses into "
+                f"{self.espcn_config()}"
+            )
+        convs = [m for m in plain.features if isinstance(m, nn.Conv2d)] + [plain.subpixel]
+        prelus = [m for m in plain.features if isinstance(m, nn.PReLU)]
+        for conv, block in zip(convs, [*self.blocks, self.last], strict=True):
+            assert conv.bias is not None
+            block.set_collapsed(conv.weight, conv.bias)
+        with torch.no_grad():
+            for prelu, activation in zip(prelus, self.activations, strict=True):
+                assert isinstance(activation, nn.PReLU)
+                activation.weight.copy_(prelu.weight)

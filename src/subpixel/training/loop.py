@@ -153,10 +153,10 @@ def _donor(config: TrainConfig) -> tuple[Path, nn.Module]:
     assert config.init_from is not None
     weights = init_weights(config.init_from, config.scale)
     donor = load_weights(weights)
-    architecture = card_of(donor).architecture
-    if architecture != config.model:
+    card = card_of(donor)
+    if config.model not in (card.architecture, card.name):
         raise RunError(
-            f"cannot initialise {config.model} from {weights}: it holds {architecture} weights"
+            f"cannot initialise {config.model} from {weights}: it holds {card.name} weights"
         )
     return weights, donor
 
@@ -171,8 +171,11 @@ def build_network(config: TrainConfig) -> nn.Module:
     if config.init_from:
         weights, donor = _donor(config)
         try:
-            model.load_state_dict(donor.state_dict(), strict=True)
-        except RuntimeError as error:
+            if isinstance(model, models.ReparamSR) and isinstance(donor, models.ESPCN):
+                model.load_collapsed(donor)  # a shipped file holds the collapsed form
+            else:
+                model.load_state_dict(donor.state_dict(), strict=True)
+        except (RuntimeError, ValueError) as error:
             reason = str(error).splitlines()[0]
             raise RunError(f"cannot initialise from {weights}: {reason}") from error
     return model
