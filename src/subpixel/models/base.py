@@ -85,6 +85,15 @@ class SRNetwork(nn.Module):
         """``""`` for a network in its own form, a name for one made by ``fast_form``."""
         return ""
 
+    def start_from(self, donor: nn.Module) -> None:
+        """Take a trained network's weights to train on from (``subpixel train
+        --init-from``): by default its state dict, which must match this network's exactly.
+
+        Raises:
+            RuntimeError: a state dict of another shape.
+        """
+        self.load_state_dict(donor.state_dict(), strict=True)
+
     def onnx_form(self) -> nn.Module:
         """This network as ONNX export traces it (the network itself unless it needs an
         exportable stand-in)."""

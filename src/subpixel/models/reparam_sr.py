@@ -154,6 +154,14 @@ class ReparamSR(SRNetwork):
                 prelu.weight.copy_(activation.weight)
         return espcn.train(self.training)
 
+    def start_from(self, donor: nn.Module) -> None:
+        """A collapsed file (what weights files hold: an ``ESPCN``) through
+        ``load_collapsed``; a checkpoint's training form as a state dict."""
+        if isinstance(donor, ESPCN):
+            self.load_collapsed(donor)
+        else:
+            super().start_from(donor)
+
     def load_collapsed(self, plain: ESPCN) -> None:
         """Set every block and activation so that this network equals ``plain`` (to float
         rounding), the inverse of ``collapse``: a shipped (collapsed) model, or any ESPCN of

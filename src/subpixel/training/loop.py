@@ -171,8 +171,8 @@ def build_network(config: TrainConfig) -> nn.Module:
     if config.init_from:
         weights, donor = _donor(config)
         try:
-            if isinstance(model, models.ReparamSR) and isinstance(donor, models.ESPCN):
-                model.load_collapsed(donor)  # a shipped file holds the collapsed form
+            if isinstance(model, models.SRNetwork):
+                model.start_from(donor)  # a re-parameterised network takes a collapsed file
             else:
                 model.load_state_dict(donor.state_dict(), strict=True)
         except (RuntimeError, ValueError) as error:
