@@ -166,7 +166,7 @@ def test_a_block_set_to_a_kernel_collapses_to_that_kernel(
     for name, value in before.items():
         assert torch.equal(block.get_parameter(name), value), name
     with pytest.raises(ValueError, match="cannot set a"):
-        block.set_collapsed(weight[:, :, :1], bias)
+        block.set_collapsed(F.pad(weight, (1, 1, 1, 1)), bias)  # a (k+2)x(k+2) kernel
 
 
 def test_fresh_float32_blocks_collapse_to_1e_5() -> None:
