@@ -156,8 +156,22 @@ def save_weights(model: nn.Module, path: str | Path, card: ModelCard | None = No
     path = Path(path)
     # Through a temporary file and a rename: a reader never sees half a file. As bytes:
     # safetensors' save_file replaces the file it is given with one of mode 0o600.
-    data = save(state, metadata)
+    data = _with_sorted_header(save(state, metadata))
     return atomic_write(path, lambda temporary: temporary.write_bytes(data))
+
+
+def _with_sorted_header(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its JSON header's keys in sorted order.
+
+    safetensors writes the metadata entries in a hash map's order, which changes from one
+    call to the next; sorted, the same network and card always give the same bytes.
+    """
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    encoded = text.encode()
+    encoded += b" " * (-len(encoded) % 8)  # the tensors start 8-byte aligned, as safetensors'
+    return len(encoded).to_bytes(8, "little") + encoded + data[8 + length :]
 
 
 def _collapsed(model: Collapsible, card: ModelCard) -> tuple[nn.Module, ModelCard]:
