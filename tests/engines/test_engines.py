@@ -96,6 +96,22 @@ def _eager(network: nn.Module, lr: np.ndarray) -> np.ndarray:
         return network(torch.from_numpy(lr)).numpy()
 
 
+def test_torch_native_turns_onednn_off_for_its_calls_only() -> None:
+    """``torch-native`` runs with oneDNN off and puts the switch back, after an error too."""
+    network = models.build("espcn", scale=3).eval()
+    seen: list[bool] = []
+    network.register_forward_pre_hook(lambda *_: seen.append(torch.backends.mkldnn.enabled))
+    native = make_engine(network, "torch-native", precision="float32")
+    assert native.name == "torch-native"
+    native(_lr())
+    assert seen == [False] and torch.backends.mkldnn.enabled
+    with pytest.raises(RuntimeError):
+        native(np.zeros((1, 2, 5, 5), np.float32))  # one channel expected
+    assert seen == [False, False] and torch.backends.mkldnn.enabled
+    make_engine(network, "torch", precision="float32")(_lr())
+    assert seen[-1] is True
+
+
 def _check(engine: Engine, network: nn.Module, lr: np.ndarray, precision: str) -> None:
     expected = _eager(network, lr)
     sr = engine(lr)
@@ -123,6 +139,7 @@ CASES = [("espcn", ""), ("fsrcnn", ""), ("fsrcnn", "subpixel"), ("fsrcnn-s", "")
         ("torch", "bfloat16"),
         ("torch-channels-last", "float32"),
         ("torch-channels-last", "bfloat16"),
+        ("torch-native", "float32"),
         ("onnxruntime", "float32"),
         ("openvino", "float32"),
         ("openvino", "bfloat16"),

@@ -19,8 +19,6 @@ from subpixel.engines.grid import GRID_TILE, GridEngine
 from subpixel.engines.tile_probe import grid_mismatches, tile_mismatches
 from subpixel.pipeline.tiling import receptive_radius, run_in_grid, tile_margin
 
-pytestmark = pytest.mark.filterwarnings("ignore:TF32 acceleration:UserWarning")  # mkldnn.flags
-
 
 class _ShapeDependent:
     """A network's engine whose output moves by a few float steps with the input's shape,
@@ -43,20 +41,12 @@ class _ShapeDependent:
         return out + np.float32(3e-3 * step)  # a level or so of 8 bits
 
 
-class _Exact:
+class _Exact(TorchEngine):
     """Eager float32 torch without oneDNN, whose kernels are chosen by shape: the same
-    arithmetic for a pixel whatever the input's shape (tile-exact)."""
-
-    name = "torch"
-    precision = "float32"
-    form = ""
+    arithmetic for a pixel whatever the input's shape (tile-exact; ``torch-native``)."""
 
     def __init__(self, network: nn.Module) -> None:
-        self.engine = TorchEngine(network)
-
-    def __call__(self, lr: np.ndarray) -> np.ndarray:
-        with torch.backends.mkldnn.flags(enabled=False):
-            return self.engine(lr)
+        super().__init__(network, onednn=False)
 
 
 def _network(name: str = "espcn", scale: int = 2) -> nn.Module:
@@ -95,9 +85,7 @@ def test_the_grid_probe_passes_a_shape_dependent_engine_and_fails_a_noisy_one() 
     assert grid_mismatches(GridEngine(noisy, network, tile=40), 1) > 0
 
 
-def test_the_probe_takes_the_grid_when_the_exact_engine_is_much_slower(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_the_probe_takes_the_grid_when_the_exact_engine_is_much_slower() -> None:
     network = _network()
     shaky, exact = _ShapeDependent(_Exact(network)), _Exact(network)
     noisy = _ShapeDependent(_Exact(network), noisy=True)
@@ -121,10 +109,71 @@ def test_the_probe_takes_the_grid_when_the_exact_engine_is_much_slower(
     # An engine that is not even the same from call to call gets no grid: the exact one.
     found = probe({"noisy": 1.0, "exact": far})
     assert (found.choice, found.exact, found.failed) == ("exact", True, ("noisy",))
+    found = probe({"noisy": 1.0})  # nothing exact: ``make_engine`` tries the fallback
+    assert (found.choice, found.exact, found.failed) == ("noisy", False, ("noisy",))
+
+
+@pytest.mark.parametrize("fallback_exact", [True, False])
+def test_when_nothing_is_exact_the_fallback_is_timed_and_probed(
+    fallback_exact: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Candidates whose tiles differ and which do not repeat themselves (no grid): the exact
+    fallback, ``torch-native`` (oneDNN off), is chosen and recorded; when it differs too,
+    the fastest is kept with a warning."""
+    built: dict[str, Engine] = {}
+
+    def build(model: nn.Module, name: str, *args: object) -> Engine:
+        exact = _Exact(model)
+        keep = name == "torch-native" and fallback_exact
+        built[name] = exact if keep else _ShapeDependent(exact, noisy=True)
+        return built[name]
+
+    timings = {"torch": 1.0, "torch-channels-last": 2.0, "torch-native": 5.0}
+    monkeypatch.setitem(AUTO_ENGINES, "float32", ("torch", "torch-channels-last"))
+    monkeypatch.setattr(auto, "_build", build)
+    monkeypatch.setattr(
+        auto,
+        "calibrate",
+        lambda engines, _c, kind: auto.Calibration(kind, {n: timings[n] for n in engines}),
+    )
+    clear_engine_cache()
+    cache = tmp_path / "engines.json"
     with caplog.at_level("WARNING", logger="subpixel.engines.auto"):
-        found = probe({"noisy": 1.0})
-    assert (found.choice, found.exact) == ("noisy", False)
-    assert "may differ along tile seams" in caplog.text
+        engine = auto.make_engine(_network(), "auto", precision="float32", cache_file=cache)
+    clear_engine_cache()
+    (entry,) = json.loads(cache.read_text()).values()
+    assert set(entry["milliseconds"]) == set(timings)
+    if fallback_exact:
+        assert engine is built["torch-native"] and entry["engine"] == "torch-native"
+        assert entry["tile_exact"] is True
+        assert entry["probe_failed"] == ["torch", "torch-channels-last"]
+        assert "may differ along tile seams" not in caplog.text
+    else:
+        assert engine is built["torch"] and entry["engine"] == "torch"
+        assert entry["tile_exact"] is False
+        assert entry["probe_failed"] == ["torch", "torch-channels-last", "torch-native"]
+        assert "may differ along tile seams" in caplog.text
+
+
+def test_a_base_install_chooses_a_tile_exact_engine_in_float32(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """torch alone (no ONNX Runtime, no OpenVINO), the default ESPCN x3 in float32 (16-bit
+    images, and CPUs without native bfloat16): on 2 Zen 3 and 2 Intel AMX cores oneDNN's
+    tiles differed from the whole in both layouts, so the choice was the grid or the
+    fallback. Whatever this machine chose, its tiles equal its whole image."""
+    monkeypatch.setitem(AUTO_ENGINES, "float32", ("torch", "torch-channels-last"))
+    clear_engine_cache()
+    upscaler = subpixel.load_model("espcn", scale=3, precision="float32", cache_file=None)
+    engine = upscaler.engine_for("float32")
+    clear_engine_cache()
+    if isinstance(engine, GridEngine):
+        assert grid_mismatches(engine, 1) == 0, engine.name
+    else:
+        assert tile_mismatches(engine, upscaler.network, 1) == 0, engine.name
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ OpenVINO, and choose the fastest.
 An engine is anything with a ``name`` and ``__call__(lr) -> sr``; the same network gives the
 same output (to float rounding, 1e-5; to about 1e-2 in bfloat16) whichever engine runs it.
 
-- ``torch``, ``torch-channels-last``, ``torch-compile``: ``subpixel.engines.torch_engine``.
+- ``torch``, ``torch-channels-last``, ``torch-native`` (oneDNN off), ``torch-compile``:
+  ``subpixel.engines.torch_engine``.
 - ``onnxruntime``: the network exported in memory (``subpixel.export``) and run by ONNX
   Runtime on CPU (``subpixel.engines.onnxruntime_engine``).
 - ``openvino``: the same export compiled by OpenVINO's CPU plugin (the ``openvino`` extra),

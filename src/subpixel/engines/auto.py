@@ -18,7 +18,12 @@ interior equals the whole is kept -- unless it is more than ``GRID_GAIN`` times 
 the fastest: then the fastest is kept and run on a fixed grid of tiles
 (``subpixel.engines.grid``, a choice named ``"...+grid"``), where every image is cut into the
 same crops however it is tiled, once a second probe has found it repeats itself there. If
-nothing is exact either way, the fastest is kept and a warning logged. On 2 Zen 4 cores
+nothing is exact either way, the exact fallback (``EXACT_FALLBACKS``: in float32, eager
+torch with oneDNN off, ``torch-native``) is timed and probed in its turn; if that too
+differs, the fastest is kept and a warning logged. A base install (torch alone) needs it:
+there oneDNN's float32 tiles differed from the whole for ESPCN x3 and ECBSR x3 in both
+layouts and on the grid (2 Zen 3 cores; on 2 Intel AMX cores at 15,200-831,534 of the
+probe's values), and ``torch-native`` matched at 2-8 times the time. On 2 Zen 4 cores
 (2 threads, bfloat16), ECBSR x3 kept OpenVINO (probe 95 ms); for FSRCNN x3 OpenVINO's
 sub-pixel form (22 ms a 384x384 call) differed at 3 values and eager torch's sub-pixel form
 (57 ms) was kept (probe 537 ms), before the grid. On 2 Intel cores with AMX (bfloat16),
@@ -93,6 +98,9 @@ AUTO_ENGINES = {
 # fastest for FSRCNN and was 2x slower at 640x360; on Zen 5, at 256x256, channels-last
 # torch ran FSRCNN x3's sub-pixel form within 10% of OpenVINO and 3.6x slower at 640x360,
 # where 384x384 ranks them as 640x360 does.
+#: Timed and probed only when no engine of ``AUTO_ENGINES`` is tile-exact, on its own or on
+#: the grid: slower, and exact where those were not (``torch_engine.TorchEngine(onednn=...)``).
+EXACT_FALLBACKS = {"float32": ("torch-native",)}
 CALIBRATION_SIZE = 384
 CALIBRATION_RUNS = 5
 #: The fastest engine, when its tiles differ from its whole image, runs on the fixed grid
@@ -266,6 +274,8 @@ def _build(
         return TorchEngine(model, precision=precision)
     if name == "torch-channels-last":
         return TorchEngine(model, channels_last=True, precision=precision)
+    if name == "torch-native":
+        return TorchEngine(model, onednn=False, precision=precision)
     if name == "torch-compile":
         return TorchEngine(model, compiled=True, precision=precision)
     if name == "onnxruntime":
@@ -506,6 +516,21 @@ def _measured(
     channels = _channels(model)
     calibration = calibrate(engines, channels, kind=kind)
     probe = _probe_tiles(engines, forms, calibration, channels)
+    if probe.exact is False:
+        fallbacks = {
+            name + form: engine
+            for form in forms
+            for name in EXACT_FALLBACKS.get(precision, ())
+            if (engine := _candidate(model, name + form, precision, threads, cache_dir, forms))
+        }
+        calibration, probe = _probe_fallbacks(fallbacks, forms, calibration, probe, channels)
+        engines.update(fallbacks)
+    if probe.exact is False:
+        logger.warning(
+            "no engine ran %s tile-exact; the fastest, %s, may differ along tile seams",
+            kind,
+            probe.choice,
+        )
     choice = probe.choice
     logger.info(
         "auto engine for %s: %s (ms: %s; tile probe %.0f ms: exact %s, failed %s)",
@@ -536,8 +561,8 @@ def _probe_tiles(
     more than ``GRID_GAIN`` times faster than it: then the fastest runs on the fixed grid
     of tiles (``subpixel.engines.grid``), once the grid probe
     (``tile_probe.grid_mismatches``) has found its tiles the same bit for bit from call to
-    call. The fastest of all when nothing is exact (logged as a warning) or when the network
-    cannot be tiled.
+    call. The fastest of all when nothing is exact (``exact`` False: the caller tries
+    ``EXACT_FALLBACKS``) or when the network cannot be tiled.
 
     Args:
         engines: the candidates by name (``"name[+subpixel]"``).
@@ -583,12 +608,36 @@ def _probe_tiles(
         failed.append(candidate)
     if grid_exact():
         return done(fastest + GRID_SUFFIX, True)
-    logger.warning(
-        "no engine ran %s tile-exact; the fastest, %s, may differ along tile seams",
-        calibration.kind,
-        calibration.fastest,
-    )
     return done(calibration.fastest, False)
+
+
+def _probe_fallbacks(
+    fallbacks: dict[str, Engine],
+    forms: dict[str, nn.Module],
+    calibration: Calibration,
+    probe: TileProbe,
+    channels: int,
+) -> tuple[Calibration, TileProbe]:
+    """After a probe that found nothing exact: time ``fallbacks`` (``EXACT_FALLBACKS`` by
+    candidate name) and keep the fastest whose tiles match the whole. The calibration with
+    their timings added, and the probe's result (still the fastest candidate, ``exact``
+    False, when none of them matched either)."""
+    start = time.perf_counter()
+    failed = list(probe.failed)
+    timed = calibrate(fallbacks, channels, kind=calibration.kind) if fallbacks else None
+    ranked = [] if timed is None else timed.ranked
+    milliseconds = {**calibration.milliseconds, **(timed.milliseconds if timed else {})}
+    choice, exact = probe.choice, probe.exact
+    for candidate in ranked:
+        if tile_mismatches(fallbacks[candidate], forms[_form(candidate)], channels) == 0:
+            choice, exact = candidate, True
+            break
+        logger.info("auto engine: the fallback %s failed the tile probe too", candidate)
+        failed.append(candidate)
+    spent = probe.milliseconds + (time.perf_counter() - start) * 1e3
+    return Calibration(calibration.kind, milliseconds), TileProbe(
+        choice, exact, tuple(failed), spent
+    )
 
 
 class EngineModule(nn.Module):

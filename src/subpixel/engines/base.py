@@ -24,7 +24,14 @@ from torch import nn
 from subpixel.errors import SubpixelError
 from subpixel.models import SRNetwork
 
-ENGINES = ("torch", "torch-channels-last", "torch-compile", "onnxruntime", "openvino")
+ENGINES = (
+    "torch",
+    "torch-channels-last",
+    "torch-native",
+    "torch-compile",
+    "onnxruntime",
+    "openvino",
+)
 PRECISIONS = ("float32", "bfloat16", "mixed")
 
 

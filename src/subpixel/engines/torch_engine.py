@@ -1,5 +1,7 @@
 """The PyTorch engines: ``torch`` (eager, as the model is), ``torch-channels-last`` (eager on a
-channels-last copy, oneDNN's preferred layout on CPU) and ``torch-compile``
+channels-last copy, oneDNN's preferred layout on CPU), ``torch-native`` (eager with oneDNN
+off: ATen's own convolution, slower, and on the CPUs measured the same from one input shape
+to another where oneDNN's kernels were not) and ``torch-compile``
 (``torch.compile`` with inductor's ``freezing``: weights folded into the graph as
 constants, convolutions prepacked). The first call of ``torch-compile`` compiles (15 s on 2
 cores, a few seconds for each later input shape), so it pays off on video, not on one image.
@@ -12,6 +14,8 @@ convolution in float32 (``subpixel.precision.first_layer_in_float32``).
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -34,6 +38,11 @@ class TorchEngine:
         compiled: run ``torch.compile(model, options={"freezing": True})``: the weights are
             frozen into the graph when the first call compiles it, so later changes to the
             model are not seen (as with an ONNX export).
+        onednn: ``False`` turns oneDNN off for each call (``torch-native``). oneDNN picks
+            its convolution kernels by the input's shape, so a tile can differ from the
+            whole image in the last bit; ATen's own convolution did not, on 2 Zen 3 and 2
+            Intel AMX cores (ESPCN x3 and ECBSR x3, float32), at 2-8 times the time. The
+            switch is process-wide while a call runs.
         precision: ``"float32"``, ``"bfloat16"`` (autocast on the model's device type) or
             ``"mixed"`` (autocast, the first layer left in float32).
 
@@ -50,6 +59,7 @@ class TorchEngine:
         channels_last: bool = False,
         compiled: bool = False,
         precision: str = "float32",
+        onednn: bool = True,
     ) -> None:
         _check_precision(precision)
         if channels_last:
@@ -60,13 +70,20 @@ class TorchEngine:
         self.channels_last = channels_last
         self.compiled = compiled
         self.precision = precision
+        self.onednn = onednn
         first = next(model.parameters(), None)
         self.device = first.device if first is not None else torch.device("cpu")
         # A network in float64 (a reference in a test) runs in float64, as it is.
         self.dtype = torch.float64 if first is not None and first.dtype == torch.float64 else None
         self._run: Any = torch.compile(model, options={"freezing": True}) if compiled else model
         self.name = (
-            "torch-compile" if compiled else "torch-channels-last" if channels_last else "torch"
+            "torch-compile"
+            if compiled
+            else "torch-channels-last"
+            if channels_last
+            else "torch"
+            if onednn
+            else "torch-native"
         )
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
@@ -87,6 +104,7 @@ class TorchEngine:
         with (
             torch.inference_mode(),
             torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16),
+            nullcontext() if self.onednn else _without_onednn(),
         ):
             try:
                 sr = self._run(x)  # (B, C, rH, rW)
@@ -95,3 +113,16 @@ class TorchEngine:
                     raise
                 raise EngineError(f"torch.compile failed: {error}") from error
         return sr.float()
+
+
+@contextmanager
+def _without_onednn() -> Iterator[None]:
+    """oneDNN off for the block, as it was after. (``torch.backends.mkldnn.flags`` would set
+    oneDNN's TF32 flag too, which warns on a build without Intel GPU support.)"""
+    switch = torch.backends.mkldnn  # its ``enabled`` is a property of the module
+    before = bool(switch.enabled)
+    setattr(switch, "enabled", False)  # noqa: B010 (typed as the property object)
+    try:
+        yield
+    finally:
+        setattr(switch, "enabled", before)  # noqa: B010
