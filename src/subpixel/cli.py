@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -583,6 +584,7 @@ def _train(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             device=device,
             progress=progress,
+            command=args.command,
         )
     if leader and result.best_psnr is not None:
         print(
@@ -943,6 +945,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 success, 1 error, 2 usage; interrupted by Ctrl-C
     130, by SIGTERM 143)."""
     args = build_parser().parse_args(argv)
+    args.command = shlex.join(["subpixel", *(sys.argv[1:] if argv is None else argv)])
     warnings = _WarningLines(logging.WARNING)
     library_log = logging.getLogger("subpixel")
     library_log.addHandler(warnings)

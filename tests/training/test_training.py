@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from safetensors.torch import load_file
 import subpixel
 from subpixel import models
 from subpixel.cli import main
+from subpixel.devices import processor_name
 from subpixel.training import (
     Progress,
     RunError,
@@ -29,13 +31,14 @@ from subpixel.training import (
     prepare_for_training,
     train,
 )
+from subpixel.training.bundle import bundle_run
 from subpixel.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from subpixel.training.ema import WeightAverage
 from subpixel.training.losses import charbonnier_loss
 from subpixel.training.recipes import RECIPES, recipe
-from subpixel.training.records import read_log
+from subpixel.training.records import Session, read_log, read_sessions, write_sessions
 from subpixel.training.schedule import Schedule
-from subpixel.weights import load_network
+from subpixel.weights import card_of, load_network
 
 
 def _smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -406,6 +409,10 @@ def test_a_run_killed_mid_way_resumes_to_the_same_weights(
     assert [r.iteration for r in read_log(run / "log.csv")] == [
         r.iteration for r in read_log(tmp_path / "straight" / "log.csv")
     ]
+    # The killed process's share ends at its last checkpoint; the resumed one takes over.
+    sessions = read_sessions(run / "sessions.json")
+    assert [(s.first_iteration, s.last_iteration) for s in sessions] == [(0, 20), (20, 40)]
+    assert all(s.command is None and s.seconds > 0 for s in sessions)  # called from Python
 
 
 class _Stop(Exception):
@@ -512,6 +519,21 @@ def test_cli_train_and_resume(
     assert main(["train", "--resume", "--iterations", "9", *common]) == 0
     assert TrainConfig.load(out / "config.json").iterations == 9
     assert read_log(out / "log.csv")[-1].iteration == 9
+    # Each process's share is on record, with the command that started it.
+    first, second = read_sessions(out / "sessions.json")
+    assert first.command == shlex.join(["subpixel", *args])
+    assert second.command == shlex.join(
+        ["subpixel", "train", "--resume", "--iterations", "9", *common]
+    )
+    assert (first.first_iteration, first.last_iteration) == (0, 6)
+    assert (second.first_iteration, second.last_iteration) == (6, 9)
+    assert first.machine == processor_name("cpu") and first.processes == 1
+    assert first.threads == torch.get_num_threads() and first.torch == torch.__version__
+    bundled = bundle_run(out, tmp_path / "bundled.safetensors", datasets=())
+    assert [s["command"] for s in card_of(bundled).training["sessions"]] == [
+        first.command,
+        second.command,
+    ]
     assert main(["train", "--resume", "--lr", "0.1", *common]) == 1
     assert "drop --lr" in capsys.readouterr().err
     assert (
@@ -814,3 +836,17 @@ def test_a_run_without_validation_names_the_weights_it_wrote(
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line == f"{out}: 2 iterations (no validation); weights in {out / 'last.safetensors'}"
     assert (out / "last.safetensors").is_file() and not (out / "best.safetensors").exists()
+
+
+def test_sessions_past_the_checkpoint_are_cut_to_it(tmp_path: Path) -> None:
+    """A process killed between writing the sessions and the checkpoint: on resume its
+    share is what the checkpoint holds, and a session that checkpointed nothing is dropped."""
+    path = tmp_path / "sessions.json"
+    spans = [(0, 20), (20, 30), (30, 30)]
+    write_sessions(
+        path,
+        [Session("subpixel train", "cpu", "cpu", 2, 1, "2.13.0", a, b, 1.0) for a, b in spans],
+    )
+    assert [(s.first_iteration, s.last_iteration) for s in read_sessions(path)] == spans
+    kept = read_sessions(path, iteration=25)
+    assert [(s.first_iteration, s.last_iteration) for s in kept] == [(0, 20), (20, 25)]

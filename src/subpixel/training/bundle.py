@@ -15,7 +15,7 @@ from subpixel.precision import LOSS_DATASETS
 from subpixel.precision_loss import add_losses, measure_losses
 from subpixel.training.averaging import average_networks
 from subpixel.training.loop import RunFiles
-from subpixel.training.records import read_log
+from subpixel.training.records import read_log, read_sessions
 from subpixel.weights import card_of, load_weights, save_weights
 
 __all__ = ["bundle_run"]
@@ -31,10 +31,11 @@ def bundle_run(
     """Write ``run``'s best weights to ``output`` with a card that records how they were made.
 
     The card's ``training`` holds the run's resolved config, the iteration the weights come
-    from, the iterations and wall time of the whole run; ``metrics`` holds mean PSNR/SSIM on
-    each of ``datasets`` under the default protocol and, on Set5 and Set14, the PSNR lost in
-    bfloat16 and in mixed (``subpixel.precision``), which decide what ``"auto"`` precision
-    runs.
+    from, the iterations and wall time of the whole run, and its sessions (``sessions.json``:
+    the command, machine and seconds of each process that trained it, where recorded);
+    ``metrics`` holds mean PSNR/SSIM on each of ``datasets`` under the default protocol
+    and, on Set5 and Set14, the PSNR lost in bfloat16 and in mixed
+    (``subpixel.precision``), which decide what ``"auto"`` precision runs.
 
     With ``average_with`` (weights files of the same network, such as earlier checkpoints
     of the run), the weights written are the mean of the best and those
@@ -52,6 +53,9 @@ def bundle_run(
         "iterations_run": rows[-1].iteration if rows else None,
         "wall_seconds": round(rows[-1].seconds, 1) if rows else None,
     }
+    sessions = read_sessions(files.sessions)
+    if sessions:
+        training["sessions"] = [dataclasses.asdict(session) for session in sessions]
     if "collapsed_from" in card.training:  # trained re-parameterised, shipped collapsed
         training["collapsed_from"] = card.training["collapsed_from"]
     if average_with:

@@ -4,8 +4,9 @@ A run folder holds ``config.json`` (the resolved config), ``checkpoint.safetenso
 full training state, rewritten at every validation), ``best.safetensors`` and
 ``last.safetensors`` (weights with model cards, usable by ``subpixel.load_model``: the weight
 average when the run keeps one, and a re-parameterised network collapsed into the plain
-network it equals), ``log.csv`` and ``curves.png``. Run under ``torchrun`` it trains
-data-parallel; rank 0 writes.
+network it equals), ``log.csv``, ``curves.png`` and ``sessions.json`` (each process that
+trained it: command line, machine, threads, iterations and seconds). Run under ``torchrun``
+it trains data-parallel; rank 0 writes.
 
 A step never waits for the device: losses are summed where they are computed and read back
 only when a log row is written (every ``val_every / 10`` iterations), so on a GPU the host
@@ -32,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from subpixel import models
 from subpixel.data import DevicePairs, PatchCache, PatchDataset
-from subpixel.devices import resolve_device
+from subpixel.devices import processor_name, resolve_device
 from subpixel.errors import SubpixelError
 from subpixel.evaluation import evaluate
 from subpixel.reparam import Collapsible
@@ -41,7 +42,15 @@ from subpixel.training.config import TrainConfig
 from subpixel.training.ema import WeightAverage
 from subpixel.training.losses import charbonnier_loss
 from subpixel.training.precision_choice import StepTimer, choose_training_precision
-from subpixel.training.records import LogRow, plot_curves, read_log, write_log
+from subpixel.training.records import (
+    LogRow,
+    Session,
+    plot_curves,
+    read_log,
+    read_sessions,
+    write_log,
+    write_sessions,
+)
 from subpixel.training.sampling import RunSampler
 from subpixel.training.schedule import Schedule
 from subpixel.weights import bundled_weights, card_of, describe, load_weights, save_weights
@@ -80,6 +89,10 @@ class RunFiles:
     @property
     def plot(self) -> Path:
         return self.root / "curves.png"
+
+    @property
+    def sessions(self) -> Path:
+        return self.root / "sessions.json"
 
 
 @dataclass(frozen=True)
@@ -548,8 +561,13 @@ def train(
     cache_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     progress: Callable[[Progress], None] | None = None,
+    command: str | None = None,
 ) -> RunResult:
     """Train (or resume) a run in folder ``out``; see the module docstring for its files.
+
+    ``command`` (the command line that started this process, for the record) goes into
+    ``sessions.json`` with the machine, threads and the iterations and seconds this process
+    adds, one entry per start or resume, so that the record says how each part was made.
 
     Resuming restores model, optimiser, weight average, schedule and the data order from the
     last checkpoint, so an interrupted run ends with the same weights as an uninterrupted
@@ -566,7 +584,18 @@ def train(
         _donor(config)  # a bad name or network before the run folder is made
     with _process_group(device) as (rank, world_size, device):
         files = RunFiles(Path(out))
-        return _run(config, files, resume, cache_dir, device, progress, rank, world_size)
+        session = Session(
+            command=command,
+            machine=processor_name(device),
+            device=device.type,
+            threads=torch.get_num_threads(),
+            processes=world_size,
+            torch=torch.__version__,
+            first_iteration=0,
+            last_iteration=0,
+            seconds=0.0,
+        )
+        return _run(config, files, resume, cache_dir, device, progress, rank, session)
 
 
 def _run(
@@ -577,9 +606,11 @@ def _run(
     device: torch.device,
     progress: Callable[[Progress], None] | None,
     rank: int,
-    world_size: int,
+    session: Session,
 ) -> RunResult:
-    """``train`` inside its process group (of one process, or ``torchrun``'s)."""
+    """``train`` inside its process group (of one process, or ``torchrun``'s: ``session``
+    holds its size), recorded as ``session``."""
+    world_size = session.processes
     config = _prepare_folder(files, config, resume, device, rank, world_size)
     cache = PatchCache.build(
         [Path(d) for d in config.data],
@@ -609,6 +640,10 @@ def _run(
         )
         schedule.load_state_dict(state.schedule)
     rows = [row for row in read_log(files.log) if row.iteration <= state.iteration]
+    sessions = read_sessions(files.sessions, state.iteration) if resuming else []
+    session = dataclasses.replace(
+        session, first_iteration=state.iteration, last_iteration=state.iteration
+    )
 
     model: nn.Module = TrainingView(network)
     if world_size > 1:
@@ -660,6 +695,11 @@ def _run(
                     )
                     if rank == 0:
                         improved = best_iteration == iteration
+                        session = dataclasses.replace(
+                            session,
+                            last_iteration=iteration,
+                            seconds=round(seconds - seconds_before, 1),
+                        )
                         _write_outputs(
                             files,
                             network,
@@ -669,6 +709,7 @@ def _run(
                             config,
                             state,
                             rows,
+                            [*sessions, session],
                             improved,
                         )
                     if world_size > 1:
@@ -720,6 +761,7 @@ def _write_outputs(
     config: TrainConfig,
     state: TrainingState,
     rows: list[LogRow],
+    sessions: list[Session],
     improved: bool,
 ) -> None:
     last = rows[-1]
@@ -732,6 +774,7 @@ def _write_outputs(
     if improved:
         save_weights(deployed.network, files.best)
     write_log(files.log, rows)
+    write_sessions(files.sessions, sessions)
     plot_curves(rows, files.plot, f"{config.model} x{config.scale}")
     # The checkpoint goes last: whatever it records is already on disk.
     save_checkpoint(

@@ -1,8 +1,10 @@
-"""The run's CSV log and its PNG plot of loss and validation PSNR."""
+"""The run's records: its CSV log, the PNG plot of loss and validation PSNR, and the
+sessions that trained it (``sessions.json``: the command, machine and time of each)."""
 
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -50,6 +52,46 @@ def write_log(path: Path, rows: list[LogRow]) -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if v is None else v) for k, v in asdict(row).items()})
+
+
+@dataclass(frozen=True)
+class Session:
+    """One process's share of a run (a new run, or a ``--resume``): what it was started
+    with, where it ran, and the iterations and seconds it added, to its last checkpoint.
+
+    ``command`` is the ``subpixel train`` command line (``None`` when ``train`` was called
+    from Python); ``machine`` the processor (``subpixel.devices.processor_name``).
+    """
+
+    command: str | None
+    machine: str
+    device: str
+    threads: int
+    processes: int
+    torch: str
+    first_iteration: int
+    last_iteration: int
+    seconds: float
+
+
+def read_sessions(path: Path, iteration: int | None = None) -> list[Session]:
+    """The sessions recorded in ``path`` (none when it is missing). With ``iteration`` (a
+    checkpoint's), only what that checkpoint holds: a session that checkpointed nothing is
+    left out and one recorded past it is cut there."""
+    if not path.exists():
+        return []
+    sessions = [Session(**entry) for entry in json.loads(path.read_text())]
+    if iteration is None:
+        return sessions
+    kept = [s for s in sessions if s.first_iteration < iteration]
+    return [
+        Session(**{**asdict(s), "last_iteration": min(s.last_iteration, iteration)}) for s in kept
+    ]
+
+
+def write_sessions(path: Path, sessions: list[Session]) -> None:
+    text = json.dumps([asdict(s) for s in sessions], indent=1)
+    atomic_write(path, lambda temporary: temporary.write_text(text + "\n"))
 
 
 def plot_curves(rows: list[LogRow], path: Path, title: str) -> bool:
