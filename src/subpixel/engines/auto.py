@@ -302,9 +302,9 @@ def make_engine(
     in ``cache_file`` if given), else times the candidates of ``AUTO_ENGINES`` on a 384x384
     input, interleaved, and keeps the fastest whose tiles matched the whole image bit for bit
     in the tile probe, or the fastest on its fixed grid of tiles (a ``GridEngine``) when that
-    one is ``GRID_GAIN`` times slower (the fastest of all, with a warning, if nothing
-    matched, on a grid or not). For FSRCNN each
-    candidate also runs in the sub-pixel form of the last layer. Candidates that cannot run
+    one is ``GRID_GAIN`` times slower; if nothing matched, on a grid or not, the fastest
+    exact fallback (``EXACT_FALLBACKS``), else the fastest of all with a warning. For FSRCNN
+    each candidate also runs in the sub-pixel form of the last layer. Candidates that cannot run
     are left out: onnxruntime or openvino when it is not installed or cannot take the
     network. A model on a GPU runs in eager torch, in the form and memory layout timed
     fastest there (``subpixel.engines.device_choice``), not probed.
