@@ -536,6 +536,12 @@ def test_cli_train_and_resume(
     ]
     assert main(["train", "--resume", "--lr", "0.1", *common]) == 1
     assert "drop --lr" in capsys.readouterr().err
+    (out / "sessions.json").write_text("not json")  # damaged: one line, nothing trained
+    assert main(["train", "--resume", "--iterations", "12", *common]) == 1
+    error = capsys.readouterr().err
+    assert "sessions.json is not a record of training sessions" in error
+    assert len(error.strip().splitlines()) == 1
+    assert read_log(out / "log.csv")[-1].iteration == 9
     assert (
         main(
             [
@@ -850,3 +856,6 @@ def test_sessions_past_the_checkpoint_are_cut_to_it(tmp_path: Path) -> None:
     assert [(s.first_iteration, s.last_iteration) for s in read_sessions(path)] == spans
     kept = read_sessions(path, iteration=25)
     assert [(s.first_iteration, s.last_iteration) for s in kept] == [(0, 20), (20, 25)]
+    path.write_text("[{")
+    with pytest.raises(ValueError, match=r"sessions\.json is not a record of training sessions"):
+        read_sessions(path)

@@ -640,7 +640,10 @@ def _run(
         )
         schedule.load_state_dict(state.schedule)
     rows = [row for row in read_log(files.log) if row.iteration <= state.iteration]
-    sessions = read_sessions(files.sessions, state.iteration) if resuming else []
+    try:
+        sessions = read_sessions(files.sessions, state.iteration) if resuming else []
+    except ValueError as error:
+        raise RunError(f"{error}; move it away to resume without it") from error
     session = dataclasses.replace(
         session, first_iteration=state.iteration, last_iteration=state.iteration
     )

@@ -77,10 +77,17 @@ class Session:
 def read_sessions(path: Path, iteration: int | None = None) -> list[Session]:
     """The sessions recorded in ``path`` (none when it is missing). With ``iteration`` (a
     checkpoint's), only what that checkpoint holds: a session that checkpointed nothing is
-    left out and one recorded past it is cut there."""
+    left out and one recorded past it is cut there.
+
+    Raises:
+        ValueError: the file is not such a record (its message names the file).
+    """
     if not path.exists():
         return []
-    sessions = [Session(**entry) for entry in json.loads(path.read_text())]
+    try:
+        sessions = [Session(**entry) for entry in json.loads(path.read_text())]
+    except (ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path} is not a record of training sessions ({error})") from error
     if iteration is None:
         return sessions
     kept = [s for s in sessions if s.first_iteration < iteration]
