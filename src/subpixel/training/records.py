@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from subpixel.files import atomic_path, atomic_write
@@ -90,9 +90,10 @@ def read_sessions(path: Path, iteration: int | None = None) -> list[Session]:
         raise ValueError(f"{path} is not a record of training sessions ({error})") from error
     if iteration is None:
         return sessions
-    kept = [s for s in sessions if s.first_iteration < iteration]
     return [
-        Session(**{**asdict(s), "last_iteration": min(s.last_iteration, iteration)}) for s in kept
+        replace(s, last_iteration=min(s.last_iteration, iteration))
+        for s in sessions
+        if s.first_iteration < iteration
     ]
 
 
