@@ -494,7 +494,8 @@ _TRAIN_OPTIONS: dict[str, dict[str, object]] = {
     "init_from": {
         "metavar": "FROM",
         "help": "start from a run folder's best weights, a .safetensors file or a bundled "
-        "model (espcn_x3, or espcn for the run's scale; see `subpixel models`)",
+        "model (espcn_x3, or espcn for the run's scale; see `subpixel models`); an "
+        "ESPCN-class file of another scale starts every layer but the sub-pixel one",
     },
     "train_only": {"choices": ("all", "head"), "help": "head: freeze all but the output layer"},
 }

@@ -159,3 +159,43 @@ def test_bicubic_model_matches_matlab_imresize_in_float() -> None:
     for scale in (2, 3, 4):
         ours = models.build("bicubic", scale=scale)(torch.from_numpy(image)[None, None])[0, 0]
         np.testing.assert_allclose(ours.numpy(), imresize(image, scale=scale), atol=1e-12)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize(("donor_scale", "scale"), [(2, 4), (2, 6), (3, 3), (1, 3)])
+def test_espcn_at_a_multiple_of_its_scale_is_its_output_upsampled_by_nearest(
+    donor_scale: int, scale: int, residual: bool
+) -> None:
+    """x4 from x2: each new phase copies the donor phase it lies in, so the output is the
+    donor's output upsampled twice by nearest neighbour, for every weight."""
+    torch.manual_seed(scale + donor_scale)
+    config = ESPCNConfig(scale=donor_scale, channels=3, activation="prelu", residual=residual)
+    donor = ESPCN(config).eval()
+    with torch.no_grad():
+        for parameter in donor.parameters():
+            parameter.normal_()
+    copy = donor.at_scale(scale)
+    assert copy.config == ESPCNConfig(**{**config.__dict__, "scale": scale})
+    lr = torch.rand(2, 3, 7, 9)
+    with torch.no_grad():
+        expected = nn.functional.interpolate(donor(lr), scale_factor=scale // donor_scale)
+        torch.testing.assert_close(copy(lr), expected, rtol=0, atol=1e-5)
+    assert not copy.training
+
+
+def test_espcn_at_a_coarser_scale_takes_the_phase_each_new_one_lies_in() -> None:
+    donor = ESPCN(ESPCNConfig(scale=4, channels=1))
+    copy = donor.at_scale(3)
+    # new phase (i, j) of 3 lies in donor phase (4i // 3, 4j // 3): rows 0, 1, 2
+    rows = [0, 1, 2]
+    index = [r * 4 + c for r in rows for c in rows]
+    assert torch.equal(copy.subpixel.weight, donor.subpixel.weight[index])
+    assert copy.subpixel.bias is not None and donor.subpixel.bias is not None
+    assert torch.equal(copy.subpixel.bias, donor.subpixel.bias[index])
+
+
+def test_start_from_takes_another_scale_but_not_another_shape() -> None:
+    x4 = ESPCN(ESPCNConfig(scale=4))
+    x4.start_from(ESPCN(ESPCNConfig(scale=2)))
+    with pytest.raises(RuntimeError):
+        x4.start_from(ESPCN(ESPCNConfig(scale=2, features=(32, 16))))

@@ -801,6 +801,21 @@ def test_init_from_a_bundled_ecbsr_trains_on_from_its_collapsed_weights(
     assert all(bool(p.abs().max() > 0) for p in network.parameters())
 
 
+@pytest.mark.parametrize("model", ["espcn", "ecbsr"])
+def test_init_from_the_bundled_x2_starts_an_x4_run_at_its_output_upsampled(
+    model: str, folders: tuple[Path, Path]
+) -> None:
+    """The recipe's "x4 started from x2": every layer but the sub-pixel one is x2's, and each
+    x4 phase copies the x2 phase it lies in."""
+    config = _config(folders, model=model, scale=4, model_options={}, init_from=f"{model}_x2")
+    network = build_network(config).eval()
+    x2 = load_network(model, scale=2).eval()
+    lr = torch.rand(1, 1, 11, 13)
+    with torch.no_grad():
+        expected = torch.nn.functional.interpolate(x2(lr), scale_factor=2)
+        torch.testing.assert_close(network(lr), expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("init_from", "message"),
     [

@@ -6,8 +6,9 @@ Sub-Pixel Convolutional Neural Network".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import torch
 from torch import Tensor, nn
 
 from subpixel.models.base import SRNetwork
@@ -108,6 +109,37 @@ class ESPCN(SRNetwork):
 
     def output_layer(self) -> nn.Module:
         return self.subpixel
+
+    def at_scale(self, scale: int) -> ESPCN:
+        """A copy at another scale that starts where this one is: the same features, and
+        each HR phase (i, j) of the new sub-pixel layer is a copy of this one's phase
+        (i q // r, j q // r), q this scale and r the new one. So the copy's output is this
+        network's output resampled by nearest neighbour onto the finer (or coarser) grid:
+        exactly when r is a multiple of q (x4 from x2 is x2's output upsampled twice).
+        How a run at one scale trains on from another's weights (``start_from``)."""
+        config = replace(self.config, scale=scale)
+        parameter = next(self.parameters())
+        copy = ESPCN(config).to(parameter.device, parameter.dtype)
+        copy.features.load_state_dict(self.features.state_dict())
+        copy.output_activation.load_state_dict(self.output_activation.state_dict())
+        q, c = self.config.scale, config.channels
+        phase = torch.arange(scale) * q // scale  # the donor's phase row (or column) for each
+        donor = (phase[:, None] * q + phase[None, :]).reshape(-1)  # (r^2,) of the q^2
+        index = (torch.arange(c)[:, None] * q * q + donor[None, :]).reshape(-1)  # (C r^2,)
+        with torch.no_grad():
+            copy.subpixel.weight.copy_(self.subpixel.weight[index])
+            assert self.subpixel.bias is not None and copy.subpixel.bias is not None
+            copy.subpixel.bias.copy_(self.subpixel.bias[index])
+        return copy.train(self.training)
+
+    def start_from(self, donor: nn.Module) -> None:
+        """A network of this configuration as a state dict; one that differs only in scale
+        through ``at_scale`` (a run at x4 starting from x2's weights)."""
+        if isinstance(donor, ESPCN) and donor.config == replace(
+            self.config, scale=donor.config.scale
+        ):
+            donor = donor.at_scale(self.config.scale)
+        super().start_from(donor)
 
     def forward_phases(self, lr: Tensor) -> Tensor:
         """The output before periodic shuffling: (B, C r^2, H, W), one channel per HR phase.

@@ -156,8 +156,11 @@ class ReparamSR(SRNetwork):
 
     def start_from(self, donor: nn.Module) -> None:
         """A collapsed file (what weights files hold: an ``ESPCN``) through
-        ``load_collapsed``; a checkpoint's training form as a state dict."""
+        ``load_collapsed``, one of another scale through ``ESPCN.at_scale`` first; a
+        checkpoint's training form as a state dict."""
         if isinstance(donor, ESPCN):
+            if donor.config.scale != self.config.scale:
+                donor = donor.at_scale(self.config.scale)  # x4 from x2's file
             self.load_collapsed(donor)
         else:
             super().start_from(donor)
