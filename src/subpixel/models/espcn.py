@@ -135,8 +135,10 @@ class ESPCN(SRNetwork):
     def start_from(self, donor: nn.Module) -> None:
         """A network of this configuration as a state dict; one that differs only in scale
         through ``at_scale`` (a run at x4 starting from x2's weights)."""
-        if isinstance(donor, ESPCN) and donor.config == replace(
-            self.config, scale=donor.config.scale
+        if (
+            isinstance(donor, ESPCN)
+            and donor.config.scale != self.config.scale
+            and donor.config == replace(self.config, scale=donor.config.scale)
         ):
             donor = donor.at_scale(self.config.scale)
         super().start_from(donor)
