@@ -80,6 +80,23 @@ def test_choices_made_elsewhere_replace_the_engine_for_their_precision() -> None
             subpixel.load_model("espcn", scale=2, choices=bad)
 
 
+def test_onnxruntime_chosen_for_bfloat16_runs_float32_as_auto_runs_it() -> None:
+    # "auto" times ONNX Runtime (float32 kernels only) among the bfloat16 candidates, so a
+    # driver may hand it to its actors for bfloat16: they run it as the driver did.
+    pytest.importorskip("onnxruntime", reason="needs onnxruntime: pip install 'subpixel[onnx]'")
+    upscaler = subpixel.load_model(
+        "espcn", scale=2, precision="bfloat16", choices={"bfloat16": "onnxruntime"}
+    )
+    engine = upscaler.engine_for("bfloat16")
+    assert (engine.name, engine.precision) == ("onnxruntime", "float32")
+    image = np.random.default_rng(1).integers(0, 256, (20, 16, 3), dtype=np.uint8)
+    named = subpixel.load_model("espcn", scale=2, engine="onnxruntime")
+    assert named.precision_for(8) == "float32"
+    assert np.array_equal(upscaler(image), named(image))
+    with pytest.raises(EngineError, match="float32 only"):  # named so, it is refused
+        subpixel.load_model("espcn", scale=2, engine="onnxruntime", precision="bfloat16")(image)
+
+
 def test_a_name_a_network_and_an_upscaler_give_the_same_kind_back() -> None:
     rgb = np.random.default_rng(0).integers(0, 256, (9, 11, 3), dtype=np.uint8)
     by_name = subpixel.upscale_image(rgb, "bicubic")

@@ -46,6 +46,7 @@ from subpixel.engines import (
     EngineError,
     TorchEngine,
     auto_choice,
+    chosen_engine,
     make_engine,
 )
 from subpixel.engines.grid import GRID_SUFFIX, GridEngine
@@ -178,7 +179,8 @@ class Upscaler:
         """The engine that runs ``precision`` (built on first use, then kept)."""
         engine = self._engines.get(precision)
         if engine is None:
-            engine = make_engine(
+            build = chosen_engine if precision in self.choices else make_engine
+            engine = build(
                 self.network,
                 self.choices.get(precision, self.engine),
                 precision=precision,

@@ -355,13 +355,14 @@ def auto_choice(
 ) -> str:
     """The candidate ``make_engine(model, "auto", ...)`` runs, by name: an engine of
     ``ENGINES``, with ``"+subpixel"`` for FSRCNN in its sub-pixel form and ``"+grid"`` for
-    an engine run on the fixed grid of tiles (a name ``make_engine`` takes). The remembered
-    choice, else one measured now (and remembered); nothing is built for a remembered one.
-    Keywords as for :func:`make_engine`.
+    an engine run on the fixed grid of tiles. The remembered choice, else one measured now
+    (and remembered); nothing is built for a remembered one. Keywords as for
+    :func:`make_engine`.
 
     A choice made in one process can be handed to others, so that processes with other
     thread counts, or on other machines of the same kind, run the same engine and write
-    the same bytes (a Ray job's actors run their driver's: ``subpixel.pipeline.cluster``).
+    the same bytes (a Ray job's actors run their driver's: ``subpixel.pipeline.cluster``):
+    :func:`chosen_engine` builds it there (ONNX Runtime, chosen for bfloat16, in float32).
     """
     precision = resolve_precision(model, precision)
     _check_precision(precision)
@@ -373,6 +374,30 @@ def auto_choice(
     if choice is None:
         choice, _ = _measured(model, precision, threads, cache)
     return choice
+
+
+def chosen_engine(
+    model: nn.Module,
+    choice: str,
+    precision: str,
+    *,
+    threads: int | None = None,
+    cache_file: str | Path | None = None,
+) -> Engine:
+    """The engine of ``choice``, a candidate ``auto_choice`` chose for ``precision`` (here or
+    in another process), built as ``make_engine(model, "auto")`` builds it: ONNX Runtime,
+    whose kernels are float32 only, is a candidate in every precision and runs float32.
+
+    Raises:
+        EngineError: as for ``make_engine`` (the engine is not installed here, say).
+    """
+    arithmetic = _arithmetic(_engine_name(choice), precision)
+    return make_engine(model, choice, precision=arithmetic, threads=threads, cache_file=cache_file)
+
+
+def _arithmetic(name: str, precision: str) -> str:
+    """The precision engine ``name`` runs as a candidate for ``precision``."""
+    return "float32" if name == "onnxruntime" else precision
 
 
 def _forms(model: nn.Module) -> dict[str, nn.Module]:
@@ -411,9 +436,8 @@ def _candidate(
     ``forms``: the model's forms (``_forms``) when already made."""
     name = _engine_name(candidate)
     network = (forms or _forms(model))[_form(candidate)]
-    engine_precision = "float32" if name == "onnxruntime" else precision
     try:
-        engine = _build(network, name, engine_precision, threads, cache_dir)
+        engine = _build(network, name, _arithmetic(name, precision), threads, cache_dir)
     except SubpixelError as error:  # not installed, or not exportable
         logger.info("auto engine: %s unavailable (%s)", candidate, error)
         return None
