@@ -68,6 +68,38 @@ def _files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))}
 
 
+def _difference(
+    by_cli: Path, by_ray: Path, written: dict[str, bytes], expected: dict[str, bytes]
+) -> str:
+    """What differs, to tell an engine's values from the colour work's: for a video, the
+    largest difference of each decoded plane (Y: the network; U, V: chroma bicubic) and the
+    first frame where it differs; and the process's state that both depend on."""
+    lines = [f"oneDNN enabled here: {torch.backends.mkldnn.enabled}"]
+    cache = default_cache_file()
+    if cache.exists():
+        lines.append(f"engine choices: {cache.read_text()}")
+    for name in sorted(expected):
+        if written.get(name) == expected[name]:
+            continue
+        if not name.endswith(".mp4"):
+            lines.append(f"{name}: bytes differ")
+            continue
+        import av
+
+        with av.open(str(by_cli / name)) as cli, av.open(str(by_ray / name)) as ray:
+            pairs = zip(cli.decode(video=0), ray.decode(video=0), strict=False)
+            for index, (a, b) in enumerate(pairs):
+                # yuv420p as one array: the Y rows, then the U and V planes' rows.
+                diff = np.abs(a.to_ndarray().astype(int) - b.to_ndarray().astype(int))
+                luma, chroma = int(diff[: a.height].max()), int(diff[a.height :].max())
+                if luma or chroma:
+                    lines.append(f"{name}: frame {index} differs by {luma} in Y, {chroma} in UV")
+                    break
+            else:
+                lines.append(f"{name}: every decoded frame equal, the container differs")
+    return "\n".join(lines)
+
+
 def _seed_other_choices_for_one_thread() -> None:
     """Record, for one thread, another engine than the one chosen on every core: an actor
     (one thread) choosing for itself would take it and write other bytes; actors running
@@ -97,7 +129,8 @@ def test_outputs_are_the_clis_byte_for_byte_and_a_rerun_writes_nothing(
     assert sorted(r.status for r in results) == ["written"] * len(names)
     expected = _files(by_cli)
     assert sorted(expected) == names
-    assert _files(by_ray) == expected
+    written = _files(by_ray)
+    assert written == expected, _difference(by_cli, by_ray, written, expected)
 
     # A re-run finds every output and starts nothing.
     stamps = {p: p.stat().st_mtime_ns for p in by_ray.iterdir()}
