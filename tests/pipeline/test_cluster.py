@@ -72,8 +72,8 @@ def _difference(
     by_cli: Path, by_ray: Path, written: dict[str, bytes], expected: dict[str, bytes]
 ) -> str:
     """What differs, to tell an engine's values from the colour work's: for a video, the
-    largest difference of each decoded plane (Y: the network; U, V: chroma bicubic) and the
-    first frame where it differs; and the process's state that both depend on."""
+    first decoded frame that differs and its largest difference in Y (the network) and in
+    U/V (chroma bicubic); and the process's state that both depend on."""
     lines = [f"oneDNN enabled here: {torch.backends.mkldnn.enabled}"]
     cache = default_cache_file()
     if cache.exists():
