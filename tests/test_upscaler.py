@@ -185,6 +185,21 @@ def test_frames_upscaled_where_they_are_match_the_image_pipeline() -> None:
         assert apart.max() <= 1 and (apart > 0).mean() < 1e-3
 
 
+@pytest.mark.parametrize(
+    "options", [{}, {"engine": "torch", "precision": "float32"}], ids=["default", "torch-float32"]
+)
+def test_a_batch_through_the_network_equals_its_frames_exactly(options: dict[str, str]) -> None:
+    # oneDNN picks its float32 convolution by batch size, so on the CPU a batch runs frame
+    # by frame: a frame's output never depends on its batch-mates (default or forced engine).
+    upscaler = subpixel.load_model("espcn", scale=2, **options)
+    for height, width in ((9, 11), (13, 17), (40, 50)):
+        lr = torch.rand((4, 1, height, width), generator=torch.Generator().manual_seed(height))
+        together = upscaler.run_tensor(lr)
+        for k in range(4):
+            alone = upscaler.run_tensor(lr[k : k + 1].clone())
+            torch.testing.assert_close(together[k : k + 1], alone, rtol=0, atol=0)
+
+
 def test_a_batch_of_mixed_images_goes_through_the_device_path_by_groups() -> None:
     # What a GPU does with upscale_batch, on CPU tensors: images of one shape and type share
     # one upscale_frames call; each result equals the image's own device-path result and

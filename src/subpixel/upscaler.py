@@ -246,7 +246,15 @@ class Upscaler:
 
     def run_tensor(self, lr: torch.Tensor, *, bits: int = 8) -> torch.Tensor:
         """``run`` for a tensor (B, C, H, W); the result is on the tensor's device. A torch
-        engine runs it where it is (no trip through the host); others through numpy."""
+        engine runs it where it is (no trip through the host); others through numpy.
+
+        On the CPU a batch runs frame by frame: a CPU library may pick another convolution
+        algorithm for another batch size (oneDNN does), which can move a level, and the
+        engines already use every core on one frame. So a frame's bytes never depend on its
+        batch-mates there.
+        """
+        if lr.device.type == "cpu" and lr.shape[0] > 1:
+            return torch.cat([self.run_tensor(frame[None], bits=bits) for frame in lr])
         engine = self.engine_for(self.precision_for(bits))
         if isinstance(engine, TorchEngine):
             sr = engine.run_tensor(lr.detach())

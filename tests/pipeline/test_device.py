@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -112,6 +113,35 @@ def test_a_batch_equals_its_frames_one_by_one(espcn: dict[int, nn.Module], chann
     for k in range(3):
         single = upscale_frames(frames[k : k + 1], espcn[3], scale=3, colour_space="y", peak=255)
         torch.testing.assert_close(batch[k : k + 1], single, rtol=0, atol=0)
+
+
+def _magnifier(scale: int) -> Callable[[Tensor], Tensor]:
+    """A network that works pixel by pixel (so batch and layout cannot touch it) and
+    magnifies a last-bit difference in its input some thousand times, as far as a level."""
+    return lambda lr: (
+        torch.frac(4096.0 * lr).repeat_interleave(scale, -1).repeat_interleave(scale, -2)
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_frame_gives_the_same_bytes_in_any_batch_and_layout(seed: int) -> None:
+    # The colour arithmetic around the network, element by element: random batch sizes,
+    # small sizes (where BLAS's blocking showed) and frame types; each frame alone (as a numpy [None] view, whose batch stride is
+    # 0, and from a channels-last copy) and inside its batch give the same bytes.
+    rng = np.random.default_rng(seed)
+    dtype = (np.uint8, np.uint16)[seed % 2]
+    batch, height, width = rng.integers(2, 7), rng.integers(8, 33), rng.integers(8, 33)
+    channels = int(rng.integers(3, 5))
+    frames = rng.integers(0, PEAKS[dtype] + 1, (batch, height, width, channels)).astype(dtype)
+    run = functools.partial(
+        upscale_frames, network=_magnifier(2), scale=2, colour_space="y", peak=PEAKS[dtype]
+    )
+    together = run(torch.from_numpy(frames))
+    strided = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+    for k, frame in enumerate(frames):
+        alone = run(torch.from_numpy(frame[None]))
+        torch.testing.assert_close(together[k : k + 1], alone, rtol=0, atol=0)
+        torch.testing.assert_close(run(strided[k : k + 1]), alone, rtol=0, atol=0)
 
 
 def test_the_network_runs_once_per_batch_on_luminance(espcn: dict[int, nn.Module]) -> None:

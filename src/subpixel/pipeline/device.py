@@ -106,6 +106,21 @@ def _split(peak: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     return as_tensor(matrix.T), as_tensor(offset), as_tensor(gains)
 
 
+def _split_planes(rgb: Tensor, matrix: Tensor, offset: Tensor) -> Tensor:
+    """(B, H, W, 3) RGB -> (B, 4, H, W): Y and the three chroma terms (``_split``'s matrix).
+
+    Each term is the same sum, r m0 + g m1 + b m2 + offset, element by element: a matrix
+    product would sum in an order that depends on how many rows it gets (BLAS blocks them),
+    so a frame's values, and at times its bytes, would depend on its batch and its layout.
+    """
+    red, green, blue = rgb.unbind(-1)
+    terms = [
+        red * matrix[0, k] + green * matrix[1, k] + blue * matrix[2, k] + offset[k]
+        for k in range(matrix.shape[1])
+    ]
+    return torch.stack(terms, dim=1)
+
+
 def _divide(values: Tensor, divisor: float) -> Tensor:
     # A divisor held in a 1-element tensor, not a Python number: torch may divide by a
     # number as a multiplication by its reciprocal (one more rounding than numpy's ``/``).
@@ -209,7 +224,7 @@ def upscale_frames(
             bicubic: list[Tensor] = []  # (B, 1 or 3, H, W) planes for the bicubic
             if colours == 3 and colour_space == "y":
                 matrix, offset, gains = _split(peak, device)
-                stacked = (values[..., :3] @ matrix + offset).permute(0, 3, 1, 2)  # (B, 4, H, W)
+                stacked = _split_planes(values[..., :3], matrix, offset)  # (B, 4, H, W)
                 lr = _standard(stacked[:, :1])
                 bicubic.append(stacked[:, 1:])  # the chroma terms, on the 0..peak scale
             else:
