@@ -126,8 +126,9 @@ def _magnifier(scale: int) -> Callable[[Tensor], Tensor]:
 @pytest.mark.parametrize("seed", range(4))
 def test_a_frame_gives_the_same_bytes_in_any_batch_and_layout(seed: int) -> None:
     # The colour arithmetic around the network, element by element: random batch sizes,
-    # small sizes (where BLAS's blocking showed) and frame types; each frame alone (as a numpy [None] view, whose batch stride is
-    # 0, and from a channels-last copy) and inside its batch give the same bytes.
+    # small sizes (where a matrix product's blocking showed) and frame types; each frame
+    # alone (as a numpy [None] view, whose batch stride is 0, and from a channels-last copy)
+    # and inside its batch give the same bytes.
     rng = np.random.default_rng(seed)
     dtype = (np.uint8, np.uint16)[seed % 2]
     batch, height, width = rng.integers(2, 7), rng.integers(8, 33), rng.integers(8, 33)
