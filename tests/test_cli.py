@@ -70,7 +70,7 @@ def test_upscale_engine_precision_and_threads_options(
     finally:
         set_threads(threads)
     reference = outputs["torch", "float32"]
-    # "auto" precision is bfloat16 for the bundled ESPCN x2 on CPUs with native bfloat16.
+    # "auto" precision is mixed for the bundled ESPCN x2 on CPUs with native bfloat16.
     automatic = resolve_precision(load_network("espcn", scale=2), "auto")
     tolerance = 1 if automatic == "float32" else 4
     assert np.abs(outputs["auto", "auto"] - reference).max() <= tolerance
