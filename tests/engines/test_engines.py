@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -110,6 +111,35 @@ def test_torch_native_turns_onednn_off_for_its_calls_only() -> None:
     assert seen == [False, False] and torch.backends.mkldnn.enabled
     make_engine(network, "torch", precision="float32")(_lr())
     assert seen[-1] is True
+
+
+def test_torch_native_and_other_torch_calls_in_other_threads_never_overlap() -> None:
+    """oneDNN's switch is process-wide: while a ``torch-native`` call runs with it off, a
+    ``torch`` call in another thread waits, then runs with oneDNN on, as it was."""
+    native_network = models.build("espcn", scale=3).eval()
+    plain_network = models.build("espcn", scale=3).eval()
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(*_: object) -> None:
+        inside.set()
+        assert release.wait(30)
+
+    native_network.register_forward_pre_hook(hold)
+    seen: list[bool] = []
+    plain_network.register_forward_pre_hook(lambda *_: seen.append(torch.backends.mkldnn.enabled))
+    native = make_engine(native_network, "torch-native", precision="float32")
+    plain = make_engine(plain_network, "torch", precision="float32")
+    first = threading.Thread(target=native, args=(_lr(),))
+    first.start()
+    assert inside.wait(30)
+    second = threading.Thread(target=plain, args=(_lr(),))
+    second.start()
+    second.join(0.5)
+    waited = second.is_alive() and not seen  # still at the gate while oneDNN is off
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert waited and seen == [True] and torch.backends.mkldnn.enabled
 
 
 def _check(engine: Engine, network: nn.Module, lr: np.ndarray, precision: str) -> None:

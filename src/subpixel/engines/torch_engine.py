@@ -14,6 +14,7 @@ convolution in float32 (``subpixel.precision.first_layer_in_float32``).
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -42,7 +43,8 @@ class TorchEngine:
             its convolution kernels by the input's shape, so a tile can differ from the
             whole image in the last bit; ATen's own convolution did not, on 2 Zen 3 and 2
             Intel AMX cores (ESPCN x3 and ECBSR x3, float32), at 2-8 times the time. The
-            switch is process-wide while a call runs.
+            switch is process-wide, so such a call and the other torch engines' calls in
+            other threads wait for each other (``_onednn_gate``).
         precision: ``"float32"``, ``"bfloat16"`` (autocast on the model's device type) or
             ``"mixed"`` (autocast, the first layer left in float32).
 
@@ -104,7 +106,7 @@ class TorchEngine:
         with (
             torch.inference_mode(),
             torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16),
-            nullcontext() if self.onednn else _without_onednn(),
+            _onednn_gate(self.onednn) if self.device.type == "cpu" else nullcontext(),
         ):
             try:
                 sr = self._run(x)  # (B, C, rH, rW)
@@ -115,14 +117,50 @@ class TorchEngine:
         return sr.float()
 
 
-@contextmanager
-def _without_onednn() -> Iterator[None]:
-    """oneDNN off for the block, as it was after. (``torch.backends.mkldnn.flags`` would set
-    oneDNN's TF32 flag too, which warns on a build without Intel GPU support.)"""
-    switch = torch.backends.mkldnn  # its ``enabled`` is a property of the module
-    before = bool(switch.enabled)
-    setattr(switch, "enabled", False)  # noqa: B010 (typed as the property object)
-    try:
-        yield
-    finally:
-        setattr(switch, "enabled", before)  # noqa: B010
+class _OneDnnGate:
+    """Who may run torch convolutions on the CPU now: calls with oneDNN as the process has it,
+    or calls with oneDNN off (``torch-native``), never both at once.
+
+    oneDNN's switch is one flag for the whole process; turned off for one thread's call, it
+    would turn off another thread's convolutions midway, and their bytes would change. Calls
+    of one kind run together; the first ``torch-native`` call of a group turns oneDNN off and
+    the last one puts the switch back as it was. (``torch.backends.mkldnn.flags`` would set
+    oneDNN's TF32 flag too, which warns on a build without Intel GPU support.)
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = 0
+        self._off = False  # the kind of call running: True for oneDNN off
+        self._waiting = {False: 0, True: 0}  # calls waiting, by kind
+        self._before = True  # the switch before the first oneDNN-off call of the group
+
+    def _may_start(self, off: bool) -> bool:
+        """Nothing runs, or calls of this kind run and none of the other kind waits (so
+        neither kind keeps the other out for long)."""
+        return self._running == 0 or (self._off == off and self._waiting[not off] == 0)
+
+    @contextmanager
+    def __call__(self, onednn: bool) -> Iterator[None]:
+        switch = torch.backends.mkldnn  # its ``enabled`` is a property of the module
+        off = not onednn
+        with self._changed:
+            self._waiting[off] += 1
+            self._changed.wait_for(lambda: self._may_start(off))
+            self._waiting[off] -= 1
+            if self._running == 0 and off:
+                self._before = bool(switch.enabled)
+                setattr(switch, "enabled", False)  # noqa: B010 (typed as the property object)
+            self._off = off
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._running -= 1
+                if self._running == 0 and self._off:
+                    setattr(switch, "enabled", self._before)  # noqa: B010
+                self._changed.notify_all()
+
+
+_onednn_gate = _OneDnnGate()
