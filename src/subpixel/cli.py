@@ -520,6 +520,26 @@ def _train_option_help(name: str, text: object) -> str:
     return f"{text} (default: {_shown(default)})"
 
 
+def _model_options(pairs: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs -> the network's keyword arguments; a VALUE that reads as JSON
+    (``8``, ``0.5``, ``[3, 3]``, ``true``) is that value, any other a string."""
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise SubpixelError(f"--model-option wants KEY=VALUE (blocks=8), got {pair!r}")
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text
+    return options
+
+
+def _flag(name: str) -> str:
+    """The command-line flag that sets TrainConfig field ``name``."""
+    return "--model-option" if name == "model_options" else f"--{name.replace('_', '-')}"
+
+
 def _train(args: argparse.Namespace) -> int:
     from subpixel.training import Progress, TrainConfig, train
     from subpixel.training.recipes import recipe
@@ -532,6 +552,8 @@ def _train(args: argparse.Namespace) -> int:
         given["channels"] = 3
     if args.unshuffled_targets:
         given["unshuffled_targets"] = True
+    if args.model_option:
+        given["model_options"] = _model_options(args.model_option)
     if given.get("val") == "none":
         given["val"] = None
     out = Path(args.out)
@@ -541,7 +563,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.resume:
             extra = set(given) - {"iterations", "workers"}
             if extra:
-                flags = ", ".join(f"--{name.replace('_', '-')}" for name in sorted(extra))
+                flags = ", ".join(_flag(name) for name in sorted(extra))
                 raise SubpixelError(f"--resume continues {out / 'config.json'}; drop {flags}")
             saved = TrainConfig.load(out / "config.json")
             config = dataclasses.replace(saved, **given)
@@ -555,6 +577,14 @@ def _train(args: argparse.Namespace) -> int:
         raise SubpixelError(str(error.args[0])) from error
     except (ValueError, TypeError, OSError) as error:
         raise SubpixelError(f"cannot set up the run: {error}") from error
+    if args.model_option:  # an unknown or bad option fails here, in one line
+        try:
+            models.build(
+                config.model, scale=config.scale, channels=config.channels, **config.model_options
+            )
+        except (ValueError, TypeError) as error:
+            given_options = " ".join(args.model_option)
+            raise SubpixelError(f"--model-option {given_options}: {error}") from error
 
     leader = os.environ.get("RANK", "0") == "0"  # under torchrun, one process reports
     with contextlib.ExitStack() as stack:
@@ -806,6 +836,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, options in _TRAIN_OPTIONS.items():
         shown = {**options, "help": _train_option_help(name, options["help"])}
         tr.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, **shown)  # type: ignore[arg-type]
+    tr.add_argument(
+        "--model-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a keyword of the network's builder, repeatable: --model-option blocks=8 "
+        "--model-option features=24 (ecbsr; see subpixel.models.build)",
+    )
     tr.add_argument("--rgb", action="store_true", help="train on RGB instead of luminance")
     tr.add_argument(
         "--unshuffled-targets",
