@@ -31,10 +31,12 @@ if [ "${QUICK:-0}" = 1 ]; then
     pipeline=(--repeats 2 --batch 2 --width 64 --height 36)
     frames=4 batches="1 2" train=(--seconds 1 --repeats 1 --warmup 2 --batch-size 8)
     workload=64x36 runs=2 gpu_batch=2
+    exactness=(--batch 2 --width 40 --height 24 --networks espcn-x3)
 else
     pipeline=(--repeats 20 --batch 8)
     frames=300 batches="1 8 32" train=(--seconds 10 --repeats 3 --batch-size 256)
     workload=1080p runs=20 gpu_batch=8
+    exactness=(--batch 8)
 fi
 
 {
@@ -65,4 +67,8 @@ python3 benchmarks/train_speed.py --no-loader --patch-size 32 --networks fsrcnn-
 python3 benchmarks/speed.py --networks espcn-x3,fsrcnn-x3,fsrcnn-s-x3 --workloads "$workload" \
     --engines torch,torch-channels-last --no-quality --runs "$runs" --gpu-batch "$gpu_batch" \
     --out "$OUT/speed" 2>&1 | tail -5 | tee "$OUT/speed.txt"
+# 5. Exactness on the device (#22): a batch against its frames, tiles 17/37/97 against the
+#    whole image, the device against the CPU, in output bytes (the README states only what
+#    this measured).
+python3 benchmarks/device_exactness.py "${exactness[@]}" 2>&1 | tee "$OUT/exactness.txt"
 date -u | tee -a "$OUT/machine.txt"

@@ -221,3 +221,21 @@ def test_the_device_pipeline_benchmark_runs_every_row() -> None:
     ]
     assert len(rows) == 12  # per network: default, pipeline and network alone, batches 1 and 2
     assert {row[-1] != "inf" and float(row[-1]) > 0 for row in rows} == {True}
+
+
+def test_the_exactness_benchmark_finds_the_default_path_exact_on_this_cpu() -> None:
+    # What a GPU session measures (batch vs frames, tiles vs whole), here on the CPU, where
+    # the README promises equal bytes for both.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "device_exactness.py"
+    command = [sys.executable, str(script), "--device", "cpu", "--batch", "3", "--width", "40"]
+    command += ["--height", "24", "--networks", "espcn-x2,fsrcnn-s-x3", "--tiles", "7", "17"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| espcn")]
+    rows += [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| fsrcnn")]
+    assert len(rows) == 6  # per network: the batch and two tile sizes
+    assert {row[2] for row in rows} == {"0"}, done.stdout
