@@ -487,25 +487,31 @@ def test_fsrcnn_scale_transfer_trains_only_the_deconvolution(
     )
 
 
+def _cli_train(model: str, folders: tuple[Path, Path], every: int, *common: str) -> list[str]:
+    """``subpixel train`` of a tiny ``model`` x2 run on the test folders: two validations."""
+    train_dir, val_dir = folders
+    args = ["train", "--model", model, "--scale", "2", "--data", str(train_dir)]
+    args += ["--val", str(val_dir), "--iterations", str(2 * every), "--val-every", str(every)]
+    return [*args, "--batch-size", "2", "--patch-size", "8", "--workers", "0", *common]
+
+
 def test_cli_train_with_model_options_bundles_the_network_it_trained(
     folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # --model-option reaches the builder and the record; the bundle is that network,
     # collapsed: an ECBSR of 2 blocks of 8 features is an ESPCN-class net of 3 hidden layers.
-    train_dir, val_dir = folders
     out = tmp_path / "run"
     common = ["--out", str(out), "--cache-dir", str(tmp_path / "cache")]
-    args = ["train", "--model", "ecbsr", "--scale", "2", "--data", str(train_dir)]
-    args += ["--val", str(val_dir), "--iterations", "2", "--val-every", "2"]
-    args += ["--batch-size", "2", "--patch-size", "8", "--workers", "0", *common]
+    args = _cli_train("ecbsr", folders, 1, *common)
     assert main([*args, "--model-option", "blocks=2", "--model-option", "features=8"]) == 0
     assert TrainConfig.load(out / "config.json").model_options == {"blocks": 2, "features": 8}
     config = card_of(bundle_run(out, tmp_path / "b.safetensors", datasets=())).config
     assert config["features"] == [8, 8, 8]
     assert main(["train", "--resume", "--model-option", "blocks=3", *common]) == 1
     assert "drop --model-option" in capsys.readouterr().err
+    bad_run = _cli_train("ecbsr", folders, 1, "--out", str(tmp_path / "bad"))
     for bad in ("blocks", "blocks=2 x", "colour=red"):
-        assert main([*args[:-2], "--out", str(tmp_path / "bad"), "--model-option", bad]) == 1
+        assert main([*bad_run, "--model-option", bad]) == 1
         error = capsys.readouterr().err
         assert len(error.strip().splitlines()) == 1 and "--model-option" in error, error
     assert not (tmp_path / "bad").exists()
@@ -514,31 +520,10 @@ def test_cli_train_with_model_options_bundles_the_network_it_trained(
 def test_cli_train_and_resume(
     folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    train_dir, val_dir = folders
+    train_dir, _ = folders
     out = tmp_path / "run"
     common = ["--out", str(out), "--cache-dir", str(tmp_path / "cache")]
-    args = [
-        "train",
-        "--model",
-        "fsrcnn-s",
-        "--scale",
-        "2",
-        "--data",
-        str(train_dir),
-        "--val",
-        str(val_dir),
-        "--iterations",
-        "6",
-        "--val-every",
-        "3",
-        "--batch-size",
-        "2",
-        "--patch-size",
-        "8",
-        "--workers",
-        "0",
-        *common,
-    ]
+    args = _cli_train("fsrcnn-s", folders, 3, *common)
     assert main(args) == 0
     assert main(["train", "--resume", "--iterations", "9", *common]) == 0
     assert TrainConfig.load(out / "config.json").iterations == 9
