@@ -20,10 +20,11 @@ the fastest: then the fastest is kept and run on a fixed grid of tiles
 same crops however it is tiled, once a second probe has found it repeats itself there. If
 nothing is exact either way, the exact fallback (``EXACT_FALLBACKS``: in float32, eager
 torch with oneDNN off, ``torch-native``) is timed and probed in its turn; if that too
-differs, the fastest is kept and a warning logged. A base install (torch alone) needs it:
-there oneDNN's float32 tiles differed from the whole for ESPCN x3 and ECBSR x3 in both
-layouts and on the grid (2 Zen 3 cores; on 2 Intel AMX cores at 15,200-831,534 of the
-probe's values), and ``torch-native`` matched at 2-8 times the time. On 2 Zen 4 cores
+differs, the fastest is kept and a warning logged. It was made for a base install (torch
+alone): there oneDNN's float32 tiles differed from the whole for ESPCN x3 and ECBSR x3 in
+both layouts (2 Zen 3 cores; on 2 Intel AMX cores at 15,200-831,534 of the probe's values),
+and ``torch-native`` matched at 2-8 times the time; since the grid's probe, channels-last
+torch repeats itself on the grid on both machines and runs there. On 2 Zen 4 cores
 (2 threads, bfloat16), ECBSR x3 kept OpenVINO (probe 95 ms); for FSRCNN x3 OpenVINO's
 sub-pixel form (22 ms a 384x384 call) differed at 3 values and eager torch's sub-pixel form
 (57 ms) was kept (probe 537 ms), before the grid. On 2 Intel cores with AMX (bfloat16),
