@@ -46,7 +46,14 @@ from subpixel.training.recipes import TRAINING_SETS
 
 # name -> (architecture, scale); re-parameterised networks join when they are built in.
 NETWORKS = {"espcn-x3": ("espcn", 3), "fsrcnn-x3": ("fsrcnn", 3), "fsrcnn-s-x3": ("fsrcnn-s", 3)}
-NETWORKS.update({f"{name}-x3": (name, 3) for name in ("ecbsr", "sesr") if name in models.BUILDERS})
+NETWORKS.update(
+    {
+        f"{name}-x{scale}": (name, scale)
+        for name in ("ecbsr", "sesr")
+        if name in models.BUILDERS
+        for scale in (2, 3, 4)
+    }
+)
 
 
 class _Done(Exception):
@@ -95,7 +102,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per row")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--repeats", type=int, default=3, help="timings per path (median)")
-    parser.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated")
+    parser.add_argument(
+        "--networks",
+        default=",".join(name for name in NETWORKS if name.endswith("-x3")),
+        help=f"comma-separated, of {', '.join(NETWORKS)} (default: the x3 ones)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="the loader's processes")
     parser.add_argument("--no-loader", action="store_true", help="time the device path only")
     parser.add_argument("--ema-decay", type=float, default=0.0)
