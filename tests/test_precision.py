@@ -159,6 +159,23 @@ def test_the_emulation_rounds_weights_input_and_every_layer_output_to_bfloat16()
     assert any(not torch.equal(p, p.bfloat16().float()) for p in network.parameters())
 
 
+def test_the_emulation_adds_a_residual_networks_input_back_in_float32() -> None:
+    # Natively (autocast) a convolution reads the image in bfloat16, but a residual
+    # network's input added back after the layers stays float32, and so does the sum that
+    # the shuffle and the output layer pass on. With the layers' output zero, the network
+    # is that skip alone: nearest-neighbour upsampling of the float32 input.
+    from subpixel.models.espcn import ESPCN, ESPCNConfig
+
+    network = ESPCN(ESPCNConfig(scale=2, features=(8,), kernels=(3, 3), residual=True)).eval()
+    with torch.no_grad():
+        network.subpixel.weight.zero_()
+        network.subpixel.bias.zero_()
+    x = torch.rand(1, 1, 9, 11)
+    assert not torch.equal(x, x.bfloat16().float())
+    result = precision_loss.emulate_bfloat16(network)(x)
+    assert torch.equal(result, torch.nn.functional.interpolate(x, scale_factor=2))
+
+
 @pytest.mark.skipif(not precision.native_bfloat16(), reason="this CPU has no native bfloat16")
 def test_the_emulation_follows_native_bfloat16() -> None:
     network = _network()
