@@ -16,6 +16,7 @@ from torch import nn
 
 from subpixel import models, precision, precision_loss
 from subpixel.engines import clear_engine_cache, make_engine
+from subpixel.models import ESPCN, ESPCNConfig
 from subpixel.precision import (
     BFLOAT16_LOSS_LIMIT_DB,
     LOSS_KEY,
@@ -164,8 +165,6 @@ def test_the_emulation_adds_a_residual_networks_input_back_in_float32() -> None:
     # network's input added back after the layers stays float32, and so does the sum that
     # the shuffle and the output layer pass on. With the layers' output zero, the network
     # is that skip alone: nearest-neighbour upsampling of the float32 input.
-    from subpixel.models.espcn import ESPCN, ESPCNConfig
-
     network = ESPCN(ESPCNConfig(scale=2, features=(8,), kernels=(3, 3), residual=True)).eval()
     with torch.no_grad():
         network.subpixel.weight.zero_()
