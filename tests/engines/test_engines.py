@@ -61,6 +61,14 @@ from subpixel.weights import describe
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# bfloat16 is the default only where the CPU has it natively; elsewhere it is emulated
+# (probing every engine so took 90 s of a 15-minute suite on Zen 3), for a path no default
+# takes.
+NATIVE_BFLOAT16_ONLY = pytest.mark.skipif(
+    not native_bfloat16(), reason="this CPU has no native bfloat16"
+)
+
+
 def _has(*packages: str) -> bool:
     return all(importlib.util.find_spec(p) is not None for p in packages)
 
@@ -200,7 +208,7 @@ def test_compiled_engine_agrees_in_both_precisions_and_at_a_new_size() -> None:
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="onnx, onnxscript or openvino missing")
-@pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16")
+@NATIVE_BFLOAT16_ONLY
 @pytest.mark.parametrize(
     ("name", "form", "in_float32"), [("espcn", "", 1), ("fsrcnn", "subpixel", 1), ("srcnn", "", 2)]
 )
@@ -278,12 +286,9 @@ def test_a_missing_runtime_names_the_extra_to_install(
 # --------------------------------------------------------------------------- #
 
 
-# bfloat16 is the default only where the CPU has it natively; emulated elsewhere, probing
-# every engine in it took 90 s of a 15-minute suite (Zen 3), for a path no default takes.
-_NATIVE_ONLY = pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16")
-
-
-@pytest.mark.parametrize("precision", ["float32", pytest.param("bfloat16", marks=_NATIVE_ONLY)])
+@pytest.mark.parametrize(
+    "precision", ["float32", pytest.param("bfloat16", marks=NATIVE_BFLOAT16_ONLY)]
+)
 def test_auto_tries_both_fsrcnn_forms_and_returns_a_working_engine(
     precision: str, tmp_path: Path
 ) -> None:
