@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -202,3 +204,22 @@ def test_the_same_network_and_card_always_give_the_same_bytes(tmp_path: Path) ->
     again = load_network(tmp_path / "again0.safetensors")
     for name, value in net.state_dict().items():
         assert torch.equal(again.state_dict()[name], value), name
+
+
+_LOADS = """
+import sys
+import subpixel
+from subpixel.weights import bundled_weights
+for architecture, scale in bundled_weights():
+    subpixel.load_model(architecture, scale=scale)
+print(sorted(m for m in ("torch._dynamo", "torch.onnx") if m in sys.modules))
+"""
+
+
+def test_loading_a_model_imports_no_compiler() -> None:
+    # Checking a card builds the network on "meta"; drawing FSRCNN's initial values there
+    # imported torch._dynamo, which made every load of FSRCNN seconds long.
+    result = subprocess.run(
+        [sys.executable, "-c", _LOADS], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert result.stdout.strip() == "[]"

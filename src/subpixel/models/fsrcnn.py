@@ -83,6 +83,10 @@ class FSRCNN(SRNetwork):
 
     def _init_weights(self) -> None:
         # The paper: He initialisation for the convolutions, N(0, 0.001) for the deconvolution.
+        if self.deconv.weight.is_meta:
+            # Built for its shapes only (a weights file's card is checked so): no values to
+            # draw, and drawing normal values on "meta" imports torch._dynamo, seconds a load.
+            return
         for module in self.body:
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, a=0.25, nonlinearity="leaky_relu")
