@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import functools
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import math
@@ -407,6 +408,30 @@ def test_a_choice_calibrated_at_another_size_or_not_probed_is_measured_again(
     for key in ("tile_exact", "probe_failed", "grid_gain"):
         cache.write_text(json.dumps({kind: {k: v for k, v in entry.items() if k != key}}))
         assert auto._cached_choice(cache, kind) is None
+
+
+_VERSIONS = """
+import sys
+from subpixel.engines import auto
+print(auto._versions())
+print(sorted(m for m in ("onnxruntime", "openvino") if m in sys.modules))
+"""
+
+
+def test_a_cached_choice_is_keyed_without_importing_the_engines() -> None:
+    # The key of a cached choice names the engines' versions; importing both to read them
+    # cost a few tenths of a second a process, for an engine the choice may not use.
+    done = subprocess.run(
+        [sys.executable, "-c", _VERSIONS], capture_output=True, text=True, check=True, timeout=300
+    )
+    versions, imported = done.stdout.strip().splitlines()
+    assert imported == "[]"
+    for package in ("onnxruntime", "openvino"):
+        try:
+            installed = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            installed = "none"
+        assert f"{package} {installed}" in versions
 
 
 def _no_calibration(*args: object, **kwargs: object) -> auto.Calibration:

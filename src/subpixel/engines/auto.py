@@ -48,6 +48,7 @@ exports and OpenVINO's compiled models (``subpixel.engines.exports``).
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import logging
 import time
@@ -169,12 +170,19 @@ def _channels(model: nn.Module) -> int:
 
 
 def _versions() -> str:
+    """The libraries a choice depends on, by version: from the installed distribution's
+    metadata, without importing an engine the choice may not use (a few tenths of a second
+    each); by import where the module comes from a distribution of another name
+    (onnxruntime-gpu)."""
     versions = [f"torch {torch.__version__}"]
     for package in ("onnxruntime", "openvino"):
         try:
-            version = importlib.import_module(package).__version__
-        except ImportError:
-            version = "none"
+            version = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            try:
+                version = importlib.import_module(package).__version__
+            except ImportError:
+                version = "none"
         versions.append(f"{package} {version}")
     return ", ".join(versions)
 
