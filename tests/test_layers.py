@@ -279,6 +279,23 @@ def test_deconv_via_subpixel_has_the_deconvolutions_output_and_gradients(case, s
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("r", [2, 3, 4])
+def test_deconv_via_subpixel_on_channels_last_features_as_fsrcnn_trains(r):
+    # FSRCNN trains channels-last on CPU; the input's gradient feeds the layers before.
+    deconv = random_deconv(56, 1, 9, r, 4, r - 1, dtype=torch.float32, seed=r)
+    deconv = deconv.to(memory_format=torch.channels_last)
+    x = torch.randn(4, 56, 17, 13, generator=torch.Generator().manual_seed(r))
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    expected = deconv(x)
+    upstream = torch.randn(expected.shape, generator=torch.Generator().manual_seed(r + 1))
+    wanted = torch.autograd.grad(expected, [x, *deconv.parameters()], upstream)
+    output = deconv_via_subpixel(deconv, x)
+    torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
+    got = torch.autograd.grad(output, [x, *deconv.parameters()], upstream)
+    for mine, theirs in zip(got, wanted, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     ("r", "lr_kernel", "padding", "crop"),
     [

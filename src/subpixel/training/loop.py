@@ -199,7 +199,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
     A network with no known output layer (``output_layer``) trains as one group when
     ``head_lr_scale`` is 1 and ``train_only`` is ``"all"``. Adam runs fused (one kernel for
-    all parameters) when they are on a GPU.
+    all parameters).
     """
     try:
         head = list(output_layer(model).parameters())
@@ -223,10 +223,9 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
         return torch.optim.SGD(
             groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
-    fused = next(model.parameters()).device.type == "cuda"
-    return torch.optim.Adam(
-        groups, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None
-    )
+    # Fused: one kernel for all parameters, on CPU as on CUDA (on CPU 0.4 ms against 2.2
+    # for FSRCNN's 18 tensors, one step of 60 ms on 2 cores).
+    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay, fused=True)
 
 
 class TrainingView(nn.Module):
