@@ -808,7 +808,7 @@ def test_speed_benchmark_quick_mode_writes_its_table_and_plot(tmp_path: Path) ->
     assert any(r["label"].startswith("subpixel default (auto: ") for r in records)
     # The CLI and the Python API on the same files (the benchmark checks their pixels agree).
     files = {r["label"] for r in records if r["path"] == "BMP files, per image"}
-    assert files == {"subpixel upscale (the CLI)", "Python: upscale_image, save"}
+    assert files == {"subpixel upscale (the CLI)", "Python: load_model, upscale_image, save"}
     assert "fsrcnn-s-x3, BMP files, per image: Python" in (tmp_path / "speed.md").read_text()
     if HAS_CV2:
         assert "OpenCV bicubic" in labels

@@ -66,6 +66,10 @@ class OnnxRuntimeEngine:
         # Idle threads sleep instead of spinning: spinning ones took the cores from the
         # OpenCV and torch work right after a run, and from other sessions (+20-45% there).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # No memory pattern: with one, a session's second run also maps fresh memory (the
+        # planned block), 40-60 ms more than later runs for ESPCN x3 at 640x360 on 2
+        # cores; without, only the first does, and later runs take as long.
+        options.enable_mem_pattern = False
         try:
             self.session = ort.InferenceSession(
                 source, sess_options=options, providers=["CPUExecutionProvider"]
