@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from subpixel import models
 from subpixel.precision import native_bfloat16
@@ -107,26 +106,18 @@ def test_the_step_timer_leaves_the_network_and_the_random_state_alone() -> None:
         assert torch.equal(value, weights[key]), key
 
 
-def _folders(tmp_path: Path) -> tuple[Path, Path]:
-    rng = np.random.default_rng(0)
-    train_dir, val_dir = tmp_path / "train", tmp_path / "val"
-    for folder, count in ((train_dir, 3), (val_dir, 1)):
-        folder.mkdir()
-        for i in range(count):
-            pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(folder / f"{i}.png")
-    return train_dir, val_dir
-
-
 def _not_measured(config: TrainConfig, precision: str) -> float:
     raise AssertionError("the choice should have come from the cache")
 
 
-def test_a_default_run_trains_in_this_machines_choice_and_resumes_in_it(tmp_path: Path) -> None:
+def test_a_default_run_trains_in_this_machines_choice_and_resumes_in_it(
+    tmp_path: Path, random_images: Callable[..., Path]
+) -> None:
     """The default precision on the machine the tests run on: made concrete in the run's
     config, the cached choice for its shape, and kept on resume whatever the cache says by
     then."""
-    train_dir, val_dir = _folders(tmp_path)
+    train_dir = random_images(tmp_path / "train", 3, (40, 48))
+    val_dir = random_images(tmp_path / "val", 1, (40, 48), seed=1)
     config = _config(data=(str(train_dir),), val=str(val_dir), iterations=2, val_every=2)
     assert config.precision == "auto"  # the default
     out = tmp_path / "run"

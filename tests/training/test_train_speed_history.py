@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_each_tree_is_timed_against_the_first(tmp_path: Path) -> None:
-    images = tmp_path / "hr"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        pixels = rng.integers(0, 256, (60, 72, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(images / f"{i}.png")
+def test_each_tree_is_timed_against_the_first(
+    tmp_path: Path, random_images: Callable[..., Path]
+) -> None:
+    images = random_images(tmp_path / "hr", 3, (60, 72))
     command = [sys.executable, str(ROOT / "benchmarks" / "train_speed_history.py"), "."]
     command += [str(ROOT), "--seconds", "0.3", "--warmup", "2", "--repeats", "1"]
     command += ["--batch-size", "4", "--patch-size", "8", "--data", str(images)]
