@@ -498,6 +498,15 @@ _TRAIN_OPTIONS: dict[str, dict[str, object]] = {
         "ESPCN-class file of another scale starts every layer but the sub-pixel one",
     },
     "train_only": {"choices": ("all", "head"), "help": "head: freeze all but the output layer"},
+    "teacher": {
+        "metavar": "NET",
+        "help": "distil: a trained network of the run's scale (named as for --init-from) "
+        "whose output on each LR patch is blended into the target",
+    },
+    "teacher_weight": {
+        "type": float,
+        "help": "the teacher's share of the target, in (0, 1]",
+    },
 }
 
 

@@ -27,6 +27,7 @@ from subpixel.training import (
     TrainingView,
     build_network,
     compute_loss,
+    distilled_targets,
     make_optimizer,
     prepare_for_training,
     train,
@@ -883,3 +884,55 @@ def test_sessions_past_the_checkpoint_are_cut_to_it(tmp_path: Path) -> None:
     path.write_text("[{")
     with pytest.raises(ValueError, match=r"sessions\.json is not a record of training sessions"):
         read_sessions(path)
+
+
+def test_distilled_targets_move_the_hr_patch_towards_the_teacher() -> None:
+    teacher = torch.nn.Upsample(scale_factor=2, mode="nearest")
+    lr, hr = torch.rand(2, 1, 4, 5), torch.rand(2, 1, 8, 10)
+    taught = teacher(lr)
+    for weight in (0.25, 0.5, 1.0):
+        expected = (1 - weight) * hr + weight * taught
+        got = distilled_targets(teacher, lr, hr, weight)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-7)
+        assert not got.requires_grad
+
+
+def test_a_run_with_a_teacher_trains_towards_it_and_resumes_exactly(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    config = _config(folders, iterations=20, teacher="espcn", teacher_weight=1.0)
+    train(config, tmp_path / "straight", cache_dir=cache)
+    assert TrainConfig.load(tmp_path / "straight" / "config.json").teacher == "espcn"
+    with pytest.raises(_Stop):
+        train(config, tmp_path / "run", cache_dir=cache, progress=_stop_at(15))
+    train(config, tmp_path / "run", cache_dir=cache, resume=True)
+    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
+    b = load_file(str(tmp_path / "run" / "last.safetensors"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    # Against the same run without the teacher, the weights differ: the targets did.
+    alone = train(_config(folders, iterations=20), tmp_path / "alone", cache_dir=cache)
+    assert alone.iteration == 20
+    c = load_file(str(tmp_path / "alone" / "last.safetensors"))
+    assert not all(torch.equal(a[key], c[key]) for key in a)
+
+
+@pytest.mark.parametrize(
+    ("teacher", "message"),
+    [
+        ("espcn_x3", r"the teacher .*espcn_x3.* is x3 with 1 channels; the run is x2 with 1"),
+        ("nothing-here", r"not a run folder, a weights file or a bundled model"),
+    ],
+)
+def test_a_teacher_of_another_scale_or_none_is_refused_before_the_run_folder_is_made(
+    teacher: str, message: str, folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(RunError, match=message):
+        train(_config(folders, teacher=teacher), tmp_path / "run", cache_dir=tmp_path / "c")
+    assert not (tmp_path / "run").exists()
+
+
+def test_teacher_weight_must_lie_in_the_unit_interval(folders: tuple[Path, Path]) -> None:
+    for weight in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="teacher_weight"):
+            _config(folders, teacher="espcn", teacher_weight=weight)

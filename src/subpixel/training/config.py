@@ -52,6 +52,10 @@ class TrainConfig:
     ``precision_choice.BFLOAT16_PAYS`` times faster, float32 elsewhere (the run's
     ``config.json`` records the one it used);
     ``compile_mode`` names a ``torch.compile`` mode for the training step (None: eager).
+    ``teacher`` names a trained network of the run's scale (a bundled model, a weights file
+    or a run folder, as ``init_from`` does): each batch's target is then the HR patch moved
+    ``teacher_weight`` of the way towards the teacher's output on the LR patch
+    (distillation; for MSE, the same gradients as the weighted sum of the two losses).
     """
 
     model: str = "espcn"
@@ -95,6 +99,8 @@ class TrainConfig:
     charbonnier_eps: float = 1e-3
     precision: str = "auto"
     compile_mode: str | None = None
+    teacher: str | None = None
+    teacher_weight: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", tuple(str(d) for d in self.data))
@@ -135,6 +141,7 @@ class TrainConfig:
                 self.compile_mode is None or self.compile_mode in COMPILE_MODES,
                 f"compile_mode must be None or one of {COMPILE_MODES}",
             ),
+            (0 < self.teacher_weight <= 1, "teacher_weight must lie in (0, 1]"),
         ]
         for ok, message in checks:
             if not ok:

@@ -174,6 +174,35 @@ def _donor(config: TrainConfig) -> tuple[Path, nn.Module]:
     return weights, donor
 
 
+def load_teacher(config: TrainConfig, device: torch.device) -> nn.Module | None:
+    """The network ``config.teacher`` names (see ``init_weights``), frozen, in float32 on
+    ``device``; None for a run without one.
+
+    Raises:
+        RunError: it is not there, or not of the run's scale and channels.
+    """
+    if config.teacher is None:
+        return None
+    weights = init_weights(config.teacher, config.scale)
+    teacher = load_weights(weights, device).float().eval()
+    card = card_of(teacher)
+    if (card.scale, card.channels) != (config.scale, config.channels):
+        raise RunError(
+            f"the teacher {weights} is x{card.scale} with {card.channels} channels; the run "
+            f"is x{config.scale} with {config.channels}"
+        )
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def distilled_targets(
+    teacher: nn.Module, lr: torch.Tensor, hr: torch.Tensor, weight: float
+) -> torch.Tensor:
+    """``hr`` moved ``weight`` of the way towards ``teacher``'s output on ``lr``."""
+    with torch.no_grad():
+        return torch.lerp(hr, teacher(lr).float(), weight)
+
+
 def build_network(config: TrainConfig) -> nn.Module:
     """A fresh network, seeded, optionally initialised (``init_from``) from a run folder, a
     weights file or a bundled model (see ``init_weights``)."""
@@ -581,6 +610,8 @@ def train(
     device = resolve_device(device)
     if config.init_from and not resume:
         _donor(config)  # a bad name or network before the run folder is made
+    if config.teacher and not resume:
+        load_teacher(config, torch.device("cpu"))  # as for init_from
     with _process_group(device) as (rank, world_size, device):
         files = RunFiles(Path(out))
         session = Session(
@@ -623,6 +654,7 @@ def _run(
     # may have moved since) is not read again.
     fresh = dataclasses.replace(config, init_from=None) if resuming else config
     network = prepare_for_training(build_network(fresh), device, config.precision)
+    teacher = load_teacher(config, device)
     optimizer = make_optimizer(network, config)
     average = WeightAverage(network, config.ema_decay) if config.ema_decay else None
     schedule = Schedule(config)
@@ -668,6 +700,8 @@ def _run(
             factor = schedule.factor(iteration - 1)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
+            if teacher is not None:
+                hr_batch = distilled_targets(teacher, lr_batch, hr_batch, config.teacher_weight)
             optimizer.zero_grad(set_to_none=True)
             loss = compute_loss(model, lr_batch, hr_batch, config)
             loss.backward()
