@@ -9,7 +9,7 @@ workers have started and cuDNN has chosen its kernels) for about ``--seconds``; 
 device is synchronised at both ends. The two paths take turns ``--repeats`` times, so that a
 change in the machine's load hits both alike, and the median is shown. A step is everything
 the loop does: the batch, the learning rate, forward, loss, backward, the optimiser step
-(fused Adam on CUDA), the weight average when ``--ema-decay`` is set, and the loss kept on
+(fused Adam), the weight average when ``--ema-decay`` is set, and the loss kept on
 the device; nothing is validated or written. Rows give the precision the step ran in,
 iterations/s, patches/s, LR pixels/s and the device path's ratio to the loader's.
 
