@@ -79,6 +79,22 @@ def save_checkpoint(
     atomic_write(path, lambda temporary: temporary.write_bytes(data), fsync=True)
 
 
+def _lay_out_like_parameters(optimizer: torch.optim.Optimizer) -> None:
+    """Give each parameter's state tensors (Adam's moments) its memory layout. A checkpoint
+    holds them contiguous; a channels-last parameter (FSRCNN on CPU) needs channels-last
+    moments, since the fused Adam kernel walks a parameter and its moments in memory order
+    and would pair each value with another position's moments."""
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            values = optimizer.state.get(parameter, {})
+            for name, value in values.items():
+                mismatched = (
+                    isinstance(value, torch.Tensor) and value.stride() != parameter.stride()
+                )
+                if mismatched and value.shape == parameter.shape:
+                    values[name] = torch.empty_like(parameter, dtype=value.dtype).copy_(value)
+
+
 def load_checkpoint(
     path: Path,
     model: nn.Module,
@@ -102,5 +118,6 @@ def load_checkpoint(
     for index, values in optimizer_meta["scalars"].items():
         state.setdefault(int(index), {}).update(values)
     optimizer.load_state_dict({"state": state, "param_groups": optimizer_meta["param_groups"]})
+    _lay_out_like_parameters(optimizer)
     torch.set_rng_state(tensors["rng.torch"])
     return TrainingState(**json.loads(metadata[STATE_KEY]))
