@@ -1,17 +1,18 @@
 """Training speed: whole steps of ``subpixel.training.train`` per second, per network.
 
-For each network (ESPCN x3, FSRCNN x3, FSRCNN-s x3 and any re-parameterised network in
-``models.BUILDERS``) the real training loop runs on the same batch and patch size with the
-images on the device and batches cut there (``data_on_device``, the default) and with the
-``DataLoader`` of ``PatchDataset`` (``--workers`` processes), the only path before. Each run
-is timed from its ``--warmup``-th step (after the images are on the device, the loader's
-workers have started and cuDNN has chosen its kernels) for about ``--seconds``; on CUDA the
-device is synchronised at both ends. The two paths take turns ``--repeats`` times, so that a
-change in the machine's load hits both alike, and the median is shown. A step is everything
-the loop does: the batch, the learning rate, forward, loss, backward, the optimiser step
-(fused Adam), the weight average when ``--ema-decay`` is set, and the loss kept on
-the device; nothing is validated or written. Rows give the precision the step ran in,
-iterations/s, patches/s, LR pixels/s and the device path's ratio to the loader's.
+For each network (ESPCN x3; FSRCNN x3 and FSRCNN-s x3, plain and trained re-parameterised;
+ECBSR and SESR at x2, x3 and x4) the real training loop runs on the same batch and patch
+size with the images on the device and batches cut there (``data_on_device``, the default)
+and with the ``DataLoader`` of ``PatchDataset`` (``--workers`` processes), the only path
+before. Each run is timed from its ``--warmup``-th step (after the images are on the
+device, the loader's workers have started and cuDNN has chosen its kernels) for about
+``--seconds``; on CUDA the device is synchronised at both ends. The two paths take turns
+``--repeats`` times, so that a change in the machine's load hits both alike, and the median
+is shown. A step is everything the loop does: the batch, the learning rate, forward, loss,
+backward, the optimiser step (fused Adam), the weight average when ``--ema-decay`` is set,
+and the loss kept on the device; nothing is validated or written. Rows give the precision
+the step ran in, iterations/s, patches/s, LR pixels/s and the device path's ratio to the
+loader's.
 
 ``--precision auto`` (the default, as for ``subpixel train``) lets the run choose bfloat16
 where a measured step pays (``subpixel.training.precision_choice``); the loader path runs
@@ -44,8 +45,11 @@ from subpixel.paths import data_root
 from subpixel.training import Progress, TrainConfig, train
 from subpixel.training.recipes import TRAINING_SETS
 
-# name -> (architecture, scale); re-parameterised networks join when they are built in.
-NETWORKS = {"espcn-x3": ("espcn", 3), "fsrcnn-x3": ("fsrcnn", 3), "fsrcnn-s-x3": ("fsrcnn-s", 3)}
+# name -> (architecture, scale)
+NETWORKS = {
+    name: (name.removesuffix("-x3"), 3)
+    for name in ("espcn-x3", "fsrcnn-x3", "fsrcnn-s-x3", "fsrcnn-linear-x3", "fsrcnn-s-linear-x3")
+}
 NETWORKS.update(
     {
         f"{name}-x{scale}": (name, scale)

@@ -1,7 +1,7 @@
-"""Re-parameterised blocks (subpixel.reparam) and the networks built from them (ecbsr, sesr):
-every block equals its collapsed convolution, the merged-kernel forward equals the branch
-forward with the same gradients, and a network collapses into an ordinary ESPCN that saves,
-loads, tiles and costs like one."""
+"""Re-parameterised blocks (subpixel.reparam) and the networks built from them (ecbsr, sesr,
+fsrcnn-linear): every block equals its collapsed convolution, the merged-kernel forward
+equals the branch forward with the same gradients, and a network collapses into an ordinary
+ESPCN or FSRCNN that saves, loads, tiles and costs like one."""
 
 from __future__ import annotations
 
@@ -320,3 +320,97 @@ def test_bad_configs_are_refused() -> None:
         models.build("ecbsr", block="rep")
     with pytest.raises(ValueError, match="ecb kernel sizes"):
         models.build("ecbsr", kernels=(1, 3, 3))
+
+
+# --------------------------------------------------------------------------- #
+# FSRCNN trained with collapsible linear blocks
+# --------------------------------------------------------------------------- #
+
+LINEAR_FSRCNNS = [("fsrcnn-linear", 2, 1), ("fsrcnn-linear", 4, 3), ("fsrcnn-s-linear", 3, 1)]
+
+
+@pytest.mark.parametrize(("name", "scale", "channels"), LINEAR_FSRCNNS)
+def test_linear_fsrcnn_collapses_into_an_equal_fsrcnn(name: str, scale: int, channels: int) -> None:
+    net = _randomise(models.build(name, scale=scale, channels=channels).double(), scale)
+    lr = torch.rand(2, channels, 7, 10, dtype=torch.float64)
+    plain = net.collapse()
+    assert type(plain) is models.FSRCNN and plain.config == net.config.plain()
+    _branch_form(net, merged=False)
+    expected = net(lr)
+    assert expected.shape == (2, channels, 7 * scale, 10 * scale)
+    torch.testing.assert_close(plain(lr), expected, rtol=1e-9, atol=1e-9)
+    _branch_form(net, merged=True)
+    torch.testing.assert_close(net(lr), expected, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(net.forward_for_training(lr), expected, rtol=1e-9, atol=1e-9)
+    same_plain = models.FSRCNN(net.config.plain())
+    cost = models.measure_complexity(net.float(), channels)
+    assert cost == models.measure_complexity(same_plain, channels)  # the plain network's
+
+
+def test_a_fresh_linear_fsrcnn_starts_as_the_plain_one_of_the_same_seed() -> None:
+    torch.manual_seed(5)
+    plain = models.build("fsrcnn-s", scale=3)
+    torch.manual_seed(5)
+    linear = models.build("fsrcnn-s-linear", scale=3)
+    lr = torch.rand(1, 1, 9, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(linear(lr), plain(lr), rtol=1e-5, atol=1e-6)
+    assert models.architecture_of(linear) == "fsrcnn-linear"
+    assert linear.settings() == {**plain.settings(), "hidden": 128}
+
+
+def test_a_linear_fsrcnn_goes_on_from_a_plain_one() -> None:
+    """``start_from`` a plain FSRCNN of its configuration (a shipped file) sets every block
+    to that network's kernels; one of another configuration is refused."""
+    trained = _randomise(models.build("fsrcnn-s", scale=3).double(), 3)
+    linear = models.build("fsrcnn-s-linear", scale=3).double()
+    linear.start_from(trained)
+    lr = torch.rand(2, 1, 6, 9, dtype=torch.float64)
+    torch.testing.assert_close(linear(lr), trained(lr), rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="into a network that collapses into"):
+        linear.start_from(models.build("fsrcnn", scale=3).double())
+
+
+def test_linear_fsrcnn_weights_are_saved_collapsed(tmp_path: Path) -> None:
+    net = _randomise(models.build("fsrcnn-s-linear", scale=3), 2).eval()
+    describe(net, "fsrcnn-s-linear", training={"iterations": 4})
+    loaded = load_network(save_weights(net, tmp_path / "net.safetensors"))
+    assert type(loaded) is models.FSRCNN
+    card = card_of(loaded)
+    assert card.architecture == "fsrcnn" and (card.config["d"], card.config["s"]) == (32, 5)
+    assert card.training["collapsed_from"] == "fsrcnn-s-linear"
+    lr = torch.rand(1, 1, 9, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(lr), net(lr), rtol=1e-5, atol=1e-5)
+
+
+def test_linear_fsrcnn_needs_blocks_wide_enough_for_every_kernel() -> None:
+    with pytest.raises(ValueError, match=r"hidden must be >= 108"):
+        models.build("fsrcnn-linear", hidden=100)  # the 3x3 mapping layers: 12 x 9
+    with pytest.raises(ValueError, match=r"hidden must be >= 75"):
+        models.build("fsrcnn-s-linear", channels=3, hidden=64)  # the 5x5 RGB layer
+    models.build("fsrcnn-s-linear", hidden=45)  # FSRCNN-s: 5 x 9
+
+
+@pytest.mark.parametrize("name", ["fsrcnn-s-linear", "ecbsr"])
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_merged_kernels_follow_the_layout_the_network_was_moved_to(
+    name: str, layout: torch.memory_format
+) -> None:
+    """A network moved to channels-last runs every merged kernel channels-last, as its plain
+    convolutions would, so activations and their gradients keep one layout throughout (the
+    first 1-channel layer included, whose sizes leave both layouts contiguous)."""
+    net = models.build(name, scale=3).to(memory_format=layout)  # type: ignore[call-overload]
+    x = torch.rand(2, 1, 12, 12).contiguous(memory_format=layout)
+    outputs: list[bool] = []
+
+    def record(_module: nn.Module, _inputs: object, out: torch.Tensor) -> None:
+        outputs.append(
+            out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+        )
+
+    for module in net.modules():
+        if isinstance(module, CollapsibleLinearBlock | EdgeOrientedBlock):
+            module.register_forward_hook(record)
+    net(x)
+    assert outputs and outputs == [layout == torch.channels_last] * len(outputs)

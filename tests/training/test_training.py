@@ -814,6 +814,41 @@ def test_init_from_a_bundled_ecbsr_trains_on_from_its_collapsed_weights(
     assert all(bool(p.abs().max() > 0) for p in network.parameters())
 
 
+def test_a_linear_fsrcnn_s_run_starts_from_the_shipped_file_and_resumes_exactly(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``fsrcnn-s-linear`` takes the shipped (plain) FSRCNN-s as its start, trains in its
+    block form, writes plain FSRCNN-s weights that name the form, and resumes exactly."""
+    config = _config(
+        folders,
+        model="fsrcnn-s-linear",
+        scale=3,
+        model_options={},
+        init_from="fsrcnn-s",
+        iterations=12,
+        val_every=6,
+        ema_decay=0.9,
+    )
+    network = build_network(config).eval()
+    shipped = load_network("fsrcnn-s", scale=3).eval()
+    lr = torch.rand(1, 1, 11, 13)
+    with torch.no_grad():
+        torch.testing.assert_close(network(lr), shipped(lr), rtol=1e-5, atol=1e-5)
+    cache = tmp_path / "cache"
+    train(config, tmp_path / "straight", cache_dir=cache)
+    with pytest.raises(_Stop):
+        train(config, tmp_path / "run", cache_dir=cache, progress=_stop_at(9))
+    train(config, tmp_path / "run", cache_dir=cache, resume=True)
+    a = load_file(str(tmp_path / "straight" / "checkpoint.safetensors"))
+    b = load_file(str(tmp_path / "run" / "checkpoint.safetensors"))
+    for key in (k for k in a if not k.startswith("rng.")):
+        assert torch.equal(a[key], b[key]), key
+    trained = load_network(tmp_path / "run" / "last.safetensors")
+    assert type(trained) is models.FSRCNN and trained.config == shipped.config
+    assert trained.card.name == "fsrcnn-s-linear"
+    assert not torch.equal(trained.deconv.weight, shipped.deconv.weight)  # it trained
+
+
 @pytest.mark.parametrize("model", ["espcn", "ecbsr"])
 def test_init_from_the_bundled_x2_starts_an_x4_run_at_its_output_upsampled(
     model: str, folders: tuple[Path, Path]

@@ -27,7 +27,12 @@ from subpixel.models.fsrcnn import (
     combine_fsrcnn_heads,
     fsrcnn_to_subpixel,
 )
-from subpixel.models.reparam_sr import ReparamSR, ReparamSRConfig
+from subpixel.models.reparam_sr import (
+    LinearFSRCNN,
+    LinearFSRCNNConfig,
+    ReparamSR,
+    ReparamSRConfig,
+)
 from subpixel.models.srcnn import SRCNN, SRCNNConfig
 from subpixel.reparam import Collapsible
 
@@ -44,6 +49,8 @@ __all__ = [
     "Complexity",
     "ESPCNConfig",
     "FSRCNNConfig",
+    "LinearFSRCNN",
+    "LinearFSRCNNConfig",
     "MultiScaleFSRCNN",
     "MultiScaleFSRCNNConfig",
     "ReparamSR",
@@ -74,6 +81,14 @@ def _fsrcnn(**options: Any) -> nn.Module:
 
 def _fsrcnn_s(**options: Any) -> nn.Module:
     return FSRCNN(FSRCNNConfig(**{"d": 32, "s": 5, "m": 1, **options}))
+
+
+def _fsrcnn_linear(**options: Any) -> nn.Module:
+    return LinearFSRCNN(LinearFSRCNNConfig(**options))
+
+
+def _fsrcnn_s_linear(**options: Any) -> nn.Module:
+    return LinearFSRCNN(LinearFSRCNNConfig(**{"d": 32, "s": 5, "m": 1, **options}))
 
 
 def _fsrcnn_multiscale(**options: Any) -> nn.Module:
@@ -109,6 +124,8 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "espcn-7": _espcn7,
     "fsrcnn": _fsrcnn,
     "fsrcnn-s": _fsrcnn_s,
+    "fsrcnn-linear": _fsrcnn_linear,
+    "fsrcnn-s-linear": _fsrcnn_s_linear,
     "fsrcnn-multiscale": _fsrcnn_multiscale,
     "srcnn": _srcnn,
     "srcnn-915": _srcnn_915,
@@ -152,8 +169,8 @@ def build(name: str, scale: int = 3, channels: int = 1, **options: Any) -> nn.Mo
     """Build a network by name with fresh weights.
 
     Args:
-        name: a key of ``BUILDERS`` (espcn, espcn-7, fsrcnn, fsrcnn-s, srcnn, srcnn-915, ecbsr,
-            sesr, bicubic).
+        name: a key of ``BUILDERS`` (espcn, espcn-7, fsrcnn, fsrcnn-s, fsrcnn-linear,
+            fsrcnn-s-linear, srcnn, srcnn-915, ecbsr, sesr, bicubic).
         scale: the upscaling factor r.
         channels: 1 for luminance (Y), 3 for RGB.
         **options: other fields of the network's config (for example ``features=(64, 32)``).

@@ -1,22 +1,24 @@
-"""ECBSR and SESR: networks trained with re-parameterised blocks that collapse into an ESPCN.
+"""Networks trained with re-parameterised blocks that collapse into a plain network.
 
 Zhang et al. 2021, "Edge-oriented Convolution Block for Real-time Super Resolution on Mobile
 Devices" (ECBSR); Bhardwaj et al. 2022, "Collapsible Linear Blocks for Super-Efficient Super
 Resolution" (SESR). Both train a plain chain of convolutions and activations whose every
 convolution is a block of linear branches (``subpixel.reparam``); each block collapses into
 one convolution, so the trained network *is* an ESPCN-class network of the same depth and
-width, and runs at that cost.
+width, and runs at that cost. ``LinearFSRCNN`` trains FSRCNN the same way (SESR's blocks in
+place of its body's convolutions) and collapses into an ordinary ``FSRCNN``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor, nn
 
 from subpixel.models.base import SRNetwork
 from subpixel.models.espcn import ESPCN, ESPCNConfig, add_nearest
+from subpixel.models.fsrcnn import FSRCNN, FSRCNNConfig
 from subpixel.reparam import CollapsibleLinearBlock, EdgeOrientedBlock
 
 BLOCKS = ("ecb", "sesr")
@@ -187,3 +189,102 @@ class ReparamSR(SRNetwork):
             for prelu, activation in zip(prelus, self.activations, strict=True):
                 assert isinstance(activation, nn.PReLU)
                 activation.weight.copy_(prelu.weight)
+
+
+@dataclass(frozen=True)
+class LinearFSRCNNConfig(FSRCNNConfig):
+    """FSRCNN(d, s, m) whose body's convolutions train as SESR's collapsible linear blocks,
+    each ``hidden`` wide; ``plain()`` is the FSRCNN it collapses into. ``hidden`` must be
+    at least every layer's ``C_in k k`` (25 C, d, 9 s), so that every plain kernel has an
+    exact block form (the fresh network starts as the plain one would)."""
+
+    hidden: int = 128
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        needed = max(25 * self.channels, self.d, 9 * self.s if self.m else self.s)
+        if self.hidden < needed:
+            raise ValueError(
+                f"hidden must be >= {needed} (every layer's input channels x kernel area) "
+                f"for d={self.d}, s={self.s}, got {self.hidden}"
+            )
+
+    def plain(self) -> FSRCNNConfig:
+        """The configuration of the FSRCNN this network collapses into."""
+        return FSRCNNConfig(**{f.name: getattr(self, f.name) for f in fields(FSRCNNConfig)})
+
+
+class LinearFSRCNN(FSRCNN):
+    """FSRCNN trained with every convolution of its body (5x5, shrinking 1x1, mapping 3x3s,
+    expanding 1x1) a ``CollapsibleLinearBlock``: a wide ``k x k`` convolution and a 1x1
+    projection, plus the identity where a layer keeps its width (the mapping layers). The
+    deconvolution and the PReLUs stay as they are.
+
+    The blocks run their merged kernel, so a step costs about a plain FSRCNN's. A fresh
+    network starts as the plain FSRCNN of the same seed does (each block set to the plain
+    network's He-initialised kernel), so the two forms differ only in how training moves
+    the weights. ``collapse()`` gives the equal ``FSRCNN``, which weights files hold.
+
+    Example:
+        >>> net = LinearFSRCNN(LinearFSRCNNConfig(scale=2, d=32, s=5, m=1, hidden=64))
+        >>> lr = torch.rand(1, 1, 8, 8)
+        >>> bool((net.collapse()(lr) - net(lr)).abs().max() < 1e-5)
+        True
+    """
+
+    architecture = "fsrcnn-linear"
+
+    def __init__(self, config: LinearFSRCNNConfig | None = None) -> None:
+        config = config or LinearFSRCNNConfig()
+        super().__init__(config)
+        for index, layer in enumerate(self.body):
+            if isinstance(layer, nn.Conv2d):
+                block = CollapsibleLinearBlock(
+                    layer.in_channels, layer.out_channels, layer.kernel_size[0], config.hidden
+                )
+                if not layer.weight.is_meta:  # built for its shapes only: nothing to set
+                    assert layer.bias is not None
+                    block.set_collapsed(layer.weight, layer.bias)
+                self.body[index] = block
+
+    def collapse(self) -> FSRCNN:
+        """A new ``FSRCNN`` equal to this network (to float rounding), in the same
+        training/eval mode, on the same device and dtype."""
+        parameter = next(self.parameters())
+        plain = FSRCNN(self.config.plain()).to(parameter.device, parameter.dtype)
+        with torch.no_grad():
+            for mine, theirs in zip(self.body, plain.body, strict=True):
+                if isinstance(mine, CollapsibleLinearBlock):
+                    assert isinstance(theirs, nn.Conv2d) and theirs.bias is not None
+                    weight, bias = mine.merged_parameters()
+                    theirs.weight.copy_(weight)
+                    theirs.bias.copy_(bias)
+                else:
+                    theirs.load_state_dict(mine.state_dict())
+            plain.deconv.load_state_dict(self.deconv.state_dict())
+        return plain.train(self.training)
+
+    def start_from(self, donor: nn.Module) -> None:
+        """A plain FSRCNN of ``config.plain()`` (a shipped file) with every block set to its
+        kernel, so it goes on training in this form; a checkpoint's training form as a state
+        dict.
+
+        Raises:
+            ValueError: a plain FSRCNN of another configuration.
+        """
+        if not isinstance(donor, FSRCNN) or isinstance(donor, LinearFSRCNN):
+            super().start_from(donor)
+            return
+        if donor.config != self.config.plain():
+            raise ValueError(
+                f"cannot load {donor.config} into a network that collapses into "
+                f"{self.config.plain()}"
+            )
+        with torch.no_grad():
+            for mine, theirs in zip(self.body, donor.body, strict=True):
+                if isinstance(mine, CollapsibleLinearBlock):
+                    assert isinstance(theirs, nn.Conv2d) and theirs.bias is not None
+                    mine.set_collapsed(theirs.weight, theirs.bias)
+                else:
+                    mine.load_state_dict(theirs.state_dict())
+            self.deconv.load_state_dict(donor.deconv.state_dict())

@@ -167,11 +167,23 @@ def _donor(config: TrainConfig) -> tuple[Path, nn.Module]:
     weights = init_weights(config.init_from, config.scale)
     donor = load_weights(weights)
     card = card_of(donor)
-    if config.model not in (card.architecture, card.name):
+    plain = _collapses_into(config)
+    same = config.model in (card.architecture, card.name)
+    if not same and (plain is None or type(donor) is not plain):  # an FSRCNN for fsrcnn-linear
         raise RunError(
             f"cannot initialise {config.model} from {weights}: it holds {card.name} weights"
         )
     return weights, donor
+
+
+def _collapses_into(config: TrainConfig) -> type[nn.Module] | None:
+    """The class of the plain network the run's network collapses into, None for a network
+    that trains as it runs."""
+    with torch.random.fork_rng(devices=[]):  # building draws fresh weights
+        network = models.build(
+            config.model, scale=config.scale, channels=config.channels, **config.model_options
+        )
+        return type(network.collapse()) if isinstance(network, Collapsible) else None
 
 
 def load_teacher(config: TrainConfig, device: torch.device) -> nn.Module | None:
