@@ -356,7 +356,7 @@ def test_a_fresh_linear_fsrcnn_starts_as_the_plain_one_of_the_same_seed() -> Non
     with torch.no_grad():
         torch.testing.assert_close(linear(lr), plain(lr), rtol=1e-5, atol=1e-6)
     assert models.architecture_of(linear) == "fsrcnn-linear"
-    assert linear.settings() == {**plain.settings(), "hidden": 128}
+    assert linear.settings() == {**plain.settings(), "hidden": 256}
 
 
 def test_a_linear_fsrcnn_goes_on_from_a_plain_one() -> None:

@@ -2256,7 +2256,11 @@ ordinary `models.ESPCN`: ${reparam_network} has ${reparam_training_parameters} p
 training and ${reparam_parameters} collapsed, and the two forms differ by ${reparam_network_error}
 in float32. While training, each block computes its collapsed kernel from its branches at every
 step and runs that one convolution: the same function and gradients as the branches (checked
-below), at about the cost of the plain network's step.
+below), at about the cost of the plain network's step. Any plain network's convolutions can
+train so: `models.LinearFSRCNN` (builders `fsrcnn-linear` and `fsrcnn-s-linear`) puts SESR's
+block in place of each convolution of FSRCNN's body and collapses into an ordinary
+`models.FSRCNN`; it starts as the plain network of the same seed would (each block set to
+that network's kernel), so the two differ only in how training moves the weights.
 
 ## Checks run while building this page
 

@@ -198,7 +198,7 @@ class LinearFSRCNNConfig(FSRCNNConfig):
     at least every layer's ``C_in k k`` (25 C, d, 9 s), so that every plain kernel has an
     exact block form (the fresh network starts as the plain one would)."""
 
-    hidden: int = 128
+    hidden: int = 256
 
     def __post_init__(self) -> None:
         super().__post_init__()
