@@ -379,6 +379,7 @@ def test_linear_fsrcnn_weights_are_saved_collapsed(tmp_path: Path) -> None:
     card = card_of(loaded)
     assert card.architecture == "fsrcnn" and (card.config["d"], card.config["s"]) == (32, 5)
     assert card.training["collapsed_from"] == "fsrcnn-s-linear"
+    assert card.name == "fsrcnn-s"  # its files are FSRCNN-s files
     lr = torch.rand(1, 1, 9, 8)
     with torch.no_grad():
         torch.testing.assert_close(loaded(lr), net(lr), rtol=1e-5, atol=1e-5)
@@ -414,3 +415,10 @@ def test_merged_kernels_follow_the_layout_the_network_was_moved_to(
             module.register_forward_hook(record)
     net(x)
     assert outputs and outputs == [layout == torch.channels_last] * len(outputs)
+
+
+@pytest.mark.parametrize(("form", "model"), sorted(models.TRAINING_FORMS.items()))
+def test_a_training_form_collapses_into_the_network_of_its_model(form: str, model: str) -> None:
+    collapsed = models.build(form, scale=3).collapse()
+    plain = models.build(model, scale=3)
+    assert type(collapsed) is type(plain) and collapsed.settings() == plain.settings()

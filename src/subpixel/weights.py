@@ -77,8 +77,12 @@ class ModelCard:
     @property
     def name(self) -> str:
         """The model's name as ``models.BUILDERS`` and bundled files know it: the network it
-        was trained as (``training["collapsed_from"]``), else ``architecture``."""
-        return str(self.training.get("collapsed_from", self.architecture))
+        was trained as (``training["collapsed_from"]``; for a training form of another
+        model, ``models.TRAINING_FORMS``, that model), else ``architecture``."""
+        trained_as = self.training.get("collapsed_from")
+        if trained_as is None:
+            return self.architecture
+        return models.TRAINING_FORMS.get(str(trained_as), str(trained_as))
 
     def build(self) -> nn.Module:
         """A fresh network of this card's architecture and configuration."""

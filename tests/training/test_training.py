@@ -847,7 +847,8 @@ def test_a_linear_fsrcnn_s_run_starts_from_the_shipped_file_and_resumes_exactly(
         assert torch.equal(a[key], b[key]), key
     trained = load_network(tmp_path / "run" / "last.safetensors")
     assert type(trained) is models.FSRCNN and trained.config == shipped.config
-    assert trained.card.name == "fsrcnn-s-linear"
+    assert trained.card.training["collapsed_from"] == "fsrcnn-s-linear"
+    assert trained.card.name == "fsrcnn-s"  # an FSRCNN-s file, trained re-parameterised
     assert not torch.equal(trained.deconv.weight, shipped.deconv.weight)  # it trained
 
 

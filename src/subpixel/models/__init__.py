@@ -57,6 +57,7 @@ __all__ = [
     "ReparamSRConfig",
     "SRCNNConfig",
     "SRNetwork",
+    "TRAINING_FORMS",
     "architecture_of",
     "build",
     "combine_fsrcnn_heads",
@@ -133,6 +134,11 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "sesr": _sesr,
     "bicubic": _bicubic,
 }
+
+
+# Builders that train another model's network re-parameterised: name -> the model whose
+# network they collapse into, and whose files theirs are (a card's ``name``).
+TRAINING_FORMS: dict[str, str] = {"fsrcnn-linear": "fsrcnn", "fsrcnn-s-linear": "fsrcnn-s"}
 
 
 def architecture_of(model: nn.Module) -> str | None:
