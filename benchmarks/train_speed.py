@@ -136,7 +136,7 @@ def main() -> None:
     )
     paths = [("device", True)] + ([] if args.no_loader else [("loader", False)])
     header = (
-        f"{'network':<13}{'data':<8}{'precision':<10}{'it/s':>9}{'patches/s':>11}"
+        f"{'network':<20}{'data':<8}{'precision':<10}{'it/s':>9}{'patches/s':>11}"
         f"{'M LR px/s':>11}{'ratio':>7}"
     )
     print(header)
@@ -174,7 +174,7 @@ def main() -> None:
             if path == "loader":
                 ratio = f"{statistics.median(timings['device']) / rate:>7.2f}"
             print(
-                f"{network:<13}{path:<8}{precisions[path]:<10}{rate:>9.1f}{patches:>11.0f}"
+                f"{network:<20}{path:<8}{precisions[path]:<10}{rate:>9.1f}{patches:>11.0f}"
                 f"{pixels:>11.2f}{ratio}"
             )
 
