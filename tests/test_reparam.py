@@ -220,17 +220,26 @@ NETS = [("ecbsr", 2, 1), ("ecbsr", 3, 3), ("ecbsr", 4, 1), ("sesr", 2, 3), ("ses
 
 @pytest.mark.parametrize(("name", "scale", "channels"), NETS)
 def test_network_collapses_into_an_equal_espcn(name: str, scale: int, channels: int) -> None:
+    _, plain = _collapsed_equals_branches(name, scale, channels)
+    assert type(plain) is models.ESPCN and plain.config.residual
+    assert plain.config.activation == "prelu"
+
+
+def _collapsed_equals_branches(name: str, scale: int, channels: int) -> tuple[nn.Module, nn.Module]:
+    """A float64 network ``name`` with random weights and its collapsed form, checked to
+    compute what its branches compute, run one by one and merged."""
     net = _randomise(models.build(name, scale=scale, channels=channels).double(), scale)
     lr = torch.rand(2, channels, 7, 10, dtype=torch.float64)
     plain = net.collapse()
-    assert type(plain) is models.ESPCN and plain.config.residual
-    assert plain.config.activation == "prelu"
     _branch_form(net, merged=False)
     expected = net(lr)
     assert expected.shape == (2, channels, 7 * scale, 10 * scale)
     torch.testing.assert_close(plain(lr), expected, rtol=1e-9, atol=1e-9)
     _branch_form(net, merged=True)
     torch.testing.assert_close(net(lr), expected, rtol=1e-9, atol=1e-9)
+    assert isinstance(net, models.SRNetwork)
+    torch.testing.assert_close(net.forward_for_training(lr), expected, rtol=1e-9, atol=1e-9)
+    return net, plain
 
 
 @pytest.mark.parametrize(("name", "scale", "channels"), NETS)
@@ -331,17 +340,9 @@ LINEAR_FSRCNNS = [("fsrcnn-linear", 2, 1), ("fsrcnn-linear", 4, 3), ("fsrcnn-s-l
 
 @pytest.mark.parametrize(("name", "scale", "channels"), LINEAR_FSRCNNS)
 def test_linear_fsrcnn_collapses_into_an_equal_fsrcnn(name: str, scale: int, channels: int) -> None:
-    net = _randomise(models.build(name, scale=scale, channels=channels).double(), scale)
-    lr = torch.rand(2, channels, 7, 10, dtype=torch.float64)
-    plain = net.collapse()
+    net, plain = _collapsed_equals_branches(name, scale, channels)
+    assert isinstance(net, models.LinearFSRCNN)
     assert type(plain) is models.FSRCNN and plain.config == net.config.plain()
-    _branch_form(net, merged=False)
-    expected = net(lr)
-    assert expected.shape == (2, channels, 7 * scale, 10 * scale)
-    torch.testing.assert_close(plain(lr), expected, rtol=1e-9, atol=1e-9)
-    _branch_form(net, merged=True)
-    torch.testing.assert_close(net(lr), expected, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(net.forward_for_training(lr), expected, rtol=1e-9, atol=1e-9)
     same_plain = models.FSRCNN(net.config.plain())
     cost = models.measure_complexity(net.float(), channels)
     assert cost == models.measure_complexity(same_plain, channels)  # the plain network's
