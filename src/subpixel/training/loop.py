@@ -167,9 +167,9 @@ def _donor(config: TrainConfig) -> tuple[Path, nn.Module]:
     weights = init_weights(config.init_from, config.scale)
     donor = load_weights(weights)
     card = card_of(donor)
-    plain = _collapses_into(config)
-    same = config.model in (card.architecture, card.name)
-    if not same and (plain is None or type(donor) is not plain):  # an FSRCNN for fsrcnn-linear
+    if config.model not in (card.architecture, card.name) and (
+        type(donor) is not _collapses_into(config)  # an FSRCNN for fsrcnn-linear
+    ):
         raise RunError(
             f"cannot initialise {config.model} from {weights}: it holds {card.name} weights"
         )
